@@ -1,0 +1,36 @@
+# desync — the two commands: `make run` and `make test`.
+BUILD ?= build
+CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
+CTEST_JOBS ?= 2
+
+.PHONY: all deps configure build run test test-slow bench clean
+
+all: build
+
+deps:
+	@scripts/install-deps
+
+$(BUILD)/build.ninja:
+	@cmake -S . -B $(BUILD) -G Ninja $(CMAKE_FLAGS)
+
+configure: deps $(BUILD)/build.ninja
+
+build: configure
+	@cmake --build $(BUILD)
+
+# The main job: a real training run on Fashion-MNIST with progress and a summary.
+run: build
+	$(BUILD)/desync train examples/fmnist_cnn.toml --out runs/fmnist_cnn
+
+# The default test suite (unit + integration, without tests labelled slow).
+test: build
+	@cd $(BUILD) && ctest -LE slow --output-on-failure -j $(CTEST_JOBS)
+
+test-slow: build
+	@cd $(BUILD) && ctest -L slow --output-on-failure
+
+bench: build
+	@scripts/bench
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,19 @@
+// Precompiled header for every desync target: the heavy, stable third-party headers only.
+// Project headers stay out of it so that editing one of them does not rebuild the PCH.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
+#include <toml++/toml.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>

@@ -1,0 +1,398 @@
+#include "desync/core/config.h"
+
+#include <fmt/core.h>
+#include <fmt/format.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "desync/core/error.h"
+
+namespace desync {
+namespace {
+
+std::string location(const toml::node& node, const std::string& file) {
+  // Nodes copied in by --set carry no source position (toml++ does not copy it).
+  const auto& src = node.source();
+  if (src.begin.line == 0) return "--set";
+  return fmt::format("{}:{}", file, src.begin.line);
+}
+
+std::string type_name(const toml::node& node) {
+  switch (node.type()) {
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a number";
+    case toml::node_type::boolean: return "a boolean";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::table: return "a table";
+    default: return "a date or time";
+  }
+}
+
+}  // namespace
+
+SectionReader::SectionReader(const toml::table* table, std::string section, std::string file)
+    : table_(table), section_(std::move(section)), file_(std::move(file)) {}
+
+const toml::node* SectionReader::find(const char* key) {
+  known_.emplace_back(key);
+  return table_ ? table_->get(key) : nullptr;
+}
+
+std::string SectionReader::where(const char* key) const {
+  const toml::node* node = table_ ? table_->get(key) : nullptr;
+  return node ? location(*node, file_) : file_;
+}
+
+void SectionReader::fail(const char* key, const std::string& what) const {
+  throw ConfigError(fmt::format("{}: {}.{} {}", where(key), section_, key, what));
+}
+
+bool SectionReader::get(const char* key, bool fallback) {
+  const toml::node* node = find(key);
+  if (!node) return fallback;
+  if (auto v = node->value<bool>(); v && node->is_boolean()) return *v;
+  fail(key, fmt::format("must be true or false, not {}", type_name(*node)));
+}
+
+int64_t SectionReader::get(const char* key, int64_t fallback, int64_t min, int64_t max) {
+  const toml::node* node = find(key);
+  if (!node) return fallback;
+  if (!node->is_integer()) fail(key, fmt::format("must be an integer, not {}", type_name(*node)));
+  int64_t v = *node->value<int64_t>();
+  if (v < min || v > max) {
+    if (max == std::numeric_limits<int64_t>::max())
+      fail(key, fmt::format("= {} is out of range: must be >= {}", v, min));
+    fail(key, fmt::format("= {} is out of range: must be in [{}, {}]", v, min, max));
+  }
+  return v;
+}
+
+double SectionReader::get(const char* key, double fallback, double min, double max,
+                          bool exclusive_min) {
+  const toml::node* node = find(key);
+  if (!node) return fallback;
+  if (!node->is_number()) fail(key, fmt::format("must be a number, not {}", type_name(*node)));
+  double v = *node->value<double>();
+  bool low = exclusive_min ? v <= min : v < min;
+  if (low || v > max || v != v) {
+    std::string lo = fmt::format("{} {}", exclusive_min ? ">" : ">=", min);
+    if (max == std::numeric_limits<double>::max())
+      fail(key, fmt::format("= {} is out of range: must be {}", v, lo));
+    fail(key, fmt::format("= {} is out of range: must be {} and <= {}", v, lo, max));
+  }
+  return v;
+}
+
+std::string SectionReader::get(const char* key, const std::string& fallback) {
+  const toml::node* node = find(key);
+  if (!node) return fallback;
+  if (!node->is_string()) fail(key, fmt::format("must be a string, not {}", type_name(*node)));
+  return *node->value<std::string>();
+}
+
+std::string SectionReader::get_choice(const char* key, const std::string& fallback,
+                                      const std::vector<std::string>& choices) {
+  std::string v = get(key, fallback);
+  if (std::find(choices.begin(), choices.end(), v) == choices.end())
+    fail(key, fmt::format("= \"{}\" is not one of: {}", v, fmt::join(choices, ", ")));
+  return v;
+}
+
+std::vector<int64_t> SectionReader::get(const char* key, const std::vector<int64_t>& fallback,
+                                        int64_t min) {
+  const toml::node* node = find(key);
+  if (!node) return fallback;
+  const toml::array* arr = node->as_array();
+  if (!arr) fail(key, fmt::format("must be an array of integers, not {}", type_name(*node)));
+  std::vector<int64_t> out;
+  for (const toml::node& e : *arr) {
+    if (!e.is_integer()) fail(key, "must be an array of integers");
+    int64_t v = *e.value<int64_t>();
+    if (v < min) fail(key, fmt::format("has {}: every entry must be >= {}", v, min));
+    out.push_back(v);
+  }
+  return out;
+}
+
+std::vector<double> SectionReader::get(const char* key, const std::vector<double>& fallback,
+                                       double min, double max) {
+  const toml::node* node = find(key);
+  if (!node) return fallback;
+  const toml::array* arr = node->as_array();
+  if (!arr) fail(key, fmt::format("must be an array of numbers, not {}", type_name(*node)));
+  std::vector<double> out;
+  for (const toml::node& e : *arr) {
+    if (!e.is_number()) fail(key, "must be an array of numbers");
+    double v = *e.value<double>();
+    if (v < min || v > max) fail(key, fmt::format("has {}: entries must be in [{}, {}]", v, min, max));
+    out.push_back(v);
+  }
+  return out;
+}
+
+void SectionReader::finish() const {
+  if (!table_) return;
+  for (const auto& [k, node] : *table_) {
+    std::string key(k.str());
+    if (std::find(known_.begin(), known_.end(), key) != known_.end()) continue;
+    throw ConfigError(fmt::format("{}: unknown key {}.{}; valid keys: {}", location(node, file_),
+                                  section_, key, fmt::join(known_, ", ")));
+  }
+}
+
+namespace {
+
+const std::vector<std::string> kSections = {"run",      "data",     "model", "optimizer",
+                                            "schedule", "algorithm", "eval", "checkpoint"};
+
+const toml::table* section_table(const toml::table& doc, const char* name,
+                                 const std::string& file) {
+  const toml::node* node = doc.get(name);
+  if (!node) return nullptr;
+  if (!node->is_table())
+    throw ConfigError(fmt::format("{}: [{}] must be a table", location(*node, file), name));
+  return node->as_table();
+}
+
+// Inserts `value` at the dotted `path` ("optimizer.lr") of `doc`, creating tables as needed.
+void apply_override(toml::table& doc, const std::string& text) {
+  auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0)
+    throw ConfigError(fmt::format("--set {}: expected section.key=value", text));
+  std::string path = text.substr(0, eq);
+  std::string value = text.substr(eq + 1);
+  auto dot = path.find('.');
+  if (dot == std::string::npos || dot == 0 || dot + 1 == path.size())
+    throw ConfigError(
+        fmt::format("--set {}: the key must be section.key, e.g. optimizer.lr=0.01", text));
+  std::string section = path.substr(0, dot);
+  std::string key = path.substr(dot + 1);
+  if (std::find(kSections.begin(), kSections.end(), section) == kSections.end())
+    throw ConfigError(fmt::format("--set {}: unknown section {}; valid sections: {}", text,
+                                  section, fmt::join(kSections, ", ")));
+
+  doc.emplace(section, toml::table{});
+  toml::table* sec = doc.get(section)->as_table();
+  if (!sec) throw ConfigError(fmt::format("--set {}: [{}] is not a table", text, section));
+  try {
+    toml::table parsed = toml::parse("v = " + value, std::string_view("--set"));
+    sec->insert_or_assign(key, *parsed.get("v"));
+  } catch (const toml::parse_error&) {
+    // A bare word (adamw, cosine) is taken as a string.
+    sec->insert_or_assign(key, value);
+  }
+}
+
+const std::vector<std::string> kDatasets = {"fashion-mnist", "mnist", "cifar10", "text",
+                                            "synthetic"};
+const std::vector<std::string> kModels = {"mlp", "cnn", "resnet18"};
+
+void read_sections(Config& c) {
+  const toml::table& doc = *c.doc;
+  const std::string& f = c.source;
+  for (const auto& [k, node] : doc) {
+    std::string name(k.str());
+    if (std::find(kSections.begin(), kSections.end(), name) == kSections.end())
+      throw ConfigError(fmt::format("{}: unknown section [{}]; valid sections: {}",
+                                    location(node, f), name, fmt::join(kSections, ", ")));
+  }
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  {
+    SectionReader r(section_table(doc, "run", f), "run", f);
+    RunConfig& v = c.run;
+    v.name = r.get("name", v.name);
+    v.seed = r.get("seed", v.seed, 0);
+    v.steps = r.get("steps", v.steps, 0);
+    v.epochs = r.get("epochs", v.epochs, 0.0, 1e6, true);
+    v.out = r.get("out", v.out);
+    v.log_every = r.get("log_every", v.log_every, 1);
+    v.threads = r.get("threads", v.threads, 0, 1024);
+    v.workers = r.get("workers", v.workers, 1, 4096);
+    r.finish();
+    if (v.name.empty() || v.name.find('/') != std::string::npos)
+      throw ConfigError(fmt::format("{}: run.name must be a non-empty name without '/'",
+                                    r.where("name")));
+  }
+  {
+    SectionReader r(section_table(doc, "data", f), "data", f);
+    DataConfig& v = c.data;
+    v.dataset = r.get_choice("dataset", v.dataset, kDatasets);
+    v.path = r.get("path", v.path);
+    v.batch_size = r.get("batch_size", v.batch_size, 1, 1 << 20);
+    v.eval_batch_size = r.get("eval_batch_size", v.eval_batch_size, 1, 1 << 20);
+    v.normalize = r.get("normalize", v.normalize);
+    v.augment = r.get("augment", v.augment);
+    v.train_limit = r.get("train_limit", v.train_limit, 0);
+    v.test_limit = r.get("test_limit", v.test_limit, 0);
+    v.seq_len = r.get("seq_len", v.seq_len, 1, 1 << 20);
+    v.text_test_fraction = r.get("text_test_fraction", v.text_test_fraction, 0.0, 0.9, true);
+    v.synthetic_train = r.get("synthetic_train", v.synthetic_train, 1, kMax);
+    v.synthetic_test = r.get("synthetic_test", v.synthetic_test, 1, kMax);
+    v.synthetic_classes = r.get("synthetic_classes", v.synthetic_classes, 2, 1 << 20);
+    v.synthetic_shape = r.get("synthetic_shape", v.synthetic_shape, 1);
+    r.finish();
+    if (v.synthetic_shape.empty() || v.synthetic_shape.size() > 3)
+      throw ConfigError(fmt::format("{}: data.synthetic_shape must have 1 to 3 entries",
+                                    r.where("synthetic_shape")));
+  }
+  {
+    SectionReader r(section_table(doc, "model", f), "model", f);
+    ModelConfig& v = c.model;
+    v.name = r.get_choice("name", v.name, kModels);
+    v.hidden = r.get("hidden", v.hidden, 1);
+    v.channels = r.get("channels", v.channels, 1);
+    v.width = r.get("width", v.width, 1, 4096);
+    v.batch_norm = r.get("batch_norm", v.batch_norm);
+    r.finish();
+    if (v.name == "cnn" && v.channels.empty())
+      throw ConfigError(fmt::format("{}: model.channels needs at least one entry",
+                                    r.where("channels")));
+  }
+  {
+    SectionReader r(section_table(doc, "optimizer", f), "optimizer", f);
+    OptimizerConfig& v = c.optimizer;
+    v.name = r.get_choice("name", v.name, {"sgd", "adamw"});
+    v.lr = r.get("lr", v.lr, 0.0, 1e6, true);
+    v.momentum = r.get("momentum", v.momentum, 0.0, 1.0);
+    v.nesterov = r.get("nesterov", v.nesterov);
+    v.dampening = r.get("dampening", v.dampening, 0.0, 1.0);
+    v.weight_decay = r.get("weight_decay", v.weight_decay, 0.0);
+    v.beta1 = r.get("beta1", v.beta1, 0.0, 1.0);
+    v.beta2 = r.get("beta2", v.beta2, 0.0, 1.0);
+    v.eps = r.get("eps", v.eps, 0.0, 1.0, true);
+    v.no_decay_norm_bias = r.get("no_decay_norm_bias", v.no_decay_norm_bias);
+    v.grad_clip = r.get("grad_clip", v.grad_clip, 0.0);
+    r.finish();
+    if (v.nesterov && (v.momentum <= 0 || v.dampening != 0))
+      throw ConfigError(fmt::format("{}: optimizer.nesterov needs momentum > 0 and dampening = 0",
+                                    r.where("nesterov")));
+  }
+  {
+    SectionReader r(section_table(doc, "schedule", f), "schedule", f);
+    ScheduleConfig& v = c.schedule;
+    v.name = r.get_choice("name", v.name, {"constant", "step", "cosine"});
+    v.warmup_steps = r.get("warmup_steps", v.warmup_steps, 0);
+    v.step_size = r.get("step_size", v.step_size, 1);
+    v.gamma = r.get("gamma", v.gamma, 0.0, 1.0);
+    v.min_lr = r.get("min_lr", v.min_lr, 0.0);
+    r.finish();
+  }
+  {
+    const toml::table* t = section_table(doc, "algorithm", f);
+    SectionReader r(t, "algorithm", f);
+    AlgorithmConfig& v = c.algorithm;
+    v.name = r.get("name", v.name);
+    v.accumulation = r.get("accumulation", v.accumulation, 1, 1 << 20);
+    v.doc = c.doc;
+    v.file = f;
+    // The remaining keys are checked by the algorithm's registry entry (validate_algorithm).
+  }
+  {
+    SectionReader r(section_table(doc, "eval", f), "eval", f);
+    c.eval.every = r.get("every", c.eval.every, 0);
+    c.eval.limit = r.get("limit", c.eval.limit, 0);
+    r.finish();
+  }
+  {
+    SectionReader r(section_table(doc, "checkpoint", f), "checkpoint", f);
+    c.checkpoint.every = r.get("every", c.checkpoint.every, 0);
+    c.checkpoint.keep = r.get("keep", c.checkpoint.keep, 1, 1000);
+    c.checkpoint.enabled = r.get("enabled", c.checkpoint.enabled);
+    r.finish();
+  }
+}
+
+template <class T>
+toml::array to_array(const std::vector<T>& v) {
+  toml::array a;
+  for (const T& x : v) a.push_back(x);
+  return a;
+}
+
+}  // namespace
+
+std::string Config::resolved_toml() const {
+  toml::table doc;
+  doc.insert("run", toml::table{{"name", run.name},
+                                {"seed", run.seed},
+                                {"steps", run.steps},
+                                {"epochs", run.epochs},
+                                {"out", run.out},
+                                {"log_every", run.log_every},
+                                {"threads", run.threads},
+                                {"workers", run.workers}});
+  doc.insert("data", toml::table{{"dataset", data.dataset},
+                                 {"path", data.path},
+                                 {"batch_size", data.batch_size},
+                                 {"eval_batch_size", data.eval_batch_size},
+                                 {"normalize", data.normalize},
+                                 {"augment", data.augment},
+                                 {"train_limit", data.train_limit},
+                                 {"test_limit", data.test_limit},
+                                 {"seq_len", data.seq_len},
+                                 {"text_test_fraction", data.text_test_fraction},
+                                 {"synthetic_train", data.synthetic_train},
+                                 {"synthetic_test", data.synthetic_test},
+                                 {"synthetic_classes", data.synthetic_classes},
+                                 {"synthetic_shape", to_array(data.synthetic_shape)}});
+  doc.insert("model", toml::table{{"name", model.name},
+                                  {"hidden", to_array(model.hidden)},
+                                  {"channels", to_array(model.channels)},
+                                  {"width", model.width},
+                                  {"batch_norm", model.batch_norm}});
+  doc.insert("optimizer", toml::table{{"name", optimizer.name},
+                                      {"lr", optimizer.lr},
+                                      {"momentum", optimizer.momentum},
+                                      {"nesterov", optimizer.nesterov},
+                                      {"dampening", optimizer.dampening},
+                                      {"weight_decay", optimizer.weight_decay},
+                                      {"beta1", optimizer.beta1},
+                                      {"beta2", optimizer.beta2},
+                                      {"eps", optimizer.eps},
+                                      {"no_decay_norm_bias", optimizer.no_decay_norm_bias},
+                                      {"grad_clip", optimizer.grad_clip}});
+  doc.insert("schedule", toml::table{{"name", schedule.name},
+                                     {"warmup_steps", schedule.warmup_steps},
+                                     {"step_size", schedule.step_size},
+                                     {"gamma", schedule.gamma},
+                                     {"min_lr", schedule.min_lr}});
+  toml::table alg = algorithm.section() ? *algorithm.section() : toml::table{};
+  alg.insert_or_assign("name", algorithm.name);
+  alg.insert_or_assign("accumulation", algorithm.accumulation);
+  doc.insert("algorithm", std::move(alg));
+  doc.insert("eval", toml::table{{"every", eval.every}, {"limit", eval.limit}});
+  doc.insert("checkpoint", toml::table{{"every", checkpoint.every},
+                                       {"keep", checkpoint.keep},
+                                       {"enabled", checkpoint.enabled}});
+  std::ostringstream out;
+  out << doc << "\n";
+  return out.str();
+}
+
+Config parse_config(const std::string& toml_text, const std::string& source_name,
+                    const std::vector<std::string>& overrides) {
+  Config c;
+  c.source = source_name;
+  c.doc = std::make_shared<toml::table>();
+  try {
+    *c.doc = toml::parse(toml_text, std::string_view(source_name));
+  } catch (const toml::parse_error& e) {
+    throw ConfigError(fmt::format("{}:{}: {}", source_name, e.source().begin.line,
+                                  e.description()));
+  }
+  for (const std::string& o : overrides) apply_override(*c.doc, o);
+  read_sections(c);
+  return c;
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(fmt::format("{}: cannot open the config file", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_config(ss.str(), path, overrides);
+}
+
+}  // namespace desync

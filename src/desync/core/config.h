@@ -1,0 +1,169 @@
+// Typed, validated run configuration.
+//
+// A run is described by a TOML file with the sections run, data, model, optimizer, schedule,
+// algorithm, eval and checkpoint, plus command-line overrides `--set section.key=value`.
+// load_config() parses, applies the overrides, reads every section into the structs below and
+// rejects unknown keys, wrong types and out-of-range values with a ConfigError whose one-line
+// message names the key, the file and line (or the override), and the valid choices.
+//
+// The [algorithm] section is shared by all algorithms: `name` and `accumulation` are common,
+// any other key belongs to the selected algorithm, which reads it through a SectionReader
+// (see algorithms/registry.h) so that its keys are validated like every other key.
+#pragma once
+
+#include <toml++/toml.h>
+
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace desync {
+
+struct RunConfig {
+  std::string name = "run";
+  int64_t seed = 0;
+  int64_t steps = 0;     // optimizer steps; 0 = derive from epochs
+  double epochs = 1.0;   // used when steps = 0
+  std::string out = "";  // run directory; "" = runs/<name>
+  int64_t log_every = 50;
+  int64_t threads = 0;   // intra-op threads per worker; 0 = cores / local workers
+  int64_t workers = 1;   // number of worker processes (the launcher may override)
+};
+
+struct DataConfig {
+  std::string dataset = "fashion-mnist";  // fashion-mnist | mnist | cifar10 | text | synthetic
+  std::string path = "";                  // "" = the dataset's default location
+  int64_t batch_size = 64;                // micro-batch size per worker
+  int64_t eval_batch_size = 1000;
+  bool normalize = true;
+  bool augment = false;                   // random crop + flip (CIFAR-format images only)
+  int64_t train_limit = 0;                // use only the first N training examples; 0 = all
+  int64_t test_limit = 0;                 // use only the first N test examples; 0 = all
+  int64_t seq_len = 64;                   // text: tokens (bytes) per example
+  double text_test_fraction = 0.1;        // text: tail of the file held out for evaluation
+  // synthetic: a seeded, learnable classification task (a random teacher network labels
+  // Gaussian inputs).
+  int64_t synthetic_train = 4096;
+  int64_t synthetic_test = 1024;
+  int64_t synthetic_classes = 10;
+  std::vector<int64_t> synthetic_shape = {1, 8, 8};
+};
+
+struct ModelConfig {
+  std::string name = "cnn";                   // mlp | cnn | resnet18
+  std::vector<int64_t> hidden = {256, 128};   // mlp: hidden widths
+  std::vector<int64_t> channels = {32, 64};   // cnn: channels of the conv blocks
+  int64_t width = 64;                         // resnet18: channels of the first stage
+  bool batch_norm = true;                     // cnn: BatchNorm after each conv
+};
+
+struct OptimizerConfig {
+  std::string name = "sgd";  // sgd | adamw
+  double lr = 0.1;
+  double momentum = 0.0;
+  bool nesterov = false;
+  double dampening = 0.0;
+  double weight_decay = 0.0;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  bool no_decay_norm_bias = false;  // no weight decay on normalisation weights and biases
+  double grad_clip = 0.0;           // global gradient-norm clip; 0 = off
+};
+
+struct ScheduleConfig {
+  std::string name = "constant";  // constant | step | cosine
+  int64_t warmup_steps = 0;       // linear warm-up from 0 (all schedules)
+  int64_t step_size = 1000;       // step: multiply by gamma every step_size steps
+  double gamma = 0.1;
+  double min_lr = 0.0;            // cosine: final learning rate
+};
+
+struct AlgorithmConfig {
+  std::string name = "single";
+  int64_t accumulation = 1;  // micro-batches accumulated per optimizer step
+  std::shared_ptr<const toml::table> doc;  // the whole document (keeps source positions)
+  std::string file;                        // where it came from, for messages
+
+  // The [algorithm] table, for algorithm-specific keys; null if the file has none.
+  const toml::table* section() const {
+    const toml::node* n = doc ? doc->get("algorithm") : nullptr;
+    return n ? n->as_table() : nullptr;
+  }
+};
+
+struct EvalConfig {
+  int64_t every = 0;  // evaluate every N steps; 0 = only at the end
+  int64_t limit = 0;  // evaluate on the first N test examples; 0 = all
+};
+
+struct CheckpointConfig {
+  int64_t every = 0;  // write a checkpoint every N steps; 0 = only at the end
+  int64_t keep = 2;   // complete checkpoints kept on disk
+  bool enabled = true;
+};
+
+struct Config {
+  RunConfig run;
+  DataConfig data;
+  ModelConfig model;
+  OptimizerConfig optimizer;
+  ScheduleConfig schedule;
+  AlgorithmConfig algorithm;
+  EvalConfig eval;
+  CheckpointConfig checkpoint;
+
+  std::string source;  // the file it was loaded from
+  std::shared_ptr<toml::table> doc;  // the merged document (file + overrides), before defaults
+
+  // The fully resolved configuration (every key with its value, defaults included) as TOML.
+  std::string resolved_toml() const;
+};
+
+// Reads keys of one TOML table, tracking which were read, so finish() can reject the rest.
+// Values are checked for type and range; errors name `section.key`, file and line.
+class SectionReader {
+ public:
+  SectionReader(const toml::table* table, std::string section, std::string file);
+
+  bool get(const char* key, bool fallback);
+  int64_t get(const char* key, int64_t fallback, int64_t min = std::numeric_limits<int64_t>::min(),
+              int64_t max = std::numeric_limits<int64_t>::max());
+  // Range is [min, max]; exclusive_min turns the lower bound into min < value.
+  double get(const char* key, double fallback, double min = -std::numeric_limits<double>::max(),
+             double max = std::numeric_limits<double>::max(), bool exclusive_min = false);
+  std::string get(const char* key, const std::string& fallback);
+  std::string get_choice(const char* key, const std::string& fallback,
+                         const std::vector<std::string>& choices);
+  std::vector<int64_t> get(const char* key, const std::vector<int64_t>& fallback,
+                           int64_t min = std::numeric_limits<int64_t>::min());
+  std::vector<double> get(const char* key, const std::vector<double>& fallback, double min,
+                          double max);
+
+  // Throws ConfigError for the first key that no get() asked for, listing the valid keys.
+  void finish() const;
+
+  // "file:line" of a key if it is present, else the file.
+  std::string where(const char* key) const;
+
+ private:
+  const toml::node* find(const char* key);
+  [[noreturn]] void fail(const char* key, const std::string& what) const;
+
+  const toml::table* table_;
+  std::string section_;
+  std::string file_;
+  std::vector<std::string> known_;
+};
+
+// Parses `path`, applies overrides of the form "section.key=value" (value in TOML syntax;
+// a bare word is taken as a string) and validates everything. Throws ConfigError.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// Same, from TOML text (tests, and `desync train` on a resolved config).
+Config parse_config(const std::string& toml_text, const std::string& source_name,
+                    const std::vector<std::string>& overrides = {});
+
+}  // namespace desync

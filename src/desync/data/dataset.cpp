@@ -1,0 +1,74 @@
+// load_dataset(): maps DataConfig to a reader, checks the data directory, applies the limits.
+#include "desync/data/dataset.h"
+
+#include <filesystem>
+#include <string>
+
+#include "desync/core/error.h"
+
+namespace desync {
+namespace {
+
+constexpr const char* kDatasetRoot = "/usr/share/datasets";
+constexpr const char* kChoices = "fashion-mnist, mnist, cifar10, text, synthetic";
+
+// The first `limit` examples of `d` (all of them if limit is 0 or not smaller than the size).
+// Copies, so that the rest of the split is freed.
+void apply_limit(Dataset& d, int64_t limit) {
+  if (limit <= 0 || limit >= d.size()) return;
+  d.inputs = d.inputs.narrow(0, 0, limit).clone();
+  if (d.targets.defined()) d.targets = d.targets.narrow(0, 0, limit).clone();
+}
+
+void require_directory(const std::string& dir, const std::string& dataset) {
+  if (std::filesystem::is_directory(dir)) return;
+  std::string msg = "data directory " + dir + " for dataset '" + dataset + "' does not exist";
+  if (dataset == "fashion-mnist") {
+    msg += "; `apt-get install dataset-fashion-mnist` (or scripts/install-deps) provides it";
+  } else {
+    msg += "; set data.path to the directory that holds the files";
+  }
+  throw DataError(msg);
+}
+
+}  // namespace
+
+std::vector<int64_t> Dataset::example_shape() const {
+  if (!inputs.defined()) return {};
+  std::vector<int64_t> shape(inputs.sizes().begin() + 1, inputs.sizes().end());
+  if (kind == DataKind::kText && !shape.empty()) shape.back() -= 1;  // window = seq_len + 1
+  return shape;
+}
+
+std::string default_data_path(const std::string& dataset) {
+  if (dataset == "fashion-mnist" || dataset == "mnist" || dataset == "cifar10") {
+    return std::string(kDatasetRoot) + "/" + dataset;
+  }
+  return "";  // text needs an explicit path; synthetic reads no files
+}
+
+DatasetSplits load_dataset(const DataConfig& cfg, uint64_t seed) {
+  const std::string& name = cfg.dataset;
+  const std::string path = cfg.path.empty() ? default_data_path(name) : cfg.path;
+  DatasetSplits s;
+  if (name == "fashion-mnist" || name == "mnist") {
+    require_directory(path, name);
+    s = load_idx(path, name);
+  } else if (name == "cifar10") {
+    require_directory(path, name);
+    s = load_cifar10(path);
+  } else if (name == "text") {
+    if (path.empty()) throw ConfigError("data.dataset = \"text\" needs data.path, a text file");
+    s = load_text(path, cfg.seq_len, cfg.text_test_fraction);
+  } else if (name == "synthetic") {
+    s = make_synthetic(cfg.synthetic_train, cfg.synthetic_test, cfg.synthetic_classes,
+                       cfg.synthetic_shape, seed);
+  } else {
+    throw ConfigError("unknown data.dataset '" + name + "'; choose one of: " + kChoices);
+  }
+  apply_limit(s.train, cfg.train_limit);
+  apply_limit(s.test, cfg.test_limit);
+  return s;
+}
+
+}  // namespace desync

@@ -210,6 +210,7 @@ void read_sections(Config& c) {
     v.log_every = r.get("log_every", v.log_every, 1);
     v.threads = r.get("threads", v.threads, 0, 1024);
     v.workers = r.get("workers", v.workers, 1, 4096);
+    v.comm_timeout = r.get("comm_timeout", v.comm_timeout, 0.0, 1e6, true);
     r.finish();
     if (v.name.empty() || v.name.find('/') != std::string::npos)
       throw ConfigError(fmt::format("{}: run.name must be a non-empty name without '/'",
@@ -322,7 +323,8 @@ std::string Config::resolved_toml() const {
                                 {"out", run.out},
                                 {"log_every", run.log_every},
                                 {"threads", run.threads},
-                                {"workers", run.workers}});
+                                {"workers", run.workers},
+                                {"comm_timeout", run.comm_timeout}});
   doc.insert("data", toml::table{{"dataset", data.dataset},
                                  {"path", data.path},
                                  {"batch_size", data.batch_size},

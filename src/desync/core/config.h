@@ -29,7 +29,8 @@ struct RunConfig {
   std::string out = "";  // run directory; "" = runs/<name>
   int64_t log_every = 50;
   int64_t threads = 0;   // intra-op threads per worker; 0 = cores / local workers
-  int64_t workers = 1;   // number of worker processes (the launcher may override)
+  int64_t workers = 1;   // worker processes (`desync train --workers N` overrides)
+  double comm_timeout = 300.0;  // seconds a collective may wait for its peers
 };
 
 struct DataConfig {

@@ -1,0 +1,143 @@
+// The Communicator: the only door from one worker to the others.
+//
+// Everything that crosses a process boundary goes through this interface, so that every byte
+// and every second spent waiting is accounted for in one place. Collective calls must be issued
+// by every rank of the group in the same order. Asynchronous calls return a Work handle; the
+// tensors passed in must stay alive and untouched until wait() returns. Tensors must be
+// contiguous.
+//
+// Accounting (stats()) is done here, in the base class, for every backend alike: the bytes this
+// rank puts on the wire and takes off it for the algorithm Gloo uses for the call —
+//   all_reduce (ring)            2(N-1)/N * size sent, the same received
+//   all_gather (ring)            (N-1) * chunk sent and received (chunk = this rank's input)
+//   all_to_all (pairwise)        (N-1)/N * size sent and received
+//   reduce_scatter (all_to_all)  (N-1)/N * input size sent and received, then a local sum
+//   broadcast (binomial tree)    size received by every non-root; size sent per child
+//   send / recv                  size
+// — and the seconds the calling thread was blocked in a call or in wait(). Each call also
+// records a trace span (see core/trace.h): "<op>" from issue to completion as seen by the
+// caller, and "wait" for the blocked part.
+//
+// Thread-safety: one thread issues calls on a Communicator. A thread that communicates
+// concurrently with another uses its own channel: split() returns a communicator over the same
+// ranks whose calls are ordered independently (a second process group).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace desync {
+
+struct CommStats {
+  int64_t bytes_sent = 0;
+  int64_t bytes_received = 0;
+  double wait_seconds = 0.0;  // time the caller was blocked in calls and waits
+  int64_t calls = 0;
+
+  CommStats& operator+=(const CommStats& o) {
+    bytes_sent += o.bytes_sent;
+    bytes_received += o.bytes_received;
+    wait_seconds += o.wait_seconds;
+    calls += o.calls;
+    return *this;
+  }
+};
+
+class Work {
+ public:
+  virtual ~Work() = default;
+  // Blocks until the operation completed; throws CommError if it failed or timed out.
+  virtual void wait() = 0;
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int64_t rank() const = 0;
+  virtual int64_t world_size() const = 0;
+
+  // In-place sum over ranks.
+  std::shared_ptr<Work> all_reduce_async(torch::Tensor t);
+  void all_reduce(torch::Tensor t) { all_reduce_async(std::move(t))->wait(); }
+  // Sum over ranks of a float tensor, sent as `wire` (kBFloat16 or kHalf) and summed in the
+  // tensor's own precision: a reduce-scatter and an all-gather of the low-precision copy.
+  std::shared_ptr<Work> all_reduce_async(torch::Tensor t, torch::ScalarType wire);
+  // In-place copy of `root`'s tensor to every rank.
+  std::shared_ptr<Work> broadcast_async(torch::Tensor t, int64_t root);
+  void broadcast(torch::Tensor t, int64_t root) { broadcast_async(std::move(t), root)->wait(); }
+  // out[r] <- rank r's `in`; every out[r] has in's shape.
+  std::shared_ptr<Work> all_gather_async(std::vector<torch::Tensor> out, torch::Tensor in);
+  void all_gather(std::vector<torch::Tensor> out, torch::Tensor in) {
+    all_gather_async(std::move(out), std::move(in))->wait();
+  }
+  // `in` is N equal chunks along dim 0; chunk r goes to rank r; out's chunk s came from rank s.
+  std::shared_ptr<Work> all_to_all_async(torch::Tensor out, torch::Tensor in);
+  // `in` is N equal chunks along dim 0; out (one chunk) <- the sum over ranks of their chunk r.
+  std::shared_ptr<Work> reduce_scatter_async(torch::Tensor out, torch::Tensor in);
+  void reduce_scatter(torch::Tensor out, torch::Tensor in) {
+    reduce_scatter_async(std::move(out), std::move(in))->wait();
+  }
+  // Point to point; `tag` tells apart concurrent messages between the same two ranks.
+  std::shared_ptr<Work> send_async(torch::Tensor t, int64_t dst, int64_t tag);
+  std::shared_ptr<Work> recv_async(torch::Tensor t, int64_t src, int64_t tag);
+  void send(torch::Tensor t, int64_t dst, int64_t tag) { send_async(std::move(t), dst, tag)->wait(); }
+  void recv(torch::Tensor t, int64_t src, int64_t tag) { recv_async(std::move(t), src, tag)->wait(); }
+  void barrier();
+
+  // A communicator over the same ranks with an independent order of calls. Collective: every
+  // rank calls split() with the same name in the same order. Its traffic is counted in its
+  // own stats(); total_stats() adds up a communicator and all its splits.
+  std::shared_ptr<Communicator> split(const std::string& name);
+
+  const CommStats& stats() const { return stats_; }
+  CommStats total_stats() const;
+
+ protected:
+  virtual std::shared_ptr<Work> do_all_reduce(torch::Tensor& t) = 0;
+  virtual std::shared_ptr<Work> do_broadcast(torch::Tensor& t, int64_t root) = 0;
+  virtual std::shared_ptr<Work> do_all_gather(std::vector<torch::Tensor>& out,
+                                              torch::Tensor& in) = 0;
+  virtual std::shared_ptr<Work> do_all_to_all(torch::Tensor& out, torch::Tensor& in) = 0;
+  virtual std::shared_ptr<Work> do_send(torch::Tensor& t, int64_t dst, int64_t tag) = 0;
+  virtual std::shared_ptr<Work> do_recv(torch::Tensor& t, int64_t src, int64_t tag) = 0;
+  virtual void do_barrier() = 0;
+  virtual std::shared_ptr<Communicator> do_split(const std::string& name) = 0;
+
+ private:
+  // Counts bytes and a call, and wraps `work` so that wait() is timed and traced.
+  std::shared_ptr<Work> account(const char* op, std::shared_ptr<Work> work, int64_t sent,
+                                int64_t received);
+
+  CommStats stats_;
+  std::vector<std::shared_ptr<Communicator>> splits_;
+};
+
+// A world of one rank: every collective is the identity and moves no bytes.
+class SoloCommunicator : public Communicator {
+ public:
+  int64_t rank() const override { return 0; }
+  int64_t world_size() const override { return 1; }
+
+ protected:
+  std::shared_ptr<Work> do_all_reduce(torch::Tensor& t) override;
+  std::shared_ptr<Work> do_broadcast(torch::Tensor& t, int64_t root) override;
+  std::shared_ptr<Work> do_all_gather(std::vector<torch::Tensor>& out, torch::Tensor& in) override;
+  std::shared_ptr<Work> do_all_to_all(torch::Tensor& out, torch::Tensor& in) override;
+  std::shared_ptr<Work> do_send(torch::Tensor& t, int64_t dst, int64_t tag) override;
+  std::shared_ptr<Work> do_recv(torch::Tensor& t, int64_t src, int64_t tag) override;
+  void do_barrier() override {}
+  std::shared_ptr<Communicator> do_split(const std::string& name) override;
+};
+
+// A Work that is already complete.
+std::shared_ptr<Work> completed_work();
+
+// Bytes a rank sends in a binomial-tree broadcast of `bytes` from `root` (see the table above).
+int64_t broadcast_bytes_sent(int64_t rank, int64_t root, int64_t world, int64_t bytes);
+
+}  // namespace desync

@@ -1,0 +1,241 @@
+#include "desync/comm/gloo_communicator.h"
+
+#include <fmt/core.h>
+#include <fmt/format.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <cstdlib>
+#include <thread>
+
+#include "desync/core/error.h"
+
+namespace desync {
+namespace {
+
+using StorePtr = c10::intrusive_ptr<c10d::Store>;
+using GroupPtr = c10::intrusive_ptr<c10d::ProcessGroupGloo>;
+
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+bool is_loopback(const std::string& addr) {
+  return addr == "localhost" || addr.rfind("127.", 0) == 0 || addr == "::1";
+}
+
+int64_t env_int(const char* name, bool required, int64_t fallback) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) {
+    if (required)
+      throw UsageError(fmt::format("environment variable {} is not set (desync worker is started "
+                                   "by `desync train --workers N` or a torchrun-style launcher)",
+                                   name));
+    return fallback;
+  }
+  char* end = nullptr;
+  long long x = std::strtoll(v, &end, 10);
+  if (*end != '\0' || x < 0)
+    throw UsageError(fmt::format("environment variable {}={} is not a non-negative integer", name, v));
+  return x;
+}
+
+}  // namespace
+
+WorldInfo world_from_env() {
+  WorldInfo w;
+  w.rank = env_int("RANK", true, 0);
+  w.world_size = env_int("WORLD_SIZE", true, 1);
+  w.local_rank = env_int("LOCAL_RANK", false, w.rank);
+  w.local_world_size = env_int("LOCAL_WORLD_SIZE", false, w.world_size);
+  w.master_port = env_int("MASTER_PORT", true, 0);
+  if (const char* a = std::getenv("MASTER_ADDR"); a && *a) w.master_addr = a;
+  if (const char* t = std::getenv("DESYNC_JOB_TOKEN"); t && *t) w.job_token = t;
+  if (w.rank >= w.world_size)
+    throw UsageError(fmt::format("RANK={} must be below WORLD_SIZE={}", w.rank, w.world_size));
+  if (w.master_port == 0 || w.master_port > 65535)
+    throw UsageError(fmt::format("MASTER_PORT={} is not a port number", w.master_port));
+  return w;
+}
+
+class GlooCommunicator : public Communicator {
+ public:
+  GlooCommunicator(StorePtr store, int64_t rank, int64_t size, const WorldInfo& info,
+                   std::string name)
+      : store_(std::move(store)), rank_(rank), size_(size), info_(info), name_(std::move(name)) {
+    auto opts = c10d::ProcessGroupGloo::Options::create(
+        std::chrono::milliseconds(static_cast<int64_t>(info.timeout_seconds * 1000)));
+    std::string local = is_loopback(info.master_addr) ? "127.0.0.1" : "";
+    if (const char* a = std::getenv("DESYNC_LOCAL_ADDR"); a && *a) local = a;
+    opts->devices.push_back(local.empty() ? c10d::ProcessGroupGloo::createDefaultDevice()
+                                          : c10d::ProcessGroupGloo::createDeviceForHostname(local));
+    try {
+      group_ = c10::make_intrusive<c10d::ProcessGroupGloo>(
+          c10::make_intrusive<c10d::PrefixStore>(name_, store_), static_cast<int>(rank),
+          static_cast<int>(size), opts);
+    } catch (const std::exception& e) {
+      throw CommError(fmt::format("rank {}: could not connect process group '{}': {}", rank,
+                                  name_, first_line(e.what())));
+    }
+  }
+
+  int64_t rank() const override { return rank_; }
+  int64_t world_size() const override { return size_; }
+
+ protected:
+  class GlooWork : public Work {
+   public:
+    GlooWork(GlooCommunicator* c, c10::intrusive_ptr<c10d::Work> work, const char* op,
+             int64_t seq)
+        : c_(c), work_(std::move(work)), op_(op), seq_(seq) {}
+    void wait() override {
+      try {
+        work_->wait();
+      } catch (const std::exception& e) {
+        c_->fail(op_, seq_, e.what());
+      }
+    }
+
+   private:
+    GlooCommunicator* c_;
+    c10::intrusive_ptr<c10d::Work> work_;
+    const char* op_;
+    int64_t seq_;
+  };
+
+  template <class F>
+  std::shared_ptr<Work> issue(const char* op, F&& launch) {
+    int64_t seq = ++calls_;
+    try {
+      return std::make_shared<GlooWork>(this, launch(), op, seq);
+    } catch (const CommError&) {
+      throw;
+    } catch (const std::exception& e) {
+      fail(op, seq, e.what());
+    }
+  }
+
+  std::shared_ptr<Work> do_all_reduce(torch::Tensor& t) override {
+    return issue("all_reduce", [&] {
+      std::vector<at::Tensor> v{t};
+      return group_->allreduce(v);
+    });
+  }
+  std::shared_ptr<Work> do_broadcast(torch::Tensor& t, int64_t root) override {
+    return issue("broadcast", [&] {
+      std::vector<at::Tensor> v{t};
+      c10d::BroadcastOptions o;
+      o.rootRank = static_cast<int>(root);
+      return group_->broadcast(v, o);
+    });
+  }
+  std::shared_ptr<Work> do_all_gather(std::vector<torch::Tensor>& out, torch::Tensor& in) override {
+    return issue("all_gather", [&] {
+      std::vector<std::vector<at::Tensor>> o{out};
+      std::vector<at::Tensor> i{in};
+      return group_->allgather(o, i);
+    });
+  }
+  std::shared_ptr<Work> do_all_to_all(torch::Tensor& out, torch::Tensor& in) override {
+    return issue("all_to_all", [&] {
+      std::vector<int64_t> splits;  // empty: equal splits
+      return group_->alltoall_base(out, in, splits, splits);
+    });
+  }
+  std::shared_ptr<Work> do_send(torch::Tensor& t, int64_t dst, int64_t tag) override {
+    return issue("send", [&] {
+      std::vector<at::Tensor> v{t};
+      return group_->send(v, static_cast<int>(dst), static_cast<int>(tag));
+    });
+  }
+  std::shared_ptr<Work> do_recv(torch::Tensor& t, int64_t src, int64_t tag) override {
+    return issue("recv", [&] {
+      std::vector<at::Tensor> v{t};
+      return group_->recv(v, static_cast<int>(src), static_cast<int>(tag));
+    });
+  }
+  void do_barrier() override {
+    issue("barrier", [&] { return group_->barrier(); })->wait();
+  }
+  std::shared_ptr<Communicator> do_split(const std::string& name) override {
+    return std::make_shared<GlooCommunicator>(store_, rank_, size_, info_, name_ + "/" + name);
+  }
+
+ private:
+  // Posts how far this rank got, reads how far the others got, and throws a CommError that
+  // names the ranks that had not reached call number `seq`.
+  [[noreturn]] void fail(const char* op, int64_t seq, const std::string& what) {
+    std::string progress_key = fmt::format("progress/{}/", name_);
+    std::vector<int64_t> behind;
+    try {
+      std::string mine = std::to_string(seq);
+      store_->set(progress_key + std::to_string(rank_),
+                  std::vector<uint8_t>(mine.begin(), mine.end()));
+      std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // let the others post
+      for (int64_t r = 0; r < size_; ++r) {
+        std::string key = progress_key + std::to_string(r);
+        if (!store_->check({key})) {
+          behind.push_back(r);
+          continue;
+        }
+        std::vector<uint8_t> v = store_->get(key);
+        if (std::stoll(std::string(v.begin(), v.end())) < seq) behind.push_back(r);
+      }
+    } catch (const std::exception&) {
+      // The store itself is gone (rank 0 died): say what we know.
+      throw CommError(fmt::format("rank {}: {} (call #{}) failed and the rendezvous store is "
+                                  "unreachable (rank 0 is gone?): {}",
+                                  rank_, op, seq, first_line(what)));
+    }
+    throw CommError(fmt::format("rank {}: {} (call #{} on '{}') failed; ranks that did not arrive: "
+                                "{}; cause: {}",
+                                rank_, op, seq, name_,
+                                behind.empty() ? "none" : fmt::format("{}", fmt::join(behind, ", ")),
+                                first_line(what)));
+  }
+
+  StorePtr store_;
+  int64_t rank_, size_;
+  WorldInfo info_;
+  std::string name_;
+  GroupPtr group_;
+  int64_t calls_ = 0;
+};
+
+std::shared_ptr<Communicator> connect_gloo(const WorldInfo& info) {
+  c10d::TCPStoreOptions opts;
+  opts.port = static_cast<uint16_t>(info.master_port);
+  opts.isServer = info.rank == 0;
+  opts.numWorkers = c10::nullopt;
+  opts.waitWorkers = false;
+  opts.timeout = std::chrono::milliseconds(static_cast<int64_t>(info.timeout_seconds * 1000));
+  StorePtr tcp;
+  try {
+    tcp = c10::make_intrusive<c10d::TCPStore>(info.master_addr, opts);
+  } catch (const std::exception& e) {
+    throw CommError(fmt::format("rank {}: rendezvous at {}:{} failed: {}", info.rank,
+                                info.master_addr, info.master_port, first_line(e.what())));
+  }
+  // Job token: rank 0 publishes it; the others must hold the same one.
+  const std::string token = info.job_token.empty() ? "desync" : info.job_token;
+  try {
+    if (info.rank == 0) {
+      tcp->set("desync/job_token", std::vector<uint8_t>(token.begin(), token.end()));
+    } else {
+      std::vector<uint8_t> theirs = tcp->get("desync/job_token");
+      if (std::string(theirs.begin(), theirs.end()) != token)
+        throw CommError(fmt::format(
+            "rank {}: the rendezvous at {}:{} belongs to another job (job token mismatch); "
+            "use that job's token or another --master-port",
+            info.rank, info.master_addr, info.master_port));
+    }
+  } catch (const CommError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw CommError(fmt::format("rank {}: rendezvous at {}:{} failed: {}", info.rank,
+                                info.master_addr, info.master_port, first_line(e.what())));
+  }
+  StorePtr job = c10::make_intrusive<c10d::PrefixStore>("job/" + token, tcp);
+  return std::make_shared<GlooCommunicator>(job, info.rank, info.world_size, info, "world");
+}
+
+}  // namespace desync

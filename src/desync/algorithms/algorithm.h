@@ -1,0 +1,66 @@
+// The Algorithm interface: one training method.
+//
+// The Trainer owns the loop; an Algorithm owns one optimizer step. setup() is called once with
+// the Context (after the model is built and seeded identically on every rank); step() takes one
+// optimizer step, pulling as many micro-batches from ctx.batches as the method needs, and
+// reports the mean training loss of the micro-batches it consumed. model_for_eval() returns the
+// model the Trainer evaluates (an average for ensembles, the global copy for DiLoCo).
+// save()/load() carry the algorithm's own state (optimizer state, buffers in flight) through
+// checkpoints; the Trainer saves the model, sampler and RNG itself.
+//
+// An Algorithm never touches c10d, files or the terminal: it talks to other ranks through
+// ctx.comm only.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "desync/comm/communicator.h"
+#include "desync/core/archive.h"
+#include "desync/core/config.h"
+#include "desync/data/batch_source.h"
+#include "desync/models/staged_model.h"
+#include "desync/optim/optimizer.h"
+#include "desync/optim/schedule.h"
+
+namespace desync {
+
+struct Context {
+  const Config& config;
+  Communicator& comm;
+  StagedModel model;
+  MicroBatchSource& batches;
+  const Schedule& schedule;
+  int64_t step = 0;  // index of the optimizer step being taken (0-based)
+
+  // The optimizer named by [optimizer] over `slots`.
+  std::unique_ptr<Optimizer> make_optimizer(std::vector<ParamSlot> slots) const {
+    return desync::make_optimizer(config.optimizer, std::move(slots));
+  }
+};
+
+struct StepReport {
+  double loss = 0.0;          // mean loss over the micro-batches this rank consumed
+  int64_t samples = 0;        // examples this rank consumed
+  int64_t micro_batches = 0;  // micro-batches this rank consumed
+};
+
+// Bytes held by named buffers, for the memory report ("parameters", "gradients", ...).
+using MemoryReport = std::vector<std::pair<std::string, int64_t>>;
+
+class Algorithm {
+ public:
+  virtual ~Algorithm() = default;
+
+  virtual void setup(Context& ctx) = 0;
+  virtual StepReport step(Context& ctx) = 0;
+  virtual StagedModel model_for_eval(Context& ctx) { return ctx.model; }
+  virtual void save(Archive& archive) const = 0;
+  virtual void load(const Archive& archive) = 0;
+  virtual MemoryReport memory() const { return {}; }
+};
+
+}  // namespace desync

@@ -1,0 +1,48 @@
+#include "desync/algorithms/registry.h"
+
+#include <fmt/format.h>
+
+#include "desync/core/error.h"
+
+namespace desync {
+
+// Factories, one per algorithm file.
+std::unique_ptr<Algorithm> make_single(const AlgorithmConfig& cfg);
+std::unique_ptr<Algorithm> make_ddp(const AlgorithmConfig& cfg);
+
+const std::vector<AlgorithmInfo>& algorithm_registry() {
+  static const std::vector<AlgorithmInfo> kRegistry = {
+      {"single", "reference",
+       "plain backprop on one worker, with micro-batch gradient accumulation", make_single},
+      {"ddp", "dataparallel",
+       "synchronous data parallel: bucketed all-reduce overlapped with backward", make_ddp},
+  };
+  return kRegistry;
+}
+
+std::unique_ptr<Algorithm> make_algorithm(const AlgorithmConfig& cfg) {
+  std::vector<std::string> names;
+  for (const AlgorithmInfo& info : algorithm_registry()) {
+    if (info.name == cfg.name) return info.make(cfg);
+    names.push_back(info.name);
+  }
+  SectionReader r(cfg.section(), "algorithm", cfg.file);
+  throw ConfigError(fmt::format("{}: algorithm.name = \"{}\" is not one of: {}", r.where("name"),
+                                cfg.name, fmt::join(names, ", ")));
+}
+
+SectionReader algorithm_options(const AlgorithmConfig& cfg) {
+  SectionReader r(cfg.section(), "algorithm", cfg.file);
+  r.get("name", cfg.name);
+  r.get("accumulation", cfg.accumulation);
+  return r;
+}
+
+torch::ScalarType comm_dtype_option(SectionReader& r, const char* key) {
+  std::string v = r.get_choice(key, "float32", {"float32", "bfloat16", "float16"});
+  if (v == "bfloat16") return torch::kBFloat16;
+  if (v == "float16") return torch::kHalf;
+  return torch::kFloat32;
+}
+
+}  // namespace desync

@@ -1,0 +1,68 @@
+// Runs an algorithm on N in-process ranks (FakeWorld) the way the Trainer would, for
+// equivalence tests: every rank builds the same seeded model, reads its shard of the stream,
+// and takes `steps` steps.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "desync/algorithms/algorithm.h"
+#include "desync/algorithms/registry.h"
+#include "desync/comm/fake_communicator.h"
+#include "desync/data/dataset.h"
+
+namespace desync::testing {
+
+struct RankState {
+  StagedModel model{nullptr};
+  std::unique_ptr<MicroBatchSource> batches;
+  std::unique_ptr<Schedule> schedule;
+  std::unique_ptr<Algorithm> algorithm;
+  std::vector<double> losses;
+};
+
+// A small synthetic job; `overrides` adjust it (e.g. the algorithm).
+inline Config tiny_config(std::vector<std::string> overrides) {
+  std::vector<std::string> base = {"data.dataset=\"synthetic\"", "data.synthetic_train=1024",
+                                   "data.synthetic_test=128",   "data.synthetic_shape=[12]",
+                                   "model.name=\"mlp\"",         "model.hidden=[32, 16]",
+                                   "optimizer.lr=0.1",           "run.steps=5"};
+  base.insert(base.end(), overrides.begin(), overrides.end());
+  return parse_config("", "test.toml", base);
+}
+
+// Flat copy of all parameters.
+inline torch::Tensor flat_params(StagedModel& m) {
+  std::vector<torch::Tensor> v;
+  for (auto& p : m->parameters()) v.push_back(p.detach().reshape({-1}).clone());
+  return torch::cat(v);
+}
+
+// Trains `steps` steps on `world` fake ranks and returns every rank's final state.
+inline std::vector<RankState> run_on_fake_world(const Config& cfg, int64_t world, int64_t steps,
+                                                const DatasetSplits& data) {
+  std::vector<RankState> ranks(world);
+  for (int64_t r = 0; r < world; ++r) {  // models built one after another: same init
+    torch::manual_seed(static_cast<uint64_t>(cfg.run.seed));
+    ranks[r].model =
+        make_model(cfg.model, ModelInput{data.train.example_shape(), data.train.num_classes});
+    ranks[r].batches = std::make_unique<MicroBatchSource>(
+        data.train, cfg.data.batch_size, r, world, static_cast<uint64_t>(cfg.run.seed),
+        TransformOptions{cfg.data.normalize, cfg.data.augment});
+    ranks[r].schedule = std::make_unique<Schedule>(cfg.schedule, cfg.optimizer.lr, steps);
+    ranks[r].algorithm = make_algorithm(cfg.algorithm);
+  }
+  auto fake = FakeWorld::create(world);
+  fake->run([&](int64_t r, Communicator& comm) {
+    RankState& s = ranks[r];
+    Context ctx{cfg, comm, s.model, *s.batches, *s.schedule, 0};
+    s.algorithm->setup(ctx);
+    for (int64_t t = 0; t < steps; ++t) {
+      ctx.step = t;
+      s.losses.push_back(s.algorithm->step(ctx).loss);
+    }
+  });
+  return ranks;
+}
+
+}  // namespace desync::testing

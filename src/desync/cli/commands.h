@@ -1,0 +1,33 @@
+// The subcommands of the `desync` command, as functions returning the exit status.
+// They may throw desync::Error; main() turns it into one line and the error's exit status.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace desync {
+
+struct TrainArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+  std::string out;
+  bool resume = false;
+  bool quiet = false;
+  // Launch (train only): 0 = take run.workers from the config.
+  int64_t workers = 0;
+  int64_t nnodes = 1;
+  int64_t node_rank = 0;
+  std::string master_addr;  // "" = 127.0.0.1
+  int64_t master_port = 0;  // 0 = a free loopback port (single node)
+  std::string job_token;
+};
+
+// `desync train`: one worker in this process, or a launcher for several.
+int run_train(const TrainArgs& args);
+// `desync worker`: one worker of a job whose rank and rendezvous come from the environment.
+int run_worker(const TrainArgs& args);
+int run_list();
+int run_version();
+
+}  // namespace desync

@@ -1,0 +1,102 @@
+// The `desync` command.
+//
+//   desync train CONFIG [--set section.key=value]... [--out DIR] [--resume] [--quiet]
+//                [--workers N] [--nnodes K --node-rank I --master-addr HOST --master-port P]
+//   desync worker CONFIG [...]      (rank and rendezvous from RANK, WORLD_SIZE, MASTER_ADDR, ...)
+//   desync list
+//   desync version
+//
+// Exit status: 0 success, 1 failure at run time, 2 usage or configuration error, 130 stopped
+// by a signal (after writing a checkpoint). Errors are one line on stderr, never a stack trace.
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "desync/cli/commands.h"
+#include "desync/core/error.h"
+#include "desync/core/system.h"
+
+namespace {
+
+// The first line of an exception message (LibTorch appends stack traces on later lines).
+std::string first_line(const char* what) {
+  std::string s(what);
+  auto nl = s.find('\n');
+  return nl == std::string::npos ? s : s.substr(0, nl);
+}
+
+// On a terminal, erases a progress bar the error would otherwise be appended to.
+const char* clear_line() { return desync::stderr_is_tty() ? "\r\033[K" : ""; }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"desync: decoupled and communication-efficient distributed training", "desync"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string(DESYNC_VERSION));
+
+  desync::TrainArgs train;
+  CLI::App* train_cmd = app.add_subcommand("train", "train a model as a config file describes");
+  train_cmd->add_option("config", train.config, "TOML config file")->required();
+  train_cmd->add_option("--set", train.overrides,
+                        "override a config value: section.key=value (repeatable)");
+  train_cmd->add_option("--out", train.out, "run directory (default: run.out or runs/<run.name>)");
+  train_cmd->add_flag("--resume", train.resume,
+                      "continue from the newest intact checkpoint in the run directory");
+  train_cmd->add_flag("--quiet", train.quiet, "no progress output (the summary is still printed)");
+  train_cmd->add_option("--workers,--workers-per-node", train.workers,
+                        "worker processes on this node (default: run.workers)")
+      ->check(CLI::Range(1, 4096));
+  train_cmd->add_option("--nnodes", train.nnodes, "nodes in the job")->check(CLI::Range(1, 4096));
+  train_cmd->add_option("--node-rank", train.node_rank, "this node's index in [0, nnodes)");
+  train_cmd->add_option("--master-addr", train.master_addr,
+                        "host of rank 0's rendezvous (default 127.0.0.1)");
+  train_cmd->add_option("--master-port", train.master_port,
+                        "rendezvous port (default: a free loopback port)")
+      ->check(CLI::Range(1, 65535));
+  train_cmd->add_option("--job-token", train.job_token,
+                        "shared secret that a worker must present to join (default: random, or "
+                        "derived from the config on multi-node jobs)");
+
+  desync::TrainArgs worker;
+  CLI::App* worker_cmd = app.add_subcommand(
+      "worker", "run one worker; RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT come from the environment");
+  worker_cmd->add_option("config", worker.config, "TOML config file")->required();
+  worker_cmd->add_option("--set", worker.overrides, "override a config value (repeatable)");
+  worker_cmd->add_option("--out", worker.out, "run directory");
+  worker_cmd->add_flag("--resume", worker.resume, "continue from the newest common checkpoint");
+  worker_cmd->add_flag("--quiet", worker.quiet, "no progress output");
+
+  CLI::App* list_cmd = app.add_subcommand("list", "list algorithms, models and datasets");
+  CLI::App* version_cmd = app.add_subcommand("version", "print the version");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "desync: %s (see desync --help)\n", first_line(e.what()).c_str());
+    return 2;
+  }
+
+  try {
+    if (*train_cmd) return desync::run_train(train);
+    if (*worker_cmd) return desync::run_worker(worker);
+    if (*list_cmd) return desync::run_list();
+    if (*version_cmd) return desync::run_version();
+  } catch (const desync::Error& e) {
+    std::fprintf(stderr, "%sdesync: %s\n", clear_line(), first_line(e.what()).c_str());
+    return e.exit_code();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%sdesync: internal error: %s\n", clear_line(),
+                 first_line(e.what()).c_str());
+    return 1;
+  }
+  return 0;
+}

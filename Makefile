@@ -18,9 +18,9 @@ configure: deps $(BUILD)/build.ninja
 build: configure
 	@cmake --build $(BUILD)
 
-# The main job: a real training run on Fashion-MNIST with progress and a summary.
+# The main job: DDP on 2 local worker processes, one epoch of Fashion-MNIST, with a summary.
 run: build
-	$(BUILD)/desync train examples/fmnist_cnn.toml --out runs/fmnist_cnn
+	$(BUILD)/desync train examples/fmnist_ddp.toml --workers 2 --out runs/fmnist_ddp
 
 # The default test suite (unit + integration, without tests labelled slow).
 test: build

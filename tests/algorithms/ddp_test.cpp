@@ -16,11 +16,12 @@ using testing::tiny_config;
 // DDP on N ranks with local batch B equals one worker with batch N*B (same seed, same examples).
 void expect_ddp_matches_single(int64_t n, std::vector<std::string> extra) {
   const int64_t b = 8, steps = 6;
-  std::vector<std::string> ddp_cfg = {"algorithm.name=\"ddp\"", "data.batch_size=" + std::to_string(b),
-                                      "optimizer.momentum=0.9"};
+  std::vector<std::string> ddp_cfg = {
+      "algorithm.name=\"ddp\"", "data.batch_size=" + std::to_string(b), "optimizer.momentum=0.9"};
   ddp_cfg.insert(ddp_cfg.end(), extra.begin(), extra.end());
   Config ddp = tiny_config(ddp_cfg);
-  Config single = tiny_config({"data.batch_size=" + std::to_string(n * b), "optimizer.momentum=0.9"});
+  Config single =
+      tiny_config({"data.batch_size=" + std::to_string(n * b), "optimizer.momentum=0.9"});
   DatasetSplits data = load_dataset(ddp.data, 0);
   auto d = run_on_fake_world(ddp, n, steps, data);
   auto s = run_on_fake_world(single, 1, steps, data);
@@ -37,14 +38,16 @@ TEST(Ddp, DdpMatchesSingleWorkerN4) { expect_ddp_matches_single(4, {}); }
 
 TEST(Ddp, TinyBucketsMatchOneBigBucketAndNoOverlap) {
   // 1 KiB buckets (many), one 25 MiB bucket, and all-reduce after backward: same parameters.
-  expect_ddp_matches_single(2, {"algorithm.bucket_cap_mb=0.001", "algorithm.first_bucket_mb=0.001"});
+  expect_ddp_matches_single(2,
+                            {"algorithm.bucket_cap_mb=0.001", "algorithm.first_bucket_mb=0.001"});
   expect_ddp_matches_single(2, {"algorithm.overlap=false"});
 }
 
 TEST(Ddp, AccumulationMatchesLargerBatch) {
   // 2 ranks x 2 micro-batches of 8 = one worker with batch 32 (same examples per step).
   const int64_t steps = 5;
-  Config ddp = tiny_config({"algorithm.name=\"ddp\"", "data.batch_size=8", "algorithm.accumulation=2"});
+  Config ddp =
+      tiny_config({"algorithm.name=\"ddp\"", "data.batch_size=8", "algorithm.accumulation=2"});
   DatasetSplits data = load_dataset(ddp.data, 0);
   auto d = run_on_fake_world(ddp, 2, steps, data);
   // Rank r's k-th micro-batch of step t is global batch (2t+k)'s slice r: the single worker
@@ -57,8 +60,8 @@ TEST(Ddp, AccumulationMatchesLargerBatch) {
 TEST(Ddp, Bf16CommunicationStaysClose) {
   const int64_t steps = 6;
   Config fp32 = tiny_config({"algorithm.name=\"ddp\"", "data.batch_size=8"});
-  Config bf16 = tiny_config({"algorithm.name=\"ddp\"", "data.batch_size=8",
-                             "algorithm.comm_dtype=\"bfloat16\""});
+  Config bf16 = tiny_config(
+      {"algorithm.name=\"ddp\"", "data.batch_size=8", "algorithm.comm_dtype=\"bfloat16\""});
   DatasetSplits data = load_dataset(fp32.data, 0);
   auto a = run_on_fake_world(fp32, 2, steps, data);
   auto b = run_on_fake_world(bf16, 2, steps, data);
@@ -70,8 +73,8 @@ TEST(Ddp, Bf16CommunicationStaysClose) {
 
 TEST(Ddp, BytesPerStepFollowRingFormula) {
   const int64_t n = 4, steps = 3;
-  Config cfg = tiny_config({"algorithm.name=\"ddp\"", "data.batch_size=8", "algorithm.bucket_cap_mb=0.001",
-                            "algorithm.first_bucket_mb=0.001"});
+  Config cfg = tiny_config({"algorithm.name=\"ddp\"", "data.batch_size=8",
+                            "algorithm.bucket_cap_mb=0.001", "algorithm.first_bucket_mb=0.001"});
   DatasetSplits data = load_dataset(cfg.data, 0);
   // Count bytes of the steps only: run 0 steps and `steps` steps, take the difference.
   auto fake_bytes = [&](int64_t s) {
@@ -81,7 +84,8 @@ TEST(Ddp, BytesPerStepFollowRingFormula) {
     for (int64_t r = 0; r < n; ++r) {
       torch::manual_seed(0);
       ranks[r].model = make_model(cfg.model, ModelInput{data.train.example_shape(), 10});
-      ranks[r].batches = std::make_unique<MicroBatchSource>(data.train, 8, r, n, 0, TransformOptions{});
+      ranks[r].batches =
+          std::make_unique<MicroBatchSource>(data.train, 8, r, n, 0, TransformOptions{});
       ranks[r].schedule = std::make_unique<Schedule>(cfg.schedule, 0.1, 10);
       ranks[r].algorithm = make_algorithm(cfg.algorithm);
     }
@@ -93,7 +97,8 @@ TEST(Ddp, BytesPerStepFollowRingFormula) {
     });
     return sent;
   };
-  int64_t psi = make_model(cfg.model, ModelInput{data.train.example_shape(), 10})->parameter_count();
+  int64_t psi =
+      make_model(cfg.model, ModelInput{data.train.example_shape(), 10})->parameter_count();
   int64_t per_step = (fake_bytes(steps) - fake_bytes(0)) / steps;
   // Each bucket is all-reduced once: sum over buckets of 2(N-1)/N * bucket bytes (integer
   // division per bucket), so within one byte per bucket of 2(N-1)/N * 4 * psi.

@@ -24,7 +24,7 @@ struct RankState {
 // A small synthetic job; `overrides` adjust it (e.g. the algorithm).
 inline Config tiny_config(std::vector<std::string> overrides) {
   std::vector<std::string> base = {"data.dataset=\"synthetic\"", "data.synthetic_train=1024",
-                                   "data.synthetic_test=128",   "data.synthetic_shape=[12]",
+                                   "data.synthetic_test=128",    "data.synthetic_shape=[12]",
                                    "model.name=\"mlp\"",         "model.hidden=[32, 16]",
                                    "optimizer.lr=0.1",           "run.steps=5"};
   base.insert(base.end(), overrides.begin(), overrides.end());

@@ -35,7 +35,8 @@ void check_collectives(int64_t r, Communicator& c) {
   torch::Tensor out = torch::empty({n * 2});
   c.all_to_all_async(out, in)->wait();
   for (int64_t s = 0; s < n; ++s)
-    EXPECT_TRUE(torch::equal(out.narrow(0, 2 * s, 2), torch::full({2}, static_cast<float>(100 * s + r))));
+    EXPECT_TRUE(
+        torch::equal(out.narrow(0, 2 * s, 2), torch::full({2}, static_cast<float>(100 * s + r))));
 
   // reduce_scatter: chunk d of rank r holds r + d; rank d receives sum_r (r + d).
   torch::Tensor rs_in = torch::empty({n * 3});

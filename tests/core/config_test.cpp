@@ -120,8 +120,8 @@ TEST(Config, NesterovNeedsMomentum) {
 }
 
 TEST(Config, ResolvedTomlRoundTrips) {
-  Config a = parse_config("[optimizer]\nname = \"adamw\"\nlr = 0.003\n[algorithm]\naccumulation = 3\n",
-                          "cfg.toml");
+  Config a = parse_config(
+      "[optimizer]\nname = \"adamw\"\nlr = 0.003\n[algorithm]\naccumulation = 3\n", "cfg.toml");
   Config b = parse_config(a.resolved_toml(), "resolved.toml");
   EXPECT_EQ(b.optimizer.name, "adamw");
   EXPECT_DOUBLE_EQ(b.optimizer.lr, 0.003);

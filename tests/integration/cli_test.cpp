@@ -102,8 +102,8 @@ TEST(Cli, UnknownAlgorithmKeyExitsTwo) {
 
 TEST(Cli, MissingDataExitsOneNamingThePath) {
   testing::TempDir dir;
-  testing::write_file(dir.file("c.toml"), "[data]\ndataset = \"mnist\"\npath = \"" +
-                                              dir.file("nowhere") + "\"\n");
+  testing::write_file(dir.file("c.toml"),
+                      "[data]\ndataset = \"mnist\"\npath = \"" + dir.file("nowhere") + "\"\n");
   auto r = testing::run_command(desync("train " + dir.file("c.toml") + " --quiet"));
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.output.find(dir.file("nowhere")), std::string::npos) << r.output;
@@ -113,16 +113,16 @@ TEST(Cli, MissingDataExitsOneNamingThePath) {
 TEST(Cli, TrainsAndWritesSummary) {
   testing::TempDir dir;
   testing::write_file(dir.file("c.toml"), kTinyJob);
-  auto r = testing::run_command(desync("train " + dir.file("c.toml") + " --out " +
-                                       dir.file("run") + " --set run.steps=30"));
+  auto r = testing::run_command(
+      desync("train " + dir.file("c.toml") + " --out " + dir.file("run") + " --set run.steps=30"));
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("test accuracy"), std::string::npos) << r.output;
   auto summary = nlohmann::json::parse(testing::read_file(dir.file("run/summary.json")));
   EXPECT_EQ(summary["steps"], 30);
   EXPECT_EQ(train_losses(dir.file("run")).size(), 30u);
   // The resolved config is a valid config that reproduces the run.
-  auto again = testing::run_command(desync("train " + dir.file("run/config.toml") + " --out " +
-                                           dir.file("run2") + " --quiet"));
+  auto again = testing::run_command(
+      desync("train " + dir.file("run/config.toml") + " --out " + dir.file("run2") + " --quiet"));
   ASSERT_EQ(again.status, 0) << again.output;
   EXPECT_EQ(train_losses(dir.file("run")), train_losses(dir.file("run2")));
 }
@@ -131,8 +131,8 @@ TEST(Cli, InterruptCheckpointsAndResumeMatchesUninterrupted) {
   testing::TempDir dir;
   testing::write_file(dir.file("c.toml"), kTinyJob);
   std::string slow = " --set run.steps=400 --set checkpoint.every=1000";
-  auto ref = testing::run_command(desync("train " + dir.file("c.toml") + " --quiet --out " +
-                                         dir.file("ref") + slow));
+  auto ref = testing::run_command(
+      desync("train " + dir.file("c.toml") + " --quiet --out " + dir.file("ref") + slow));
   ASSERT_EQ(ref.status, 0) << ref.output;
 
   testing::Child child({kDesync, "train", dir.file("c.toml"), "--out", dir.file("cut"), "--set",
@@ -150,8 +150,8 @@ TEST(Cli, InterruptCheckpointsAndResumeMatchesUninterrupted) {
   ASSERT_EQ(store.steps_on_disk().size(), 1u);
   EXPECT_LT(store.steps_on_disk()[0], 400);
 
-  auto resumed = testing::run_command(desync("train " + dir.file("c.toml") + " --quiet --resume --out " +
-                                             dir.file("cut") + slow));
+  auto resumed = testing::run_command(
+      desync("train " + dir.file("c.toml") + " --quiet --resume --out " + dir.file("cut") + slow));
   ASSERT_EQ(resumed.status, 0) << resumed.output;
   EXPECT_EQ(train_losses(dir.file("ref")), train_losses(dir.file("cut")));
 }
@@ -161,8 +161,8 @@ TEST(Cli, SlowFashionMnistCnnReachesTarget) {
   if (!std::filesystem::exists("/usr/share/datasets/fashion-mnist"))
     GTEST_SKIP() << "Fashion-MNIST not installed (scripts/install-deps installs it)";
   testing::TempDir dir;
-  auto r = testing::run_command(desync("train " + kSource + "/examples/fmnist_cnn.toml --quiet --out " +
-                                       dir.file("run")));
+  auto r = testing::run_command(
+      desync("train " + kSource + "/examples/fmnist_cnn.toml --quiet --out " + dir.file("run")));
   ASSERT_EQ(r.status, 0) << r.output;
   auto summary = nlohmann::json::parse(testing::read_file(dir.file("run/summary.json")));
   EXPECT_GE(summary["test_accuracy"].get<double>(), 0.88) << r.output;

@@ -46,15 +46,15 @@ struct JobRun {
 };
 
 JobRun train(const testing::TempDir& dir, const std::string& name, const std::string& args,
-          const std::string& env = "") {
+             const std::string& env = "") {
   testing::write_file(dir.file("job.toml"), kJob);
   JobRun r;
   auto t0 = std::chrono::steady_clock::now();
   r.result = testing::run_command(env + " " + kDesync + " train " + dir.file("job.toml") +
                                   " --quiet --out " + dir.file(name) + " " + args);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  r.summary = nlohmann::json::parse(testing::read_file(dir.file(name + "/summary.json")), nullptr,
-                                    false);
+  r.summary =
+      nlohmann::json::parse(testing::read_file(dir.file(name + "/summary.json")), nullptr, false);
   for (const auto& m : read_metrics(dir.file(name + "/metrics.jsonl")))
     if (m["type"] == "train") r.losses.push_back(m["loss"].get<double>());
   return r;
@@ -69,9 +69,9 @@ TEST(Distributed, DdpOnNWorkersMatchesOneWorkerWithNTimesTheBatch) {
   for (int n : {2, 3}) {
     testing::TempDir dir;
     JobRun single = train(dir, "single", "--set data.batch_size=" + std::to_string(16 * n));
-    JobRun ddp = train(dir, "ddp",
-                    "--workers " + std::to_string(n) +
-                        " --set algorithm.name=ddp --set data.batch_size=16");
+    JobRun ddp = train(
+        dir, "ddp",
+        "--workers " + std::to_string(n) + " --set algorithm.name=ddp --set data.batch_size=16");
     ASSERT_EQ(single.result.status, 0) << single.result.output;
     ASSERT_EQ(ddp.result.status, 0) << ddp.result.output;
     expect_close(single.losses, ddp.losses, 1e-5);
@@ -85,8 +85,9 @@ TEST(Distributed, DdpOnNWorkersMatchesOneWorkerWithNTimesTheBatch) {
 TEST(Distributed, DdpBytesPerRankFollowRingAllReduce) {
   for (int n : {2, 3}) {
     testing::TempDir dir;
-    JobRun ddp = train(dir, "ddp",
-                    "--workers " + std::to_string(n) + " --set algorithm.name=ddp --set run.steps=100");
+    JobRun ddp =
+        train(dir, "ddp",
+              "--workers " + std::to_string(n) + " --set algorithm.name=ddp --set run.steps=100");
     ASSERT_EQ(ddp.result.status, 0) << ddp.result.output;
     double psi = ddp.summary["parameters"].get<double>();
     double expected = 100 * 2.0 * (n - 1) / n * psi * 4;  // plus the start-up broadcast
@@ -104,7 +105,7 @@ TEST(Distributed, KilledWorkerIsNamedAndResumeMatchesUninterrupted) {
   ASSERT_EQ(ref.result.status, 0) << ref.result.output;
 
   JobRun cut = train(dir, "cut", "--workers 2 --set algorithm.name=ddp",
-                  "DESYNC_FAULT=rank=1,step=25,action=kill");
+                     "DESYNC_FAULT=rank=1,step=25,action=kill");
   EXPECT_NE(cut.result.status, 0);
   EXPECT_NE(cut.result.output.find("worker rank 1 failed (killed by signal 9"), std::string::npos)
       << cut.result.output;
@@ -120,8 +121,9 @@ TEST(Distributed, KilledWorkerIsNamedAndResumeMatchesUninterrupted) {
 
 TEST(Distributed, StalledWorkerTimesOutNamingIt) {
   testing::TempDir dir;
-  JobRun stall = train(dir, "stall", "--workers 3 --set algorithm.name=ddp --set run.comm_timeout=2",
-                    "DESYNC_FAULT=rank=2,step=5,action=stall");
+  JobRun stall =
+      train(dir, "stall", "--workers 3 --set algorithm.name=ddp --set run.comm_timeout=2",
+            "DESYNC_FAULT=rank=2,step=5,action=stall");
   EXPECT_NE(stall.result.status, 0);
   EXPECT_NE(stall.result.output.find("ranks that did not arrive: 2"), std::string::npos)
       << stall.result.output;

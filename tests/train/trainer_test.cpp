@@ -14,11 +14,18 @@ namespace {
 
 // A small, fast, learnable job: synthetic 10-class data, a two-layer MLP.
 Config tiny_job(const std::string& out, std::vector<std::string> extra = {}) {
-  std::vector<std::string> overrides = {
-      "data.dataset=\"synthetic\"", "data.synthetic_train=2048", "data.synthetic_test=512",
-      "data.synthetic_shape=[16]",  "data.batch_size=32",        "model.name=\"mlp\"",
-      "model.hidden=[64]",          "optimizer.lr=0.05",         "optimizer.momentum=0.9",
-      "run.steps=40",               "run.log_every=1",           "run.out=\"" + out + "\""};
+  std::vector<std::string> overrides = {"data.dataset=\"synthetic\"",
+                                        "data.synthetic_train=2048",
+                                        "data.synthetic_test=512",
+                                        "data.synthetic_shape=[16]",
+                                        "data.batch_size=32",
+                                        "model.name=\"mlp\"",
+                                        "model.hidden=[64]",
+                                        "optimizer.lr=0.05",
+                                        "optimizer.momentum=0.9",
+                                        "run.steps=40",
+                                        "run.log_every=1",
+                                        "run.out=\"" + out + "\""};
   overrides.insert(overrides.end(), extra.begin(), extra.end());
   return parse_config("", "test.toml", overrides);
 }
@@ -52,10 +59,10 @@ TEST(Trainer, WritesRunDirectory) {
   nlohmann::json s = train(tiny_job(dir.path()));
   for (const char* f : {"config.toml", "metrics.jsonl", "summary.json"})
     EXPECT_TRUE(std::filesystem::exists(dir.file(f))) << f;
-  for (const char* k : {"algorithm", "model", "dataset", "workers", "steps", "samples",
-                        "test_accuracy", "test_loss", "train_loss", "wall_seconds",
-                        "samples_per_second", "peak_rss_bytes", "bytes_sent", "bytes_received",
-                        "seed", "parameters"})
+  for (const char* k :
+       {"algorithm", "model", "dataset", "workers", "steps", "samples", "test_accuracy",
+        "test_loss", "train_loss", "wall_seconds", "samples_per_second", "peak_rss_bytes",
+        "bytes_sent", "bytes_received", "seed", "parameters"})
     EXPECT_TRUE(s.contains(k)) << k;
   EXPECT_EQ(s["steps"], 40);
   EXPECT_EQ(s["samples"], 40 * 32);

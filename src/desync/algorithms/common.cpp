@@ -27,4 +27,26 @@ StepReport accumulate_gradients(Context& ctx, int64_t n, int64_t divisor) {
   return report;
 }
 
+void apply_update(Context& ctx, FlatParameters& flat, Optimizer& optimizer) {
+  TraceSpan span("optimizer", "optimizer");
+  if (ctx.config.optimizer.grad_clip > 0)
+    clip_grad_norm({flat.grads_flat()}, ctx.config.optimizer.grad_clip);
+  optimizer.step(ctx.schedule.lr(ctx.step));
+}
+
+void save_optimizer(Optimizer& optimizer, Archive& archive, const std::string& prefix) {
+  for (auto& [name, t] : optimizer.state()) archive.put(prefix + name, t);
+}
+
+void load_optimizer(Optimizer& optimizer, const Archive& archive, const std::string& prefix) {
+  for (auto& [name, t] : optimizer.state()) archive.copy_into(prefix + name, t);
+}
+
+MemoryReport model_state_memory(FlatParameters& flat, Optimizer& optimizer) {
+  int64_t elem = flat.params_flat().element_size();
+  return {{"parameters", flat.padded_numel() * elem},
+          {"gradients", flat.padded_numel() * elem},
+          {"optimizer_state", optimizer.state_numel() * elem}};
+}
+
 }  // namespace desync

@@ -19,4 +19,16 @@ inline StepReport accumulate_gradients(Context& ctx, int64_t n) {
   return accumulate_gradients(ctx, n, n);
 }
 
+// Clips the flat gradient if [optimizer] grad_clip is set, then takes the optimizer step at the
+// schedule's learning rate for ctx.step (traced as "optimizer").
+void apply_update(Context& ctx, FlatParameters& flat, Optimizer& optimizer);
+
+// Optimizer state in checkpoints, under `prefix`.
+void save_optimizer(Optimizer& optimizer, Archive& archive, const std::string& prefix = "optimizer.");
+void load_optimizer(Optimizer& optimizer, const Archive& archive,
+                    const std::string& prefix = "optimizer.");
+
+// Bytes of full-model training state: parameters, gradients and optimizer state.
+MemoryReport model_state_memory(FlatParameters& flat, Optimizer& optimizer);
+
 }  // namespace desync

@@ -34,8 +34,8 @@ Config load_validated(const TrainArgs& args, const std::vector<std::string>& ove
   return cfg;
 }
 
-int train_here(const Config& cfg, Communicator& comm, const TrainArgs& args,
-               int64_t local_workers, bool print_summary) {
+int train_here(const Config& cfg, Communicator& comm, const TrainArgs& args, int64_t local_workers,
+               bool print_summary) {
   TrainOptions opts;
   opts.resume = args.resume;
   opts.show_progress = !args.quiet;
@@ -63,8 +63,8 @@ int run_train(const TrainArgs& args) {
   Config probe = load_validated(args, overrides);
   int64_t per_node = args.workers > 0 ? args.workers : probe.run.workers;
   if (args.nnodes < 1 || args.node_rank < 0 || args.node_rank >= args.nnodes)
-    throw UsageError(fmt::format("--node-rank {} must be in [0, --nnodes {})", args.node_rank,
-                                 args.nnodes));
+    throw UsageError(
+        fmt::format("--node-rank {} must be in [0, --nnodes {})", args.node_rank, args.nnodes));
   const int64_t world = per_node * args.nnodes;
 
   install_interrupt_handlers();
@@ -94,9 +94,9 @@ int run_train(const TrainArgs& args) {
   spec.job_token = args.job_token;
   if (spec.job_token.empty() && args.nnodes > 1) {
     // Every node must present the same token: derive it from what they share.
-    spec.job_token = fmt::format("{:08x}", crc32_of(read_file(args.config) + cfg.resolved_toml() +
-                                                    spec.master_addr +
-                                                    std::to_string(spec.master_port)));
+    spec.job_token =
+        fmt::format("{:08x}", crc32_of(read_file(args.config) + cfg.resolved_toml() +
+                                       spec.master_addr + std::to_string(spec.master_port)));
   }
   int status = launch(spec);
   if (status == 0 && args.node_rank == 0) {
@@ -116,8 +116,7 @@ int run_worker(const TrainArgs& args) {
   bool launched = std::getenv("DESYNC_LAUNCHED") != nullptr;
   TrainArgs quiet_others = args;
   if (info.rank != 0) quiet_others.quiet = true;
-  return train_here(cfg, *comm, quiet_others, info.local_world_size,
-                    info.rank == 0 && !launched);
+  return train_here(cfg, *comm, quiet_others, info.local_world_size, info.rank == 0 && !launched);
 }
 
 int run_list() {

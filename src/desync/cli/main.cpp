@@ -8,9 +8,9 @@
 //
 // Exit status: 0 success, 1 failure at run time, 2 usage or configuration error, 130 stopped
 // by a signal (after writing a checkpoint). Errors are one line on stderr, never a stack trace.
-#include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
 
@@ -46,15 +46,17 @@ int main(int argc, char** argv) {
   train_cmd->add_flag("--resume", train.resume,
                       "continue from the newest intact checkpoint in the run directory");
   train_cmd->add_flag("--quiet", train.quiet, "no progress output (the summary is still printed)");
-  train_cmd->add_option("--workers,--workers-per-node", train.workers,
-                        "worker processes on this node (default: run.workers)")
+  train_cmd
+      ->add_option("--workers,--workers-per-node", train.workers,
+                   "worker processes on this node (default: run.workers)")
       ->check(CLI::Range(1, 4096));
   train_cmd->add_option("--nnodes", train.nnodes, "nodes in the job")->check(CLI::Range(1, 4096));
   train_cmd->add_option("--node-rank", train.node_rank, "this node's index in [0, nnodes)");
   train_cmd->add_option("--master-addr", train.master_addr,
                         "host of rank 0's rendezvous (default 127.0.0.1)");
-  train_cmd->add_option("--master-port", train.master_port,
-                        "rendezvous port (default: a free loopback port)")
+  train_cmd
+      ->add_option("--master-port", train.master_port,
+                   "rendezvous port (default: a free loopback port)")
       ->check(CLI::Range(1, 65535));
   train_cmd->add_option("--job-token", train.job_token,
                         "shared secret that a worker must present to join (default: random, or "
@@ -62,7 +64,8 @@ int main(int argc, char** argv) {
 
   desync::TrainArgs worker;
   CLI::App* worker_cmd = app.add_subcommand(
-      "worker", "run one worker; RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT come from the environment");
+      "worker",
+      "run one worker; RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT come from the environment");
   worker_cmd->add_option("config", worker.config, "TOML config file")->required();
   worker_cmd->add_option("--set", worker.overrides, "override a config value (repeatable)");
   worker_cmd->add_option("--out", worker.out, "run directory");

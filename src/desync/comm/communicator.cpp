@@ -18,7 +18,10 @@ class DoneWork : public Work {
 class AccountedWork : public Work {
  public:
   AccountedWork(const char* op, std::shared_ptr<Work> inner, int64_t bytes, double* wait_seconds)
-      : op_(op), inner_(std::move(inner)), bytes_(bytes), wait_seconds_(wait_seconds),
+      : op_(op),
+        inner_(std::move(inner)),
+        bytes_(bytes),
+        wait_seconds_(wait_seconds),
         issued_us_(Tracer::now_us()) {}
 
   void wait() override {

@@ -85,8 +85,12 @@ class Communicator {
   // Point to point; `tag` tells apart concurrent messages between the same two ranks.
   std::shared_ptr<Work> send_async(torch::Tensor t, int64_t dst, int64_t tag);
   std::shared_ptr<Work> recv_async(torch::Tensor t, int64_t src, int64_t tag);
-  void send(torch::Tensor t, int64_t dst, int64_t tag) { send_async(std::move(t), dst, tag)->wait(); }
-  void recv(torch::Tensor t, int64_t src, int64_t tag) { recv_async(std::move(t), src, tag)->wait(); }
+  void send(torch::Tensor t, int64_t dst, int64_t tag) {
+    send_async(std::move(t), dst, tag)->wait();
+  }
+  void recv(torch::Tensor t, int64_t src, int64_t tag) {
+    recv_async(std::move(t), src, tag)->wait();
+  }
   void barrier();
 
   // A communicator over the same ranks with an independent order of calls. Collective: every

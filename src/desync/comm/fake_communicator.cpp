@@ -15,7 +15,9 @@ class FakeCommunicator : public Communicator {
  public:
   FakeCommunicator(std::shared_ptr<FakeWorld> world, std::string channel, int64_t rank,
                    std::vector<int64_t> members)
-      : world_(std::move(world)), channel_(std::move(channel)), rank_(rank),
+      : world_(std::move(world)),
+        channel_(std::move(channel)),
+        rank_(rank),
         members_(std::move(members)) {}
 
   int64_t rank() const override { return rank_; }
@@ -71,11 +73,12 @@ class FakeCommunicator : public Communicator {
   std::shared_ptr<Work> do_all_to_all(torch::Tensor& out, torch::Tensor& in) override {
     int64_t me = rank_;
     int64_t n = world_size();
-    return collective("all_to_all", in, [out, me, n](const std::vector<torch::Tensor>& all) mutable {
-      torch::NoGradGuard g;
-      std::vector<torch::Tensor> dst = out.chunk(n);
-      for (int64_t s = 0; s < n; ++s) dst[s].copy_(all[s].chunk(n)[me]);
-    });
+    return collective("all_to_all", in,
+                      [out, me, n](const std::vector<torch::Tensor>& all) mutable {
+                        torch::NoGradGuard g;
+                        std::vector<torch::Tensor> dst = out.chunk(n);
+                        for (int64_t s = 0; s < n; ++s) dst[s].copy_(all[s].chunk(n)[me]);
+                      });
   }
   std::shared_ptr<Work> do_send(torch::Tensor& t, int64_t dst, int64_t tag) override {
     world_->post(mail_key(rank_, dst, tag), t.detach().clone());
@@ -172,9 +175,10 @@ std::vector<torch::Tensor> FakeWorld::collect(const std::string& channel, int64_
     std::vector<int64_t> missing;
     for (int64_t i = 0; i < group_size; ++i)
       if (!r.arrived[i]) missing.push_back(i);
-    throw CommError(fmt::format("{} #{} on channel {} timed out after {} ms; ranks that did not "
-                                "arrive: {}",
-                                op, seq, channel, timeout_.count(), fmt::join(missing, ", ")));
+    throw CommError(
+        fmt::format("{} #{} on channel {} timed out after {} ms; ranks that did not "
+                    "arrive: {}",
+                    op, seq, channel, timeout_.count(), fmt::join(missing, ", ")));
   }
   std::vector<torch::Tensor> inputs = r.inputs;
   if (++r.readers == group_size) rounds_.erase(key);
@@ -192,7 +196,8 @@ void FakeWorld::post(const std::string& key, torch::Tensor t) {
 torch::Tensor FakeWorld::take(const std::string& key, const char* op) {
   std::unique_lock<std::mutex> lock(mu_);
   if (!cv_.wait_for(lock, timeout_, [&] { return !mail_[key].empty(); }))
-    throw CommError(fmt::format("{} of message {} timed out after {} ms", op, key, timeout_.count()));
+    throw CommError(
+        fmt::format("{} of message {} timed out after {} ms", op, key, timeout_.count()));
   torch::Tensor t = mail_[key].front();
   mail_[key].erase(mail_[key].begin());
   return t;

@@ -26,9 +26,8 @@ namespace desync {
 
 class FakeWorld : public std::enable_shared_from_this<FakeWorld> {
  public:
-  static std::shared_ptr<FakeWorld> create(int64_t world_size,
-                                           std::chrono::milliseconds timeout =
-                                               std::chrono::seconds(60));
+  static std::shared_ptr<FakeWorld> create(
+      int64_t world_size, std::chrono::milliseconds timeout = std::chrono::seconds(60));
 
   int64_t size() const { return size_; }
   // Rank r's communicator on the default channel (created once; the world keeps it alive).

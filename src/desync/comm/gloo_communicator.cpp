@@ -2,12 +2,12 @@
 
 #include <fmt/core.h>
 #include <fmt/format.h>
-#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <cstdlib>
 #include <thread>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "desync/core/error.h"
 
@@ -27,15 +27,17 @@ int64_t env_int(const char* name, bool required, int64_t fallback) {
   const char* v = std::getenv(name);
   if (!v || !*v) {
     if (required)
-      throw UsageError(fmt::format("environment variable {} is not set (desync worker is started "
-                                   "by `desync train --workers N` or a torchrun-style launcher)",
-                                   name));
+      throw UsageError(
+          fmt::format("environment variable {} is not set (desync worker is started "
+                      "by `desync train --workers N` or a torchrun-style launcher)",
+                      name));
     return fallback;
   }
   char* end = nullptr;
   long long x = std::strtoll(v, &end, 10);
   if (*end != '\0' || x < 0)
-    throw UsageError(fmt::format("environment variable {}={} is not a non-negative integer", name, v));
+    throw UsageError(
+        fmt::format("environment variable {}={} is not a non-negative integer", name, v));
   return x;
 }
 
@@ -73,8 +75,8 @@ class GlooCommunicator : public Communicator {
           c10::make_intrusive<c10d::PrefixStore>(name_, store_), static_cast<int>(rank),
           static_cast<int>(size), opts);
     } catch (const std::exception& e) {
-      throw CommError(fmt::format("rank {}: could not connect process group '{}': {}", rank,
-                                  name_, first_line(e.what())));
+      throw CommError(fmt::format("rank {}: could not connect process group '{}': {}", rank, name_,
+                                  first_line(e.what())));
     }
   }
 
@@ -84,8 +86,7 @@ class GlooCommunicator : public Communicator {
  protected:
   class GlooWork : public Work {
    public:
-    GlooWork(GlooCommunicator* c, c10::intrusive_ptr<c10d::Work> work, const char* op,
-             int64_t seq)
+    GlooWork(GlooCommunicator* c, c10::intrusive_ptr<c10d::Work> work, const char* op, int64_t seq)
         : c_(c), work_(std::move(work)), op_(op), seq_(seq) {}
     void wait() override {
       try {
@@ -182,15 +183,16 @@ class GlooCommunicator : public Communicator {
       }
     } catch (const std::exception&) {
       // The store itself is gone (rank 0 died): say what we know.
-      throw CommError(fmt::format("rank {}: {} (call #{}) failed and the rendezvous store is "
-                                  "unreachable (rank 0 is gone?): {}",
-                                  rank_, op, seq, first_line(what)));
+      throw CommError(
+          fmt::format("rank {}: {} (call #{}) failed and the rendezvous store is "
+                      "unreachable (rank 0 is gone?): {}",
+                      rank_, op, seq, first_line(what)));
     }
-    throw CommError(fmt::format("rank {}: {} (call #{} on '{}') failed; ranks that did not arrive: "
-                                "{}; cause: {}",
-                                rank_, op, seq, name_,
-                                behind.empty() ? "none" : fmt::format("{}", fmt::join(behind, ", ")),
-                                first_line(what)));
+    throw CommError(fmt::format(
+        "rank {}: {} (call #{} on '{}') failed; ranks that did not arrive: "
+        "{}; cause: {}",
+        rank_, op, seq, name_, behind.empty() ? "none" : fmt::format("{}", fmt::join(behind, ", ")),
+        first_line(what)));
   }
 
   StorePtr store_;

@@ -34,7 +34,8 @@ struct Worker {
 };
 
 std::string describe(int status) {
-  if (status > 128) return fmt::format("killed by signal {} ({})", status - 128, strsignal(status - 128));
+  if (status > 128)
+    return fmt::format("killed by signal {} ({})", status - 128, strsignal(status - 128));
   return fmt::format("exit status {}", status);
 }
 

@@ -22,32 +22,35 @@ bool Archive::has(const std::string& name) const { return dict_.contains(name); 
 
 c10::IValue Archive::get(const std::string& name) const {
   auto it = dict_.find(name);
-  if (it == dict_.end())
-    throw CheckpointError(fmt::format("checkpoint has no entry '{}'", name));
+  if (it == dict_.end()) throw CheckpointError(fmt::format("checkpoint has no entry '{}'", name));
   return it->value();
 }
 
 torch::Tensor Archive::tensor(const std::string& name) const {
   c10::IValue v = get(name);
-  if (!v.isTensor()) throw CheckpointError(fmt::format("checkpoint entry '{}' is not a tensor", name));
+  if (!v.isTensor())
+    throw CheckpointError(fmt::format("checkpoint entry '{}' is not a tensor", name));
   return v.toTensor();
 }
 
 int64_t Archive::integer(const std::string& name) const {
   c10::IValue v = get(name);
-  if (!v.isInt()) throw CheckpointError(fmt::format("checkpoint entry '{}' is not an integer", name));
+  if (!v.isInt())
+    throw CheckpointError(fmt::format("checkpoint entry '{}' is not an integer", name));
   return v.toInt();
 }
 
 double Archive::real(const std::string& name) const {
   c10::IValue v = get(name);
-  if (!v.isDouble()) throw CheckpointError(fmt::format("checkpoint entry '{}' is not a number", name));
+  if (!v.isDouble())
+    throw CheckpointError(fmt::format("checkpoint entry '{}' is not a number", name));
   return v.toDouble();
 }
 
 std::string Archive::string(const std::string& name) const {
   c10::IValue v = get(name);
-  if (!v.isString()) throw CheckpointError(fmt::format("checkpoint entry '{}' is not a string", name));
+  if (!v.isString())
+    throw CheckpointError(fmt::format("checkpoint entry '{}' is not a string", name));
   return v.toStringRef();
 }
 
@@ -80,7 +83,8 @@ Archive Archive::deserialize(const std::string& bytes, const std::string& origin
     c10::IValue v = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
     if (!v.isGenericDict()) throw CheckpointError(fmt::format("{}: not a desync archive", origin));
     for (const auto& e : v.toGenericDict()) {
-      if (!e.key().isString()) throw CheckpointError(fmt::format("{}: not a desync archive", origin));
+      if (!e.key().isString())
+        throw CheckpointError(fmt::format("{}: not a desync archive", origin));
       a.dict_.insert(e.key(), e.value());
     }
   } catch (const CheckpointError&) {

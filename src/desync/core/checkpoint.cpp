@@ -30,12 +30,9 @@ void CheckpointStore::write(int64_t step, const Archive& archive, int64_t keep) 
     make_dirs(step_dir(step));
     std::string bytes = archive.serialize();
     write_file_atomic(archive_path(step), bytes);
-    nlohmann::json manifest = {{"step", step},
-                               {"rank", rank_},
-                               {"world_size", world_},
-                               {"file", fmt::format("rank{}.pt", rank_)},
-                               {"bytes", bytes.size()},
-                               {"crc32", crc32_of(bytes)},
+    nlohmann::json manifest = {{"step", step},          {"rank", rank_},
+                               {"world_size", world_},  {"file", fmt::format("rank{}.pt", rank_)},
+                               {"bytes", bytes.size()}, {"crc32", crc32_of(bytes)},
                                {"complete", true}};
     write_file_atomic(manifest_path(step), manifest.dump(2) + "\n");
   } catch (const CheckpointError&) {

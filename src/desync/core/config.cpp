@@ -20,13 +20,20 @@ std::string location(const toml::node& node, const std::string& file) {
 
 std::string type_name(const toml::node& node) {
   switch (node.type()) {
-    case toml::node_type::string: return "a string";
-    case toml::node_type::integer: return "an integer";
-    case toml::node_type::floating_point: return "a number";
-    case toml::node_type::boolean: return "a boolean";
-    case toml::node_type::array: return "an array";
-    case toml::node_type::table: return "a table";
-    default: return "a date or time";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a number";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::table:
+      return "a table";
+    default:
+      return "a date or time";
   }
 }
 
@@ -126,7 +133,8 @@ std::vector<double> SectionReader::get(const char* key, const std::vector<double
   for (const toml::node& e : *arr) {
     if (!e.is_number()) fail(key, "must be an array of numbers");
     double v = *e.value<double>();
-    if (v < min || v > max) fail(key, fmt::format("has {}: entries must be in [{}, {}]", v, min, max));
+    if (v < min || v > max)
+      fail(key, fmt::format("has {}: entries must be in [{}, {}]", v, min, max));
     out.push_back(v);
   }
   return out;
@@ -144,8 +152,8 @@ void SectionReader::finish() const {
 
 namespace {
 
-const std::vector<std::string> kSections = {"run",      "data",     "model", "optimizer",
-                                            "schedule", "algorithm", "eval", "checkpoint"};
+const std::vector<std::string> kSections = {"run",      "data",      "model", "optimizer",
+                                            "schedule", "algorithm", "eval",  "checkpoint"};
 
 const toml::table* section_table(const toml::table& doc, const char* name,
                                  const std::string& file) {
@@ -170,8 +178,8 @@ void apply_override(toml::table& doc, const std::string& text) {
   std::string section = path.substr(0, dot);
   std::string key = path.substr(dot + 1);
   if (std::find(kSections.begin(), kSections.end(), section) == kSections.end())
-    throw ConfigError(fmt::format("--set {}: unknown section {}; valid sections: {}", text,
-                                  section, fmt::join(kSections, ", ")));
+    throw ConfigError(fmt::format("--set {}: unknown section {}; valid sections: {}", text, section,
+                                  fmt::join(kSections, ", ")));
 
   doc.emplace(section, toml::table{});
   toml::table* sec = doc.get(section)->as_table();
@@ -213,8 +221,8 @@ void read_sections(Config& c) {
     v.comm_timeout = r.get("comm_timeout", v.comm_timeout, 0.0, 1e6, true);
     r.finish();
     if (v.name.empty() || v.name.find('/') != std::string::npos)
-      throw ConfigError(fmt::format("{}: run.name must be a non-empty name without '/'",
-                                    r.where("name")));
+      throw ConfigError(
+          fmt::format("{}: run.name must be a non-empty name without '/'", r.where("name")));
   }
   {
     SectionReader r(section_table(doc, "data", f), "data", f);
@@ -248,8 +256,8 @@ void read_sections(Config& c) {
     v.batch_norm = r.get("batch_norm", v.batch_norm);
     r.finish();
     if (v.name == "cnn" && v.channels.empty())
-      throw ConfigError(fmt::format("{}: model.channels needs at least one entry",
-                                    r.where("channels")));
+      throw ConfigError(
+          fmt::format("{}: model.channels needs at least one entry", r.where("channels")));
   }
   {
     SectionReader r(section_table(doc, "optimizer", f), "optimizer", f);
@@ -381,8 +389,8 @@ Config parse_config(const std::string& toml_text, const std::string& source_name
   try {
     *c.doc = toml::parse(toml_text, std::string_view(source_name));
   } catch (const toml::parse_error& e) {
-    throw ConfigError(fmt::format("{}:{}: {}", source_name, e.source().begin.line,
-                                  e.description()));
+    throw ConfigError(
+        fmt::format("{}:{}: {}", source_name, e.source().begin.line, e.description()));
   }
   for (const std::string& o : overrides) apply_override(*c.doc, o);
   read_sections(c);

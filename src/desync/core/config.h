@@ -28,8 +28,8 @@ struct RunConfig {
   double epochs = 1.0;   // used when steps = 0
   std::string out = "";  // run directory; "" = runs/<name>
   int64_t log_every = 50;
-  int64_t threads = 0;   // intra-op threads per worker; 0 = cores / local workers
-  int64_t workers = 1;   // worker processes (`desync train --workers N` overrides)
+  int64_t threads = 0;          // intra-op threads per worker; 0 = cores / local workers
+  int64_t workers = 1;          // worker processes (`desync train --workers N` overrides)
   double comm_timeout = 300.0;  // seconds a collective may wait for its peers
 };
 
@@ -39,11 +39,11 @@ struct DataConfig {
   int64_t batch_size = 64;                // micro-batch size per worker
   int64_t eval_batch_size = 1000;
   bool normalize = true;
-  bool augment = false;                   // random crop + flip (CIFAR-format images only)
-  int64_t train_limit = 0;                // use only the first N training examples; 0 = all
-  int64_t test_limit = 0;                 // use only the first N test examples; 0 = all
-  int64_t seq_len = 64;                   // text: tokens (bytes) per example
-  double text_test_fraction = 0.1;        // text: tail of the file held out for evaluation
+  bool augment = false;             // random crop + flip (CIFAR-format images only)
+  int64_t train_limit = 0;          // use only the first N training examples; 0 = all
+  int64_t test_limit = 0;           // use only the first N test examples; 0 = all
+  int64_t seq_len = 64;             // text: tokens (bytes) per example
+  double text_test_fraction = 0.1;  // text: tail of the file held out for evaluation
   // synthetic: a seeded, learnable classification task (a random teacher network labels
   // Gaussian inputs).
   int64_t synthetic_train = 4096;
@@ -53,11 +53,11 @@ struct DataConfig {
 };
 
 struct ModelConfig {
-  std::string name = "cnn";                   // mlp | cnn | resnet18
-  std::vector<int64_t> hidden = {256, 128};   // mlp: hidden widths
-  std::vector<int64_t> channels = {32, 64};   // cnn: channels of the conv blocks
-  int64_t width = 64;                         // resnet18: channels of the first stage
-  bool batch_norm = true;                     // cnn: BatchNorm after each conv
+  std::string name = "cnn";                  // mlp | cnn | resnet18
+  std::vector<int64_t> hidden = {256, 128};  // mlp: hidden widths
+  std::vector<int64_t> channels = {32, 64};  // cnn: channels of the conv blocks
+  int64_t width = 64;                        // resnet18: channels of the first stage
+  bool batch_norm = true;                    // cnn: BatchNorm after each conv
 };
 
 struct OptimizerConfig {
@@ -79,12 +79,12 @@ struct ScheduleConfig {
   int64_t warmup_steps = 0;       // linear warm-up from 0 (all schedules)
   int64_t step_size = 1000;       // step: multiply by gamma every step_size steps
   double gamma = 0.1;
-  double min_lr = 0.0;            // cosine: final learning rate
+  double min_lr = 0.0;  // cosine: final learning rate
 };
 
 struct AlgorithmConfig {
   std::string name = "single";
-  int64_t accumulation = 1;  // micro-batches accumulated per optimizer step
+  int64_t accumulation = 1;                // micro-batches accumulated per optimizer step
   std::shared_ptr<const toml::table> doc;  // the whole document (keeps source positions)
   std::string file;                        // where it came from, for messages
 
@@ -116,7 +116,7 @@ struct Config {
   EvalConfig eval;
   CheckpointConfig checkpoint;
 
-  std::string source;  // the file it was loaded from
+  std::string source;                // the file it was loaded from
   std::shared_ptr<toml::table> doc;  // the merged document (file + overrides), before defaults
 
   // The fully resolved configuration (every key with its value, defaults included) as TOML.

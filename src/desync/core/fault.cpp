@@ -22,19 +22,24 @@ std::optional<Fault> fault_from_env() {
       auto eq = item.find('=');
       if (eq == std::string::npos) throw UsageError("");
       std::string k = item.substr(0, eq), v = item.substr(eq + 1);
-      if (k == "rank") f.rank = std::stoll(v);
-      else if (k == "step") f.step = std::stoll(v);
-      else if (k == "action") f.action = v;
-      else throw UsageError("");
+      if (k == "rank")
+        f.rank = std::stoll(v);
+      else if (k == "step")
+        f.step = std::stoll(v);
+      else if (k == "action")
+        f.action = v;
+      else
+        throw UsageError("");
     }
   } catch (const std::exception&) {
     f.action.clear();
   }
   if (f.rank < 0 || f.step < 0 ||
       (f.action != "exit" && f.action != "kill" && f.action != "stall" && f.action != "throw"))
-    throw UsageError(fmt::format("DESYNC_FAULT={} is malformed; expected "
-                                 "rank=R,step=S,action=exit|kill|stall|throw",
-                                 spec));
+    throw UsageError(
+        fmt::format("DESYNC_FAULT={} is malformed; expected "
+                    "rank=R,step=S,action=exit|kill|stall|throw",
+                    spec));
   return f;
 }
 

@@ -2,11 +2,9 @@
 // Project headers stay out of it so that editing one of them does not rebuild the PCH.
 #pragma once
 
-#include <torch/torch.h>
-
 #include <fmt/core.h>
-#include <nlohmann/json.hpp>
 #include <toml++/toml.h>
+#include <torch/torch.h>
 
 #include <algorithm>
 #include <chrono>
@@ -14,6 +12,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>

@@ -56,9 +56,13 @@ void Tracer::write(const std::string& path, int64_t rank) const {
                       {"pid", rank},
                       {"args", {{"name", "rank " + std::to_string(rank)}}}});
     for (const Event& e : events_) {
-      nlohmann::json ev = {{"name", e.name}, {"cat", e.category}, {"ph", "X"},
-                           {"ts", e.start_us}, {"dur", e.end_us - e.start_us},
-                           {"pid", rank},    {"tid", e.thread}};
+      nlohmann::json ev = {{"name", e.name},
+                           {"cat", e.category},
+                           {"ph", "X"},
+                           {"ts", e.start_us},
+                           {"dur", e.end_us - e.start_us},
+                           {"pid", rank},
+                           {"tid", e.thread}};
       if (e.bytes >= 0) ev["args"] = {{"bytes", e.bytes}};
       events.push_back(std::move(ev));
     }

@@ -37,10 +37,10 @@ std::string number_or_dash(const nlohmann::json& v, const char* fmtstr) {
 }  // namespace
 
 std::string summary_table(const nlohmann::json& s) {
-  std::string out = fmt::format(
-      "\n{} · {} · {} · {} worker{}{}\n", s.value("algorithm", "?"), s.value("model", "?"),
-      s.value("dataset", "?"), s.value("workers", 1), s.value("workers", 1) == 1 ? "" : "s",
-      s.value("interrupted", false) ? " · INTERRUPTED" : "");
+  std::string out = fmt::format("\n{} · {} · {} · {} worker{}{}\n", s.value("algorithm", "?"),
+                                s.value("model", "?"), s.value("dataset", "?"),
+                                s.value("workers", 1), s.value("workers", 1) == 1 ? "" : "s",
+                                s.value("interrupted", false) ? " · INTERRUPTED" : "");
   auto row = [&out](const std::string& k1, const std::string& v1, const std::string& k2,
                     const std::string& v2) {
     out += fmt::format("  {:<16}{:>14}    {:<16}{:>14}\n", k1, v1, k2, v2);

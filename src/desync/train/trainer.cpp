@@ -28,8 +28,7 @@ namespace {
 constexpr size_t kTrainLossWindow = 100;  // summary's train_loss: mean of the last N steps
 
 // Mean loss and accuracy of `model` on `data`, with the examples split across ranks.
-EvalResult evaluate(StagedModel model, const Dataset& data, const Config& cfg,
-                    Communicator& comm) {
+EvalResult evaluate(StagedModel model, const Dataset& data, const Config& cfg, Communicator& comm) {
   int64_t n = data.size();
   if (cfg.eval.limit > 0) n = std::min(n, cfg.eval.limit);
   int64_t per_rank = (n + comm.world_size() - 1) / comm.world_size();
@@ -41,8 +40,8 @@ EvalResult evaluate(StagedModel model, const Dataset& data, const Config& cfg,
   model->eval();
   double loss_sum = 0.0, correct = 0.0, count = 0.0;
   for (int64_t b = begin; b < end; b += cfg.data.eval_batch_size) {
-    MicroBatch mb = take_range(data, b, std::min(end, b + cfg.data.eval_batch_size),
-                               cfg.data.normalize);
+    MicroBatch mb =
+        take_range(data, b, std::min(end, b + cfg.data.eval_batch_size), cfg.data.normalize);
     torch::Tensor logits = model->forward(mb.inputs);
     double items = static_cast<double>(mb.targets.numel());
     loss_sum += loss_of(logits, mb.targets).item<double>() * items;
@@ -160,9 +159,10 @@ nlohmann::json Trainer::run() {
           world, run_dir_));
     const Archive& a = loaded->archive;
     if (a.string("meta.algorithm") != cfg_.algorithm.name)
-      throw CheckpointError(fmt::format("--resume: the checkpoint was written by algorithm '{}', "
-                                        "the config selects '{}'",
-                                        a.string("meta.algorithm"), cfg_.algorithm.name));
+      throw CheckpointError(
+          fmt::format("--resume: the checkpoint was written by algorithm '{}', "
+                      "the config selects '{}'",
+                      a.string("meta.algorithm"), cfg_.algorithm.name));
     load_model(model, a);
     algorithm->load(a);
     batches.seek({a.integer("sampler.epoch"), a.integer("sampler.batch")});
@@ -230,8 +230,8 @@ nlohmann::json Trainer::run() {
   const double start_seconds = train_seconds;
   if (leader && opts_.show_progress && start_step == 0)
     say(fmt::format("training {} · {} · {} · {} worker{} · {} steps → {}", cfg_.algorithm.name,
-                    cfg_.model.name, cfg_.data.dataset, world, world == 1 ? "" : "s",
-                    total_steps, run_dir_));
+                    cfg_.model.name, cfg_.data.dataset, world, world == 1 ? "" : "s", total_steps,
+                    run_dir_));
   while (step < total_steps) {
     ctx.step = step;
     Stopwatch step_clock;

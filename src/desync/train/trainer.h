@@ -21,9 +21,9 @@
 namespace desync {
 
 struct TrainOptions {
-  bool resume = false;         // continue from the newest intact checkpoint in the run directory
-  bool show_progress = true;   // rank 0 prints progress (bar on a TTY, plain lines otherwise)
-  int64_t local_workers = 1;   // workers on this machine, to divide the cores among them
+  bool resume = false;        // continue from the newest intact checkpoint in the run directory
+  bool show_progress = true;  // rank 0 prints progress (bar on a TTY, plain lines otherwise)
+  int64_t local_workers = 1;  // workers on this machine, to divide the cores among them
 };
 
 struct EvalResult {

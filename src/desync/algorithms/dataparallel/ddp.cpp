@@ -5,7 +5,6 @@
 
 #include "desync/algorithms/common.h"
 #include "desync/algorithms/registry.h"
-#include "desync/core/trace.h"
 #include "desync/core/error.h"
 
 namespace desync {
@@ -31,8 +30,8 @@ GradReducer::GradReducer(FlatParameters& flat, Communicator& comm, const DdpOpti
   // Reverse registration order: the last layers' gradients are ready first.
   double cap = opts_.first_bucket_mb * 1024 * 1024;
   for (size_t k = params.size(); k-- > 0;) {
-    if (buckets_.empty() || static_cast<double>((buckets_.back().end - buckets_.back().begin) *
-                                                elem) >= cap) {
+    if (buckets_.empty() ||
+        static_cast<double>((buckets_.back().end - buckets_.back().begin) * elem) >= cap) {
       if (!buckets_.empty()) cap = opts_.bucket_cap_mb * 1024 * 1024;
       int64_t end = static_cast<int64_t>(flat_.offset(k)) + params[k].numel();
       if (buckets_.empty()) end = flat_.padded_numel();  // the padding travels with bucket 0
@@ -124,41 +123,29 @@ StepReport Ddp::step(Context& ctx) {
   StepReport report;
   double loss_sum = 0.0;
   for (int64_t k = 0; k < accumulation_; ++k) {
-    if (k == accumulation_ - 1)
-      reducer_->prepare();  // communication only during the last backward
+    if (k == accumulation_ - 1) reducer_->prepare();  // communication only during the last backward
     StepReport mb = accumulate_gradients(ctx, 1, accumulation_);
     loss_sum += mb.loss;
     report.samples += mb.samples;
   }
   reducer_->finish();
-  if (ctx.config.optimizer.grad_clip > 0)
-    clip_grad_norm({flat_->grads_flat()}, ctx.config.optimizer.grad_clip);
-  {
-    TraceSpan span("optimizer", "optimizer");
-    optimizer_->step(ctx.schedule.lr(ctx.step));
-  }
+  apply_update(ctx, *flat_, *optimizer_);
   report.micro_batches = accumulation_;
   report.loss = loss_sum / static_cast<double>(accumulation_);
   return report;
 }
 
-void Ddp::save(Archive& archive) const {
-  for (auto& [name, t] : optimizer_->state()) archive.put("optimizer." + name, t);
-}
+void Ddp::save(Archive& archive) const { save_optimizer(*optimizer_, archive); }
 
-void Ddp::load(const Archive& archive) {
-  for (auto& [name, t] : optimizer_->state()) archive.copy_into("optimizer." + name, t);
-}
+void Ddp::load(const Archive& archive) { load_optimizer(*optimizer_, archive); }
 
 MemoryReport Ddp::memory() const {
-  int64_t elem = flat_->params_flat().element_size();
+  MemoryReport report = model_state_memory(*flat_, *optimizer_);
   int64_t comm_buffers = 0;
-  if (opts_.comm_dtype != torch::kFloat32)  // low-precision copy + received chunks, per bucket
+  if (opts_.comm_dtype != torch::kFloat32)  // low-precision copy + received chunks
     comm_buffers = 2 * flat_->padded_numel() * c10::elementSize(opts_.comm_dtype);
-  return {{"parameters", flat_->padded_numel() * elem},
-          {"gradients", flat_->padded_numel() * elem},
-          {"optimizer_state", optimizer_->state_numel() * elem},
-          {"comm_buffers", comm_buffers}};
+  report.emplace_back("comm_buffers", comm_buffers);
+  return report;
 }
 
 }  // namespace desync

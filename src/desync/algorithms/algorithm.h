@@ -34,7 +34,8 @@ struct Context {
   StagedModel model;
   MicroBatchSource& batches;
   const Schedule& schedule;
-  int64_t step = 0;  // index of the optimizer step being taken (0-based)
+  int64_t step = 0;              // index of the optimizer step being taken (0-based)
+  double compute_stretch = 1.0;  // >1 emulates a slower worker (1 / run.worker_speed[rank])
 
   // The optimizer named by [optimizer] over `slots`.
   std::unique_ptr<Optimizer> make_optimizer(std::vector<ParamSlot> slots) const {

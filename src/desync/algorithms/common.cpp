@@ -1,5 +1,8 @@
 #include "desync/algorithms/common.h"
 
+#include <chrono>
+#include <thread>
+
 #include "desync/core/trace.h"
 
 namespace desync {
@@ -15,16 +18,34 @@ StepReport accumulate_gradients(Context& ctx, int64_t n, int64_t divisor) {
   StepReport report;
   double loss_sum = 0.0;
   for (int64_t k = 0; k < n; ++k) {
-    TraceSpan span("forward_backward", "compute");
-    MicroBatch mb = ctx.batches.next();
-    torch::Tensor loss = loss_of(ctx.model->forward(mb.inputs), mb.targets);
-    (loss / static_cast<double>(divisor)).backward();
-    loss_sum += loss.item<double>();
-    report.samples += mb.inputs.size(0);
+    int64_t t0 = Tracer::now_us();
+    {
+      TraceSpan span("forward_backward", "compute");
+      MicroBatch mb = ctx.batches.next();
+      torch::Tensor loss = loss_of(ctx.model->forward(mb.inputs), mb.targets);
+      (loss / static_cast<double>(divisor)).backward();
+      loss_sum += loss.item<double>();
+      report.samples += mb.inputs.size(0);
+    }
+    if (ctx.compute_stretch > 1.0) {  // an emulated slower worker takes longer per micro-batch
+      TraceSpan span("slowdown", "compute");
+      auto extra = static_cast<int64_t>((Tracer::now_us() - t0) * (ctx.compute_stretch - 1.0));
+      std::this_thread::sleep_for(std::chrono::microseconds(extra));
+    }
   }
   report.micro_batches = n;
   report.loss = loss_sum / static_cast<double>(n);
   return report;
+}
+
+std::unique_ptr<FlatParameters> make_replicated_flat(Context& ctx, int64_t pad_to) {
+  auto flat = std::make_unique<FlatParameters>(ctx.model->parameters_of(0, ctx.model->num_stages()),
+                                               pad_to);
+  if (ctx.comm.world_size() > 1) {
+    ctx.comm.broadcast(flat->params_flat(), 0);
+    for (auto& [name, buf] : ctx.model->named_bufs()) ctx.comm.broadcast(buf, 0);
+  }
+  return flat;
 }
 
 void apply_update(Context& ctx, FlatParameters& flat, Optimizer& optimizer) {

@@ -19,12 +19,17 @@ inline StepReport accumulate_gradients(Context& ctx, int64_t n) {
   return accumulate_gradients(ctx, n, n);
 }
 
+// The model's parameters packed into one flat buffer padded to a multiple of `pad_to`, made
+// identical on every rank (broadcast of parameters and buffers from rank 0).
+std::unique_ptr<FlatParameters> make_replicated_flat(Context& ctx, int64_t pad_to = 1);
+
 // Clips the flat gradient if [optimizer] grad_clip is set, then takes the optimizer step at the
 // schedule's learning rate for ctx.step (traced as "optimizer").
 void apply_update(Context& ctx, FlatParameters& flat, Optimizer& optimizer);
 
 // Optimizer state in checkpoints, under `prefix`.
-void save_optimizer(Optimizer& optimizer, Archive& archive, const std::string& prefix = "optimizer.");
+void save_optimizer(Optimizer& optimizer, Archive& archive,
+                    const std::string& prefix = "optimizer.");
 void load_optimizer(Optimizer& optimizer, const Archive& archive,
                     const std::string& prefix = "optimizer.");
 

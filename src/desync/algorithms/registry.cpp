@@ -9,6 +9,9 @@ namespace desync {
 // Factories, one per algorithm file.
 std::unique_ptr<Algorithm> make_single(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_ddp(const AlgorithmConfig& cfg);
+std::unique_ptr<Algorithm> make_zero1(const AlgorithmConfig& cfg);
+std::unique_ptr<Algorithm> make_dpu(const AlgorithmConfig& cfg);
+std::unique_ptr<Algorithm> make_acco(const AlgorithmConfig& cfg);
 
 const std::vector<AlgorithmInfo>& algorithm_registry() {
   static const std::vector<AlgorithmInfo> kRegistry = {
@@ -16,6 +19,12 @@ const std::vector<AlgorithmInfo>& algorithm_registry() {
        "plain backprop on one worker, with micro-batch gradient accumulation", make_single},
       {"ddp", "dataparallel",
        "synchronous data parallel: bucketed all-reduce overlapped with backward", make_ddp},
+      {"zero1", "dataparallel",
+       "ZeRO-1: optimizer state sharded; reduce-scatter, shard update, all-gather", make_zero1},
+      {"dpu", "dataparallel",
+       "delayed parameter update: step t's update overlaps step t+1's gradients", make_dpu},
+      {"acco", "dataparallel",
+       "ACCO: estimate/real rounds hide sharded communication behind accumulation", make_acco},
   };
   return kRegistry;
 }

@@ -219,6 +219,7 @@ void read_sections(Config& c) {
     v.threads = r.get("threads", v.threads, 0, 1024);
     v.workers = r.get("workers", v.workers, 1, 4096);
     v.comm_timeout = r.get("comm_timeout", v.comm_timeout, 0.0, 1e6, true);
+    v.worker_speed = r.get("worker_speed", v.worker_speed, 1e-3, 1.0);
     r.finish();
     if (v.name.empty() || v.name.find('/') != std::string::npos)
       throw ConfigError(
@@ -332,7 +333,8 @@ std::string Config::resolved_toml() const {
                                 {"log_every", run.log_every},
                                 {"threads", run.threads},
                                 {"workers", run.workers},
-                                {"comm_timeout", run.comm_timeout}});
+                                {"comm_timeout", run.comm_timeout},
+                                {"worker_speed", to_array(run.worker_speed)}});
   doc.insert("data", toml::table{{"dataset", data.dataset},
                                  {"path", data.path},
                                  {"batch_size", data.batch_size},

@@ -132,6 +132,12 @@ nlohmann::json Trainer::run() {
   Schedule schedule(cfg_.schedule, cfg_.optimizer.lr, total_steps);
   std::unique_ptr<Algorithm> algorithm = make_algorithm(cfg_.algorithm);
   Context ctx{cfg_, comm_, model, batches, schedule, 0};
+  if (!cfg_.run.worker_speed.empty()) {
+    if (static_cast<int64_t>(cfg_.run.worker_speed.size()) != world)
+      throw ConfigError(fmt::format("run.worker_speed has {} entries; the job has {} workers",
+                                    cfg_.run.worker_speed.size(), world));
+    ctx.compute_stretch = 1.0 / cfg_.run.worker_speed[rank];
+  }
   algorithm->setup(ctx);
 
   // State that a checkpoint carries besides the model and the algorithm.

@@ -106,12 +106,8 @@ void GradReducer::finish() {
 
 void Ddp::setup(Context& ctx) {
   accumulation_ = ctx.config.algorithm.accumulation;
-  flat_ = std::make_unique<FlatParameters>(ctx.model->parameters_of(0, ctx.model->num_stages()));
-  ctx.comm.broadcast(flat_->params_flat(), 0);
-  for (auto& [name, buf] : ctx.model->named_bufs()) {
-    buffers_.push_back(buf);
-    ctx.comm.broadcast(buf, 0);
-  }
+  flat_ = make_replicated_flat(ctx);
+  for (auto& [name, buf] : ctx.model->named_bufs()) buffers_.push_back(buf);
   reducer_ = std::make_unique<GradReducer>(*flat_, ctx.comm, opts_);
   optimizer_ = ctx.make_optimizer(param_slots(ctx.model->named_params(), ctx.config.optimizer));
 }

@@ -1,0 +1,117 @@
+#include "desync/algorithms/dataparallel/acco.h"
+
+#include "desync/algorithms/common.h"
+#include "desync/algorithms/registry.h"
+#include "desync/core/trace.h"
+
+namespace desync {
+
+std::unique_ptr<Algorithm> make_acco(const AlgorithmConfig& cfg) {
+  SectionReader r = algorithm_options(cfg);
+  bool fixed_count = r.get("fixed_count", false);
+  r.finish();
+  return std::make_unique<Acco>(fixed_count);
+}
+
+void Acco::setup(Context& ctx) {
+  n_acc_ = ctx.config.algorithm.accumulation;
+  comm_ = ctx.comm.split("acco");
+  flat_ = make_replicated_flat(ctx, ctx.comm.world_size());
+  shard_ = std::make_unique<ParameterShard>(ctx, *flat_, /*master_is_view=*/false);
+  buffer_ = torch::zeros_like(flat_->params_flat());
+}
+
+StepReport Acco::round(Context& ctx, bool estimate) {
+  // COMM thread: a (tentative) sharded step from B's gradients, gathered back into B.
+  const double lr = ctx.schedule.lr(real_steps_);
+  comm_thread_.start([this, &ctx, estimate, lr] {
+    TraceSpan span(estimate ? "acco_estimate_round" : "acco_real_round", "comm");
+    if (estimate) shard_->backup();
+    torch::Tensor total = torch::tensor({static_cast<double>(count_)}, torch::kFloat64);
+    comm_->all_reduce(total);
+    shard_->reduce_scatter(*comm_, buffer_, total.item<double>());
+    shard_->clip(*comm_, ctx.config.optimizer.grad_clip);
+    shard_->step(lr);
+    shard_->all_gather(*comm_, buffer_);
+    if (estimate) shard_->restore();
+  });
+  // COMPUTE thread: accumulate at P while the comm thread works (each micro-batch's gradient is
+  // its mean-loss gradient; they are summed).
+  StepReport report;
+  double loss_sum = 0.0;
+  int64_t k = 0;
+  while (k < n_acc_ || (!fixed_count_ && !comm_thread_.done())) {
+    StepReport mb = accumulate_gradients(ctx, 1, 1);
+    loss_sum += mb.loss;
+    report.samples += mb.samples;
+    ++k;
+  }
+  comm_thread_.join();
+  accumulated_ += k;
+  last_counts_.push_back(k);
+  // Swap: P <- B; B <- G; count <- c; after an estimate round, G and c restart from zero.
+  torch::NoGradGuard no_grad;
+  flat_->params_flat().copy_(buffer_);
+  buffer_.copy_(flat_->grads_flat());
+  count_ = accumulated_;
+  if (estimate) {
+    flat_->grads_flat().zero_();
+    accumulated_ = 0;
+  }
+  report.micro_batches = k;
+  report.loss = loss_sum / static_cast<double>(k);
+  return report;
+}
+
+StepReport Acco::step(Context& ctx) {
+  last_counts_.clear();
+  StepReport first;
+  if (!started_) {  // init: G <- grad at theta_0 (1 micro-batch); B <- G; count <- 1
+    flat_->grads_flat().zero_();
+    first = accumulate_gradients(ctx, 1, 1);
+    buffer_.copy_(flat_->grads_flat());
+    count_ = accumulated_ = 1;
+    started_ = true;
+  }
+  StepReport estimate = round(ctx, /*estimate=*/true);
+  StepReport real = round(ctx, /*estimate=*/false);
+  ++real_steps_;
+  StepReport report;
+  report.micro_batches = first.micro_batches + estimate.micro_batches + real.micro_batches;
+  report.samples = first.samples + estimate.samples + real.samples;
+  report.loss = (first.loss * first.micro_batches + estimate.loss * estimate.micro_batches +
+                 real.loss * real.micro_batches) /
+                static_cast<double>(report.micro_batches);
+  return report;
+}
+
+void Acco::save(Archive& archive) const {
+  shard_->save(archive, "shard.");
+  archive.put("acco.buffer", buffer_);
+  archive.put("acco.grads", flat_->grads_flat());
+  archive.put("acco.count", count_);
+  archive.put("acco.accumulated", accumulated_);
+  archive.put("acco.real_steps", real_steps_);
+  archive.put("acco.started", static_cast<int64_t>(started_));
+}
+
+void Acco::load(const Archive& archive) {
+  shard_->load(archive, "shard.");
+  archive.copy_into("acco.buffer", buffer_);
+  archive.copy_into("acco.grads", flat_->grads_flat());
+  count_ = archive.integer("acco.count");
+  accumulated_ = archive.integer("acco.accumulated");
+  real_steps_ = archive.integer("acco.real_steps");
+  started_ = archive.integer("acco.started") != 0;
+}
+
+MemoryReport Acco::memory() const {
+  int64_t elem = flat_->params_flat().element_size();
+  MemoryReport r = {{"parameters", flat_->padded_numel() * elem},
+                    {"gradients", flat_->padded_numel() * elem},
+                    {"comm_buffer_B", flat_->padded_numel() * elem}};
+  for (auto& entry : shard_->memory()) r.push_back(entry);
+  return r;
+}
+
+}  // namespace desync

@@ -1,0 +1,77 @@
+#include "desync/algorithms/dataparallel/dpu.h"
+
+#include "desync/algorithms/common.h"
+#include "desync/algorithms/registry.h"
+
+namespace desync {
+
+std::unique_ptr<Algorithm> make_dpu(const AlgorithmConfig& cfg) {
+  SectionReader r = algorithm_options(cfg);
+  int64_t n_warmup = r.get("n_warmup", int64_t{0}, 0);
+  r.finish();
+  return std::make_unique<Dpu>(n_warmup);
+}
+
+void Dpu::setup(Context& ctx) {
+  accumulation_ = ctx.config.algorithm.accumulation;
+  comm_ = ctx.comm.split("dpu");
+  flat_ = make_replicated_flat(ctx, ctx.comm.world_size());
+  shard_ = std::make_unique<ParameterShard>(ctx, *flat_, /*master_is_view=*/false);
+  prev_ = torch::zeros_like(flat_->grads_flat());
+}
+
+// theta_{t+1} = ZeRO1_update(theta_t, grads), gathered into dst.
+void Dpu::update(Context& ctx, Communicator& comm, const torch::Tensor& grads, torch::Tensor dst) {
+  shard_->reduce_scatter(comm, grads, static_cast<double>(comm.world_size()));
+  shard_->clip(comm, ctx.config.optimizer.grad_clip);
+  shard_->step(ctx.schedule.lr(ctx.step));
+  shard_->all_gather(comm, dst);
+}
+
+StepReport Dpu::step(Context& ctx) {
+  torch::Tensor& grads = flat_->grads_flat();
+  if (ctx.step < n_warmup_) {  // ordinary ZeRO-1 step
+    grads.zero_();
+    StepReport report = accumulate_gradients(ctx, accumulation_);
+    update(ctx, *comm_, grads, flat_->params_flat());
+    return report;
+  }
+  StepReport boot;
+  if (!have_prev_) {  // bootstrap: the first delayed gradient is taken at theta_w
+    grads.zero_();
+    boot = accumulate_gradients(ctx, accumulation_);
+    prev_.copy_(grads);
+    have_prev_ = true;
+  }
+  grads.zero_();
+  comm_thread_.start([&] { update(ctx, *comm_, prev_, prev_); });  // prev_: G_prev, then theta
+  StepReport report = accumulate_gradients(ctx, accumulation_);
+  comm_thread_.join();
+  flat_->params_flat().copy_(prev_);  // P <- theta_{t+1}
+  prev_.copy_(grads);                 // G_prev <- G_cur
+  report.samples += boot.samples;
+  report.micro_batches += boot.micro_batches;
+  return report;
+}
+
+void Dpu::save(Archive& archive) const {
+  shard_->save(archive, "shard.");
+  archive.put("dpu.have_prev", static_cast<int64_t>(have_prev_));
+  archive.put("dpu.prev", prev_);
+}
+
+void Dpu::load(const Archive& archive) {
+  shard_->load(archive, "shard.");
+  have_prev_ = archive.integer("dpu.have_prev") != 0;
+  archive.copy_into("dpu.prev", prev_);
+}
+
+MemoryReport Dpu::memory() const {
+  int64_t elem = flat_->params_flat().element_size();
+  MemoryReport r = {{"parameters", flat_->padded_numel() * elem},
+                    {"gradients", 2 * flat_->padded_numel() * elem}};  // G_cur and G_prev
+  for (auto& entry : shard_->memory()) r.push_back(entry);
+  return r;
+}
+
+}  // namespace desync

@@ -1,0 +1,48 @@
+// `dpu`: delayed parameter update with a non-delayed warm-up.
+// Reference: the DPU of "ZeRO-Offload" (arXiv 2101.06840); spec:
+// shared/algorithms/data-parallel-sharded.md §3.
+//
+//   t <  n_warmup: an ordinary ZeRO-1 step
+//   t >= n_warmup: theta_{t+1} = Opt(theta_t, g(theta_{t-1}))
+//     bootstrap at t = n_warmup: G_prev <- grad at theta_t (theta_{w-1} := theta_w)
+//     in parallel:
+//       compute thread:  G_cur <- grad at P = theta_t            (accumulation micro-batches)
+//       comm thread:     theta_{t+1} <- ZeRO1_update(theta_t, G_prev)   (RS, step, AG)
+//     join; P <- theta_{t+1}; G_prev <- G_cur
+//
+// The communication and the optimizer step are hidden behind the next step's gradients, at the
+// price of a gradient one step stale. The comm thread has its own channel (comm.split("dpu")).
+// Options: n_warmup (0).
+#pragma once
+
+#include <memory>
+
+#include "desync/algorithms/algorithm.h"
+#include "desync/algorithms/dataparallel/sharded.h"
+#include "desync/core/background.h"
+
+namespace desync {
+
+class Dpu : public Algorithm {
+ public:
+  explicit Dpu(int64_t n_warmup) : n_warmup_(n_warmup) {}
+  void setup(Context& ctx) override;
+  StepReport step(Context& ctx) override;
+  void save(Archive& archive) const override;
+  void load(const Archive& archive) override;
+  MemoryReport memory() const override;
+
+ private:
+  void update(Context& ctx, Communicator& comm, const torch::Tensor& grads, torch::Tensor dst);
+
+  int64_t n_warmup_;
+  int64_t accumulation_ = 1;
+  std::shared_ptr<Communicator> comm_;  // the comm thread's channel
+  std::unique_ptr<FlatParameters> flat_;
+  std::unique_ptr<ParameterShard> shard_;
+  torch::Tensor prev_;  // G_prev, then the staging buffer for theta_{t+1}
+  bool have_prev_ = false;
+  BackgroundTask comm_thread_;
+};
+
+}  // namespace desync

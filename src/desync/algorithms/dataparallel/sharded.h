@@ -1,0 +1,64 @@
+// One rank's shard of the flat parameters: the state that ZeRO-1, DPU and ACCO share.
+//
+// The flat parameter buffer is padded to a multiple of N; rank i owns the slice
+// [i*Ψ_pad/N, (i+1)*Ψ_pad/N). For it, and only for it, this rank keeps the master copy of the
+// parameters, the gradient shard and the optimizer state (with each parameter's own weight
+// decay: a slot per parameter piece that falls in the shard).
+//
+//   reduce_scatter(G, d):  grad <- (sum over ranks of G)[shard] / d
+//   clip(c):               grad scaled so that the global norm (one scalar all-reduce) <= c
+//   step(lr):              master <- Opt(master, grad)
+//   all_gather(P):         P (full, padded) <- every rank's master shard
+//   backup() / restore():  copy master and optimizer state aside and back, bitwise (ACCO)
+//
+// With `master_is_view` the master is the live parameters' own slice (ZeRO-1: no extra copy);
+// otherwise it is a separate tensor (DPU, ACCO: the compute thread keeps reading the old
+// parameters while the shard is updated).
+//
+// Thread-safety: used by one thread at a time; the Communicator passed in decides the channel.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "desync/algorithms/algorithm.h"
+
+namespace desync {
+
+class ParameterShard {
+ public:
+  ParameterShard(Context& ctx, FlatParameters& flat, bool master_is_view);
+
+  int64_t begin() const { return begin_; }
+  int64_t size() const { return size_; }
+  torch::Tensor& master() { return master_; }
+  torch::Tensor& grad() { return grad_; }
+  Optimizer& optimizer() { return *optimizer_; }
+
+  void reduce_scatter(Communicator& comm, const torch::Tensor& full_grad, double divisor);
+  void clip(Communicator& comm, double max_norm);
+  void step(double lr);
+  void all_gather(Communicator& comm, torch::Tensor full_params);
+  // Copies the master's current values in from the full parameter buffer.
+  void load_master_from(const torch::Tensor& full_params);
+
+  void backup();
+  void restore();
+
+  void save(Archive& archive, const std::string& prefix);
+  void load(const Archive& archive, const std::string& prefix);
+  // Bytes held: master (if a copy), gradient shard, optimizer state, send buffer, backup.
+  MemoryReport memory() const;
+
+ private:
+  int64_t world_ = 1;
+  int64_t begin_ = 0, size_ = 0;
+  bool master_is_view_;
+  torch::Tensor master_, grad_, send_;
+  std::unique_ptr<Optimizer> optimizer_;
+  torch::Tensor backup_master_;
+  std::vector<torch::Tensor> backup_state_;
+};
+
+}  // namespace desync

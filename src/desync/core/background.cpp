@@ -1,0 +1,35 @@
+#include "desync/core/background.h"
+
+#include <torch/torch.h>
+
+namespace desync {
+
+BackgroundTask::~BackgroundTask() {
+  if (thread_.joinable()) thread_.join();
+}
+
+void BackgroundTask::start(std::function<void()> fn) {
+  join();
+  done_.store(false, std::memory_order_release);
+  error_ = nullptr;
+  thread_ = std::thread([this, fn = std::move(fn)] {
+    try {
+      torch::NoGradGuard no_grad;
+      fn();
+    } catch (...) {
+      error_ = std::current_exception();
+    }
+    done_.store(true, std::memory_order_release);
+  });
+}
+
+void BackgroundTask::join() {
+  if (thread_.joinable()) thread_.join();
+  if (error_) {
+    std::exception_ptr e = error_;
+    error_ = nullptr;
+    std::rethrow_exception(e);
+  }
+}
+
+}  // namespace desync

@@ -1,0 +1,32 @@
+// Runs one function on a background thread: the communication thread of overlapped algorithms.
+//
+// start(fn) launches it; done() tells, without blocking, whether it has returned; join() waits
+// and rethrows an exception it threw. Autograd is disabled on the background thread (it only
+// moves and updates tensors). The destructor joins a task still running.
+#pragma once
+
+#include <atomic>
+#include <exception>
+#include <functional>
+#include <thread>
+
+namespace desync {
+
+class BackgroundTask {
+ public:
+  BackgroundTask() = default;
+  ~BackgroundTask();
+  BackgroundTask(const BackgroundTask&) = delete;
+  BackgroundTask& operator=(const BackgroundTask&) = delete;
+
+  void start(std::function<void()> fn);
+  bool done() const { return done_.load(std::memory_order_acquire); }
+  void join();
+
+ private:
+  std::thread thread_;
+  std::atomic<bool> done_{true};
+  std::exception_ptr error_;
+};
+
+}  // namespace desync

@@ -223,3 +223,21 @@ TEST(GlooCommunicator, WrongJobTokenIsRejected) {
 
 }  // namespace
 }  // namespace desync
+
+namespace desync {
+namespace {
+
+TEST(Communicator, EmulatedLatencyDelaysCompletion) {
+  auto world = FakeWorld::create(2);
+  world->run([](int64_t r, Communicator& c) {
+    c.set_emulated_latency(0.1);
+    auto side = c.split("side");
+    c.all_reduce(torch::ones({1}));
+    side->all_reduce(torch::ones({1}));
+    EXPECT_GE(c.stats().wait_seconds, 0.1);
+    EXPECT_GE(side->stats().wait_seconds, 0.1);  // splits inherit it
+  });
+}
+
+}  // namespace
+}  // namespace desync

@@ -47,6 +47,7 @@ struct StepReport {
   double loss = 0.0;          // mean loss over the micro-batches this rank consumed
   int64_t samples = 0;        // examples this rank consumed
   int64_t micro_batches = 0;  // micro-batches this rank consumed
+  double idle_seconds = 0.0;  // time the training thread waited for a background comm thread
 };
 
 // Bytes held by named buffers, for the memory report ("parameters", "gradients", ...).

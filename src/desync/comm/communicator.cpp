@@ -2,6 +2,9 @@
 
 #include <fmt/core.h>
 
+#include <chrono>
+#include <thread>
+
 #include "desync/core/error.h"
 #include "desync/core/system.h"
 #include "desync/core/trace.h"
@@ -17,8 +20,10 @@ class DoneWork : public Work {
 // Times and traces the wait of an underlying Work, once.
 class AccountedWork : public Work {
  public:
-  AccountedWork(const char* op, std::shared_ptr<Work> inner, int64_t bytes, double* wait_seconds)
-      : op_(op),
+  AccountedWork(const char* op, std::shared_ptr<Work> inner, int64_t bytes, double* wait_seconds,
+                double latency_seconds)
+      : latency_us_(static_cast<int64_t>(latency_seconds * 1e6)),
+        op_(op),
         inner_(std::move(inner)),
         bytes_(bytes),
         wait_seconds_(wait_seconds),
@@ -28,6 +33,11 @@ class AccountedWork : public Work {
     if (done_) return;
     int64_t t0 = Tracer::now_us();
     inner_->wait();
+    if (latency_us_ > 0) {  // emulated latency: not complete before issue + latency
+      int64_t ready = issued_us_ + latency_us_;
+      int64_t now = Tracer::now_us();
+      if (now < ready) std::this_thread::sleep_for(std::chrono::microseconds(ready - now));
+    }
     int64_t t1 = Tracer::now_us();
     done_ = true;
     *wait_seconds_ += static_cast<double>(t1 - t0) * 1e-6;
@@ -36,6 +46,7 @@ class AccountedWork : public Work {
   }
 
  private:
+  int64_t latency_us_;
   const char* op_;
   std::shared_ptr<Work> inner_;
   int64_t bytes_;
@@ -87,7 +98,8 @@ std::shared_ptr<Work> Communicator::account(const char* op, std::shared_ptr<Work
   stats_.bytes_sent += sent;
   stats_.bytes_received += received;
   ++stats_.calls;
-  return std::make_shared<AccountedWork>(op, std::move(work), sent, &stats_.wait_seconds);
+  return std::make_shared<AccountedWork>(op, std::move(work), sent, &stats_.wait_seconds,
+                                         latency_seconds_);
 }
 
 std::shared_ptr<Work> Communicator::all_reduce_async(torch::Tensor t) {
@@ -182,6 +194,7 @@ void Communicator::barrier() {
 
 std::shared_ptr<Communicator> Communicator::split(const std::string& name) {
   splits_.push_back(do_split(name));
+  splits_.back()->set_emulated_latency(latency_seconds_);
   return splits_.back();
 }
 

@@ -101,6 +101,11 @@ class Communicator {
   const CommStats& stats() const { return stats_; }
   CommStats total_stats() const;
 
+  // Emulated network latency: every call completes no earlier than `seconds` after it was
+  // issued (the waiting counts as communication wait). For benchmarks on one machine; splits
+  // created afterwards inherit it.
+  void set_emulated_latency(double seconds) { latency_seconds_ = seconds; }
+
  protected:
   virtual std::shared_ptr<Work> do_all_reduce(torch::Tensor& t) = 0;
   virtual std::shared_ptr<Work> do_broadcast(torch::Tensor& t, int64_t root) = 0;
@@ -118,6 +123,7 @@ class Communicator {
                                 int64_t received);
 
   CommStats stats_;
+  double latency_seconds_ = 0.0;
   std::vector<std::shared_ptr<Communicator>> splits_;
 };
 

@@ -2,6 +2,8 @@
 
 #include <torch/torch.h>
 
+#include <chrono>
+
 namespace desync {
 
 BackgroundTask::~BackgroundTask() {
@@ -23,13 +25,16 @@ void BackgroundTask::start(std::function<void()> fn) {
   });
 }
 
-void BackgroundTask::join() {
+double BackgroundTask::join() {
+  auto t0 = std::chrono::steady_clock::now();
   if (thread_.joinable()) thread_.join();
+  double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (error_) {
     std::exception_ptr e = error_;
     error_ = nullptr;
     std::rethrow_exception(e);
   }
+  return waited;
 }
 
 }  // namespace desync

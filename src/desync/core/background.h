@@ -1,8 +1,8 @@
 // Runs one function on a background thread: the communication thread of overlapped algorithms.
 //
-// start(fn) launches it; done() tells, without blocking, whether it has returned; join() waits
-// and rethrows an exception it threw. Autograd is disabled on the background thread (it only
-// moves and updates tensors). The destructor joins a task still running.
+// start(fn) launches it; done() tells, without blocking, whether it has returned; join() waits,
+// says how long it waited, and rethrows an exception the task threw. Autograd is disabled on the
+// background thread (it only moves and updates tensors). The destructor joins a task still running.
 #pragma once
 
 #include <atomic>
@@ -21,7 +21,8 @@ class BackgroundTask {
 
   void start(std::function<void()> fn);
   bool done() const { return done_.load(std::memory_order_acquire); }
-  void join();
+  // Waits for the task; returns the seconds spent waiting. Rethrows the task's exception.
+  double join();
 
  private:
   std::thread thread_;

@@ -220,6 +220,7 @@ void read_sections(Config& c) {
     v.workers = r.get("workers", v.workers, 1, 4096);
     v.comm_timeout = r.get("comm_timeout", v.comm_timeout, 0.0, 1e6, true);
     v.worker_speed = r.get("worker_speed", v.worker_speed, 1e-3, 1.0);
+    v.comm_latency_ms = r.get("comm_latency_ms", v.comm_latency_ms, 0.0, 1e6);
     r.finish();
     if (v.name.empty() || v.name.find('/') != std::string::npos)
       throw ConfigError(
@@ -334,7 +335,8 @@ std::string Config::resolved_toml() const {
                                 {"threads", run.threads},
                                 {"workers", run.workers},
                                 {"comm_timeout", run.comm_timeout},
-                                {"worker_speed", to_array(run.worker_speed)}});
+                                {"worker_speed", to_array(run.worker_speed)},
+                                {"comm_latency_ms", run.comm_latency_ms}});
   doc.insert("data", toml::table{{"dataset", data.dataset},
                                  {"path", data.path},
                                  {"batch_size", data.batch_size},

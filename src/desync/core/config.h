@@ -34,6 +34,7 @@ struct RunConfig {
   // Per-rank compute speed in (0, 1] to emulate uneven workers: each micro-batch's compute time
   // is stretched by 1/speed. Empty = all 1; one entry per worker otherwise.
   std::vector<double> worker_speed;
+  double comm_latency_ms = 0.0;  // emulated latency added to every communication call
 };
 
 struct DataConfig {

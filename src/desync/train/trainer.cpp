@@ -108,6 +108,7 @@ nlohmann::json Trainer::run() {
   const int64_t rank = comm_.rank(), world = comm_.world_size();
   const bool leader = rank == 0;
   at::set_num_threads(static_cast<int>(intra_op_threads(cfg_, opts_.local_workers)));
+  comm_.set_emulated_latency(cfg_.run.comm_latency_ms * 1e-3);
 
   if (leader) {
     make_dirs(run_dir_);
@@ -141,8 +142,8 @@ nlohmann::json Trainer::run() {
   algorithm->setup(ctx);
 
   // State that a checkpoint carries besides the model and the algorithm.
-  int64_t start_step = 0, samples = 0;
-  double train_seconds = 0.0, wall_before = 0.0;
+  int64_t start_step = 0, samples = 0;  // samples: consumed by this rank
+  double train_seconds = 0.0, wall_before = 0.0, idle_seconds = 0.0;
   std::deque<double> recent_losses;
 
   CheckpointStore store(run_dir_ + "/checkpoints", rank, world);
@@ -179,6 +180,7 @@ nlohmann::json Trainer::run() {
     }
     start_step = loaded->step;
     samples = a.integer("trainer.samples");
+    idle_seconds = a.real("trainer.idle_seconds");
     train_seconds = a.real("trainer.train_seconds");
     wall_before = a.real("trainer.wall_seconds");
     torch::Tensor losses = a.tensor("trainer.recent_losses");
@@ -203,6 +205,7 @@ nlohmann::json Trainer::run() {
     a.put("sampler.batch", batches.position().batch);
     a.put("rng.torch", at::detail::getDefaultCPUGenerator().get_state());
     a.put("trainer.samples", samples);
+    a.put("trainer.idle_seconds", idle_seconds);
     a.put("trainer.train_seconds", train_seconds);
     a.put("trainer.wall_seconds", wall_before + wall.seconds());
     a.put("trainer.recent_losses",
@@ -229,11 +232,9 @@ nlohmann::json Trainer::run() {
   const std::optional<Fault> fault = fault_from_env();
   bool stopped = false;
   int64_t step = start_step;
-  int64_t window_samples = 0;
+  int64_t window_samples = samples * world;  // global samples at the window's start (estimate)
   Stopwatch window;
-  double shown_loss = 0.0;
-  const int64_t start_samples = samples;
-  const double start_seconds = train_seconds;
+  double shown_loss = 0.0, shown_sps = 0.0;
   if (leader && opts_.show_progress && start_step == 0)
     say(fmt::format("training {} · {} · {} · {} worker{} · {} steps → {}", cfg_.algorithm.name,
                     cfg_.model.name, cfg_.data.dataset, world, world == 1 ? "" : "s", total_steps,
@@ -245,17 +246,27 @@ nlohmann::json Trainer::run() {
     train_seconds += step_clock.seconds();
     ++step;
     maybe_inject_fault(fault, rank, step);
-    int64_t step_samples = report.samples * world;
-    samples += step_samples;
-    window_samples += step_samples;
+    samples += report.samples;  // this rank's; ranks may differ (ACCO, uneven workers)
+    idle_seconds += report.idle_seconds;
     recent_losses.push_back(report.loss);
     if (recent_losses.size() > kTrainLossWindow) recent_losses.pop_front();
 
+    if (world == 1) stopped = interrupted();
     if (step % cfg_.run.log_every == 0 || step == total_steps) {
-      // The logged loss is the mean over all ranks' micro-batches of this step.
-      double loss = world == 1 ? report.loss : mean_over_ranks(comm_, report.loss);
+      // Over all ranks: the step's loss, weighted by micro-batches, the samples consumed, and
+      // whether any rank was interrupted (ranks must agree on the step at which they stop).
+      torch::Tensor t = torch::tensor(
+          {report.loss * report.micro_batches, static_cast<double>(report.micro_batches),
+           static_cast<double>(samples), interrupted() ? 1.0 : 0.0},
+          torch::kFloat64);
+      if (world > 1) {
+        comm_.all_reduce(t);
+        stopped = t[3].item<double>() > 0;
+      }
+      double loss = t[0].item<double>() / std::max(1.0, t[1].item<double>());
+      auto global_samples = static_cast<int64_t>(t[2].item<double>());
       double lr = schedule.lr(step - 1);
-      double sps = window_samples / std::max(1e-9, window.seconds());
+      double sps = (global_samples - window_samples) / std::max(1e-9, window.seconds());
       if (leader) {
         double epoch = static_cast<double>(batches.position().epoch) +
                        static_cast<double>(batches.position().batch) / batches.batches_per_epoch();
@@ -264,21 +275,20 @@ nlohmann::json Trainer::run() {
                         {"epoch", epoch},
                         {"loss", loss},
                         {"lr", lr},
-                        {"samples", samples},
+                        {"samples", global_samples},
                         {"samples_per_second", sps},
                         {"elapsed", train_seconds}});
       }
       shown_loss = loss;
-      window_samples = 0;
+      shown_sps = sps;
+      window_samples = global_samples;
       window.reset();
     }
     if (leader && opts_.show_progress)
-      progress.update(step, shown_loss, schedule.lr(step - 1),
-                      (samples - start_samples) / std::max(1e-9, train_seconds - start_seconds));
+      progress.update(step, shown_loss, schedule.lr(step - 1), shown_sps);
 
     if (step == total_steps) break;
     if (cfg_.eval.every > 0 && step % cfg_.eval.every == 0) eval_record(step);
-    stopped = interrupted();
     if (cfg_.checkpoint.enabled &&
         (stopped || (cfg_.checkpoint.every > 0 && step % cfg_.checkpoint.every == 0)))
       checkpoint(step);
@@ -300,39 +310,48 @@ nlohmann::json Trainer::run() {
   if (!recent_losses.empty()) train_loss /= static_cast<double>(recent_losses.size());
   if (world > 1) train_loss = mean_over_ranks(comm_, train_loss);
 
+  // Waiting that blocked training: the main channel's waits plus waits for a background comm
+  // thread. Communication of background threads is reported as overlapped.
   const CommStats cs = comm_.total_stats();
   std::vector<double> sent = per_rank(comm_, static_cast<double>(cs.bytes_sent));
   std::vector<double> received = per_rank(comm_, static_cast<double>(cs.bytes_received));
-  std::vector<double> waited = per_rank(comm_, cs.wait_seconds);
+  std::vector<double> waited = per_rank(comm_, comm_.stats().wait_seconds + idle_seconds);
+  std::vector<double> overlapped = per_rank(comm_, cs.wait_seconds - comm_.stats().wait_seconds);
+  std::vector<double> rank_samples = per_rank(comm_, static_cast<double>(samples));
+  int64_t global_samples = 0;
+  for (double v : rank_samples) global_samples += static_cast<int64_t>(v);
   std::vector<double> rss = per_rank(comm_, static_cast<double>(peak_rss_bytes()));
   nlohmann::json memory = nlohmann::json::object();
   for (const auto& [name, bytes] : algorithm->memory())
     memory[name] = as_ints(per_rank(comm_, static_cast<double>(bytes)));
 
   double wall_seconds = wall_before + wall.seconds();
-  summary = {{"algorithm", cfg_.algorithm.name},
-             {"model", cfg_.model.name},
-             {"dataset", cfg_.data.dataset},
-             {"workers", world},
-             {"steps", step},
-             {"total_steps", total_steps},
-             {"samples", samples},
-             {"epochs", static_cast<double>(samples) / static_cast<double>(data.train.size())},
-             {"test_accuracy", stopped ? nlohmann::json() : nlohmann::json(final_eval.accuracy)},
-             {"test_loss", stopped ? nlohmann::json() : nlohmann::json(final_eval.loss)},
-             {"train_loss", train_loss},
-             {"wall_seconds", wall_seconds},
-             {"train_seconds", train_seconds},
-             {"samples_per_second", samples / std::max(1e-9, train_seconds)},
-             {"peak_rss_bytes", as_ints(rss)},
-             {"bytes_sent", as_ints(sent)},
-             {"bytes_received", as_ints(received)},
-             {"comm_wait_seconds", waited},
-             {"memory_bytes", memory},
-             {"parameters", model->parameter_count()},
-             {"seed", cfg_.run.seed},
-             {"interrupted", stopped},
-             {"run_dir", run_dir_}};
+  summary = {
+      {"algorithm", cfg_.algorithm.name},
+      {"model", cfg_.model.name},
+      {"dataset", cfg_.data.dataset},
+      {"workers", world},
+      {"steps", step},
+      {"total_steps", total_steps},
+      {"samples", global_samples},
+      {"samples_per_rank", as_ints(rank_samples)},
+      {"epochs", static_cast<double>(global_samples) / static_cast<double>(data.train.size())},
+      {"test_accuracy", stopped ? nlohmann::json() : nlohmann::json(final_eval.accuracy)},
+      {"test_loss", stopped ? nlohmann::json() : nlohmann::json(final_eval.loss)},
+      {"train_loss", train_loss},
+      {"wall_seconds", wall_seconds},
+      {"train_seconds", train_seconds},
+      {"samples_per_second", global_samples / std::max(1e-9, train_seconds)},
+      {"peak_rss_bytes", as_ints(rss)},
+      {"bytes_sent", as_ints(sent)},
+      {"bytes_received", as_ints(received)},
+      {"comm_wait_seconds", waited},
+      {"overlapped_comm_seconds", overlapped},
+      {"memory_bytes", memory},
+      {"parameters", model->parameter_count()},
+      {"seed", cfg_.run.seed},
+      {"interrupted", stopped},
+      {"run_dir", run_dir_}};
   if (leader) write_file_atomic(run_dir_ + "/summary.json", summary.dump(2) + "\n");
   make_dirs(run_dir_);
   Tracer::instance().write(fmt::format("{}/trace-rank{}.json", run_dir_, rank), rank);

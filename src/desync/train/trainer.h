@@ -4,8 +4,9 @@
 // schedule, algorithm, micro-batch source sharded by rank), then runs the step budget:
 // progress on rank 0, metrics every run.log_every steps, evaluation every eval.every steps and
 // at the end, checkpoints every checkpoint.every steps and at the end, and summary.json. It
-// resumes bit-exactly from the newest intact checkpoint, and on SIGINT/SIGTERM finishes the
-// step in hand, writes a checkpoint and stops cleanly.
+// resumes bit-exactly from the newest intact checkpoint, and on SIGINT/SIGTERM stops cleanly
+// with a checkpoint: a single worker after the step in hand; several workers at the next
+// logging step (run.log_every), where they agree to stop at the same step.
 //
 // Run directory: config.toml (resolved), metrics.jsonl, summary.json, checkpoints/.
 // Only rank 0 writes the shared files; every rank writes its own checkpoint files.

@@ -46,7 +46,7 @@ StepReport Acco::round(Context& ctx, bool estimate) {
     report.samples += mb.samples;
     ++k;
   }
-  comm_thread_.join();
+  report.idle_seconds = comm_thread_.join();
   accumulated_ += k;
   last_counts_.push_back(k);
   // Swap: P <- B; B <- G; count <- c; after an estimate round, G and c restart from zero.
@@ -79,6 +79,7 @@ StepReport Acco::step(Context& ctx) {
   StepReport report;
   report.micro_batches = first.micro_batches + estimate.micro_batches + real.micro_batches;
   report.samples = first.samples + estimate.samples + real.samples;
+  report.idle_seconds = estimate.idle_seconds + real.idle_seconds;
   report.loss = (first.loss * first.micro_batches + estimate.loss * estimate.micro_batches +
                  real.loss * real.micro_batches) /
                 static_cast<double>(report.micro_batches);

@@ -46,7 +46,7 @@ StepReport Dpu::step(Context& ctx) {
   grads.zero_();
   comm_thread_.start([&] { update(ctx, *comm_, prev_, prev_); });  // prev_: G_prev, then theta
   StepReport report = accumulate_gradients(ctx, accumulation_);
-  comm_thread_.join();
+  report.idle_seconds = comm_thread_.join();
   flat_->params_flat().copy_(prev_);  // P <- theta_{t+1}
   prev_.copy_(grads);                 // G_prev <- G_cur
   report.samples += boot.samples;

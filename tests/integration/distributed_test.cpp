@@ -100,23 +100,30 @@ TEST(Distributed, DdpBytesPerRankFollowRingAllReduce) {
 }
 
 TEST(Distributed, KilledWorkerIsNamedAndResumeMatchesUninterrupted) {
-  testing::TempDir dir;
-  JobRun ref = train(dir, "ref", "--workers 2 --set algorithm.name=ddp");
-  ASSERT_EQ(ref.result.status, 0) << ref.result.output;
+  // DDP, and the sharded methods whose checkpoints hold optimizer shards and buffers in flight.
+  for (std::string algorithm :
+       {"--set algorithm.name=ddp", "--set algorithm.name=zero1 --set optimizer.name=adamw",
+        "--set algorithm.name=dpu --set algorithm.n_warmup=10 --set optimizer.name=adamw",
+        "--set algorithm.name=acco --set algorithm.fixed_count=true --set optimizer.name=adamw"}) {
+    testing::TempDir dir;
+    JobRun ref = train(dir, "ref", "--workers 2 " + algorithm);
+    ASSERT_EQ(ref.result.status, 0) << ref.result.output;
 
-  JobRun cut = train(dir, "cut", "--workers 2 --set algorithm.name=ddp",
-                     "DESYNC_FAULT=rank=1,step=25,action=kill");
-  EXPECT_NE(cut.result.status, 0);
-  EXPECT_NE(cut.result.output.find("worker rank 1 failed (killed by signal 9"), std::string::npos)
-      << cut.result.output;
-  EXPECT_LT(cut.seconds, 30.0);  // start-up + 25 steps + detection; detection itself is < 1 s
-  CheckpointStore store(dir.file("cut/checkpoints"), 0, 2);
-  EXPECT_EQ(store.steps_on_disk().back(), 20);
+    JobRun cut = train(dir, "cut", "--workers 2 " + algorithm,
+                       "DESYNC_FAULT=rank=1,step=25,action=kill");
+    EXPECT_NE(cut.result.status, 0);
+    EXPECT_NE(cut.result.output.find("worker rank 1 failed (killed by signal 9"),
+              std::string::npos)
+        << cut.result.output;
+    EXPECT_LT(cut.seconds, 30.0);  // start-up + 25 steps + detection; detection itself is < 1 s
+    CheckpointStore store(dir.file("cut/checkpoints"), 0, 2);
+    EXPECT_EQ(store.steps_on_disk().back(), 20);
 
-  JobRun resumed = train(dir, "cut", "--workers 2 --set algorithm.name=ddp --resume");
-  ASSERT_EQ(resumed.result.status, 0) << resumed.result.output;
-  EXPECT_EQ(ref.losses, resumed.losses);
-  EXPECT_EQ(ref.summary["test_loss"], resumed.summary["test_loss"]);
+    JobRun resumed = train(dir, "cut", "--workers 2 --resume " + algorithm);
+    ASSERT_EQ(resumed.result.status, 0) << resumed.result.output;
+    EXPECT_EQ(ref.losses, resumed.losses) << algorithm;
+    EXPECT_EQ(ref.summary["test_loss"], resumed.summary["test_loss"]) << algorithm;
+  }
 }
 
 TEST(Distributed, StalledWorkerTimesOutNamingIt) {

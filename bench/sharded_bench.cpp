@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
       "data parallel on 4 workers · CNN · micro-batch 16 · {} steps · {} repeat(s) · {} "
       "cores\n",
       steps, repeats, std::thread::hardware_concurrency());
-  fmt::print("{:<16}{:<8}{:>11}{:>15}{:>15}{:>16}{:>24}\n", "setting", "method", "samples/s",
+  fmt::print("{:<16}{:<8}{:>11}{:>17}{:>13}{:>16}{:>24}\n", "setting", "method", "samples/s",
              "blocked ms/step", "max blocked", "MiB sent/step", "samples/rank (min..max)");
   nlohmann::json out = nlohmann::json::array();
   for (const auto& [setting, setting_args] : settings) {
@@ -73,7 +73,7 @@ int main(int argc, char** argv) {
         lo = std::min(lo, v.get<double>());
         hi = std::max(hi, v.get<double>());
       }
-      fmt::print("{:<16}{:<8}{:>11.0f}{:>15.1f}{:>15.1f}{:>16.2f}{:>24}\n", setting, name,
+      fmt::print("{:<16}{:<8}{:>11.0f}{:>17.1f}{:>13.1f}{:>16.2f}{:>24}\n", setting, name,
                  bench::median(sps), 1e3 * bench::median(wait), 1e3 * bench::median(max_wait),
                  bench::median(bytes) / (1 << 20), fmt::format("{:.0f}..{:.0f}", lo, hi));
       out.push_back({{"setting", setting},

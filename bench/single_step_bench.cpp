@@ -72,14 +72,16 @@ int main(int argc, char** argv) {
            torch::nn::functional::cross_entropy(raw->forward(x), y).backward();
            sgd.step();
          }
-       }},
+       },
+       {}},
       {"desync single",
        [&] {
          for (int s = 0; s < steps; ++s) {
            algorithm->step(ctx);
            ++ctx.step;
          }
-       }},
+       },
+       {}},
   };
   bench::measure(variants, 2, rounds);
 

@@ -14,6 +14,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "desync/report/metrics.h"
+
 namespace desync::testing {
 
 TempDir::TempDir() {
@@ -47,6 +49,13 @@ int decode_status(int status) {
   return -1;
 }
 }  // namespace
+
+std::vector<double> train_losses(const std::string& run_dir) {
+  std::vector<double> losses;
+  for (const auto& r : read_metrics(run_dir + "/metrics.jsonl"))
+    if (r["type"] == "train") losses.push_back(r["loss"].get<double>());
+  return losses;
+}
 
 CommandResult run_command(const std::string& command_line) {
   CommandResult r;

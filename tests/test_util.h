@@ -22,6 +22,9 @@ class TempDir {
 
 void write_file(const std::string& path, const std::string& bytes);
 
+// The "loss" of every {"type": "train"} record in <run_dir>/metrics.jsonl, in order.
+std::vector<double> train_losses(const std::string& run_dir);
+
 struct CommandResult {
   int status = -1;     // exit status, or 128 + signal number
   std::string output;  // stdout and stderr together

@@ -159,9 +159,11 @@ TEST(Ddp, UnusedParametersNeedTheOption) {
         return;
       }
       reducer.finish();
-      for (auto& [name, p] : model->named_params())
-        if (name.find("unused") != std::string::npos)
+      for (auto& [name, p] : model->named_params()) {
+        if (name.find("unused") != std::string::npos) {
           EXPECT_EQ(p.grad().abs().sum().item<double>(), 0.0) << name;
+        }
+      }
     });
   }
 }

@@ -15,6 +15,8 @@
 namespace desync {
 namespace {
 
+using testing::train_losses;
+
 const std::string kDesync = DESYNC_BINARY;
 const std::string kSource = DESYNC_SOURCE_DIR;
 
@@ -45,13 +47,6 @@ int count_lines(const std::string& s) {
   int n = 0;
   for (char c : s) n += c == '\n';
   return n;
-}
-
-std::vector<double> train_losses(const std::string& run_dir) {
-  std::vector<double> out;
-  for (const auto& r : read_metrics(run_dir + "/metrics.jsonl"))
-    if (r["type"] == "train") out.push_back(r["loss"].get<double>());
-  return out;
 }
 
 TEST(Cli, VersionAndList) {

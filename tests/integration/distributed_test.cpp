@@ -55,8 +55,7 @@ JobRun train(const testing::TempDir& dir, const std::string& name, const std::st
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.summary =
       nlohmann::json::parse(testing::read_file(dir.file(name + "/summary.json")), nullptr, false);
-  for (const auto& m : read_metrics(dir.file(name + "/metrics.jsonl")))
-    if (m["type"] == "train") r.losses.push_back(m["loss"].get<double>());
+  r.losses = testing::train_losses(dir.file(name));
   return r;
 }
 
@@ -109,11 +108,10 @@ TEST(Distributed, KilledWorkerIsNamedAndResumeMatchesUninterrupted) {
     JobRun ref = train(dir, "ref", "--workers 2 " + algorithm);
     ASSERT_EQ(ref.result.status, 0) << ref.result.output;
 
-    JobRun cut = train(dir, "cut", "--workers 2 " + algorithm,
-                       "DESYNC_FAULT=rank=1,step=25,action=kill");
+    JobRun cut =
+        train(dir, "cut", "--workers 2 " + algorithm, "DESYNC_FAULT=rank=1,step=25,action=kill");
     EXPECT_NE(cut.result.status, 0);
-    EXPECT_NE(cut.result.output.find("worker rank 1 failed (killed by signal 9"),
-              std::string::npos)
+    EXPECT_NE(cut.result.output.find("worker rank 1 failed (killed by signal 9"), std::string::npos)
         << cut.result.output;
     EXPECT_LT(cut.seconds, 30.0);  // start-up + 25 steps + detection; detection itself is < 1 s
     CheckpointStore store(dir.file("cut/checkpoints"), 0, 2);

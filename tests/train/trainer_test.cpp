@@ -12,6 +12,8 @@
 namespace desync {
 namespace {
 
+using testing::train_losses;
+
 // A small, fast, learnable job: synthetic 10-class data, a two-layer MLP.
 Config tiny_job(const std::string& out, std::vector<std::string> extra = {}) {
   std::vector<std::string> overrides = {"data.dataset=\"synthetic\"",
@@ -36,13 +38,6 @@ nlohmann::json train(const Config& cfg, bool resume = false) {
   opts.resume = resume;
   opts.show_progress = false;
   return Trainer(cfg, comm, opts).run();
-}
-
-std::vector<double> train_losses(const std::string& run_dir) {
-  std::vector<double> losses;
-  for (const auto& r : read_metrics(run_dir + "/metrics.jsonl"))
-    if (r["type"] == "train") losses.push_back(r["loss"].get<double>());
-  return losses;
 }
 
 TEST(Trainer, LearnsTheSyntheticTask) {

@@ -79,9 +79,4 @@ void Tracer::clear() {
   dropped_ = 0;
 }
 
-size_t Tracer::size() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return events_.size();
-}
-
 }  // namespace desync

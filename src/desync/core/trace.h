@@ -26,7 +26,6 @@ class Tracer {
   // Writes the trace for `rank` to `path` (atomically).
   void write(const std::string& path, int64_t rank) const;
   void clear();
-  size_t size() const;
 
  private:
   struct Event {

@@ -49,14 +49,8 @@ class GradReducer {
   void prepare();
   // Launches what is left, waits for every bucket and divides by the world size.
   void finish();
-  // Disarms without communicating (accumulation micro-batches).
-  void disarm() { armed_ = false; }
 
   int64_t num_buckets() const { return static_cast<int64_t>(buckets_.size()); }
-  // Flat-buffer [begin, end) of bucket b.
-  std::pair<int64_t, int64_t> bucket_range(int64_t b) const {
-    return {buckets_[b].begin, buckets_[b].end};
-  }
   // Buckets launched before finish() was called in the last step (i.e. during backward).
   int64_t launched_during_backward() const { return launched_in_backward_; }
 

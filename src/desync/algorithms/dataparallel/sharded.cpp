@@ -58,10 +58,6 @@ void ParameterShard::all_gather(Communicator& comm, torch::Tensor full_params) {
   comm.all_gather(full_params.chunk(world_), send_);
 }
 
-void ParameterShard::load_master_from(const torch::Tensor& full_params) {
-  if (!master_is_view_) master_.copy_(full_params.narrow(0, begin_, size_));
-}
-
 void ParameterShard::backup() {
   if (!backup_master_.defined()) {
     backup_master_ = torch::empty_like(master_);

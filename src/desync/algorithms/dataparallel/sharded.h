@@ -40,8 +40,6 @@ class ParameterShard {
   void clip(Communicator& comm, double max_norm);
   void step(double lr);
   void all_gather(Communicator& comm, torch::Tensor full_params);
-  // Copies the master's current values in from the full parameter buffer.
-  void load_master_from(const torch::Tensor& full_params);
 
   void backup();
   void restore();

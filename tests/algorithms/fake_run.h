@@ -3,6 +3,7 @@
 // and takes `steps` steps.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -19,6 +20,16 @@ struct RankState {
   std::unique_ptr<Schedule> schedule;
   std::unique_ptr<Algorithm> algorithm;
   std::vector<double> losses;
+  CommStats setup_stats;  // traffic of setup()
+  CommStats stats;        // all traffic, setup included
+};
+
+struct FakeRunOptions {
+  bool identical_data = false;  // every rank reads the whole stream (as rank 0 of 1)
+  // Runs on each rank's model before setup() (e.g. to make the ranks' models differ).
+  std::function<void(int64_t rank, StagedModel& model)> before_setup;
+  // Runs on each rank after each step t.
+  std::function<void(int64_t rank, int64_t t, RankState& state)> after_step;
 };
 
 // A small synthetic job; `overrides` adjust it (e.g. the algorithm).
@@ -38,16 +49,32 @@ inline torch::Tensor flat_params(StagedModel& m) {
   return torch::cat(v);
 }
 
+// The mean over ranks of their flat parameters.
+inline torch::Tensor mean_params(std::vector<RankState>& ranks) {
+  torch::Tensor sum = flat_params(ranks[0].model);
+  for (size_t r = 1; r < ranks.size(); ++r) sum = sum + flat_params(ranks[r].model);
+  return sum / static_cast<double>(ranks.size());
+}
+
+// A before_setup hook that gives every rank different parameters (rank-seeded noise).
+inline void perturb_by_rank(int64_t rank, StagedModel& model) {
+  torch::NoGradGuard no_grad;
+  auto gen = at::detail::createCPUGenerator(static_cast<uint64_t>(100 + rank));
+  for (auto& p : model->parameters()) p.add_(at::normal(0.0, 0.1, p.sizes(), gen, p.options()));
+}
+
 // Trains `steps` steps on `world` fake ranks and returns every rank's final state.
 inline std::vector<RankState> run_on_fake_world(const Config& cfg, int64_t world, int64_t steps,
-                                                const DatasetSplits& data) {
+                                                const DatasetSplits& data,
+                                                const FakeRunOptions& options = {}) {
   std::vector<RankState> ranks(world);
   for (int64_t r = 0; r < world; ++r) {  // models built one after another: same init
     torch::manual_seed(static_cast<uint64_t>(cfg.run.seed));
     ranks[r].model =
         make_model(cfg.model, ModelInput{data.train.example_shape(), data.train.num_classes});
     ranks[r].batches = std::make_unique<MicroBatchSource>(
-        data.train, cfg.data.batch_size, r, world, static_cast<uint64_t>(cfg.run.seed),
+        data.train, cfg.data.batch_size, options.identical_data ? 0 : r,
+        options.identical_data ? 1 : world, static_cast<uint64_t>(cfg.run.seed),
         TransformOptions{cfg.data.normalize, cfg.data.augment});
     ranks[r].schedule = std::make_unique<Schedule>(cfg.schedule, cfg.optimizer.lr, steps);
     ranks[r].algorithm = make_algorithm(cfg.algorithm);
@@ -56,11 +83,16 @@ inline std::vector<RankState> run_on_fake_world(const Config& cfg, int64_t world
   fake->run([&](int64_t r, Communicator& comm) {
     RankState& s = ranks[r];
     Context ctx{cfg, comm, s.model, *s.batches, *s.schedule, 0};
+    if (options.before_setup) options.before_setup(r, s.model);
     s.algorithm->setup(ctx);
+    s.setup_stats = comm.total_stats();
     for (int64_t t = 0; t < steps; ++t) {
       ctx.step = t;
       s.losses.push_back(s.algorithm->step(ctx).loss);
+      if (options.after_step) options.after_step(r, t, s);
     }
+    s.algorithm->finish(ctx);
+    s.stats = comm.total_stats();
   });
   return ranks;
 }

@@ -36,6 +36,11 @@ struct Context {
   const Schedule& schedule;
   int64_t step = 0;              // index of the optimizer step being taken (0-based)
   double compute_stretch = 1.0;  // >1 emulates a slower worker (1 / run.worker_speed[rank])
+  // The channel for evaluation-time traffic (averaging models to evaluate them), kept out of
+  // the training traffic the run reports; null means ctx.comm.
+  Communicator* eval_comm = nullptr;
+
+  Communicator& eval_channel() const { return eval_comm ? *eval_comm : comm; }
 
   // The optimizer named by [optimizer] over `slots`.
   std::unique_ptr<Optimizer> make_optimizer(std::vector<ParamSlot> slots) const {
@@ -48,6 +53,24 @@ struct StepReport {
   int64_t samples = 0;        // examples this rank consumed
   int64_t micro_batches = 0;  // micro-batches this rank consumed
   double idle_seconds = 0.0;  // time the training thread waited for a background comm thread
+  // The part of idle_seconds spent blocked in calls on a split channel (whose own stats count
+  // it too), so the Trainer reports it as waiting and not as overlapped communication.
+  double idle_in_split_calls = 0.0;
+
+  // Adds another part of the same step: consumption and waits add up; the loss becomes the
+  // mean over all the micro-batches.
+  StepReport& operator+=(const StepReport& o) {
+    const int64_t n = micro_batches + o.micro_batches;
+    loss = n > 0 ? (loss * static_cast<double>(micro_batches) +
+                    o.loss * static_cast<double>(o.micro_batches)) /
+                       static_cast<double>(n)
+                 : 0.0;
+    micro_batches = n;
+    samples += o.samples;
+    idle_seconds += o.idle_seconds;
+    idle_in_split_calls += o.idle_in_split_calls;
+    return *this;
+  }
 };
 
 // Bytes held by named buffers, for the memory report ("parameters", "gradients", ...).
@@ -60,6 +83,11 @@ class Algorithm {
   virtual void setup(Context& ctx) = 0;
   virtual StepReport step(Context& ctx) = 0;
   virtual StagedModel model_for_eval(Context& ctx) { return ctx.model; }
+  virtual std::vector<std::pair<std::string, double>> eval_metrics() const { return {}; }
+  virtual void finish(Context& ctx) {}
+  // Seconds background threads spent blocked in calls waiting for work (a server waiting for
+  // requests): reported neither as waiting nor as overlapped communication.
+  virtual double background_idle_seconds() const { return 0.0; }
   virtual void save(Archive& archive) const = 0;
   virtual void load(const Archive& archive) = 0;
   virtual MemoryReport memory() const { return {}; }

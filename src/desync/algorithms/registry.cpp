@@ -12,6 +12,10 @@ std::unique_ptr<Algorithm> make_ddp(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_zero1(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_dpu(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_acco(const AlgorithmConfig& cfg);
+std::unique_ptr<Algorithm> make_diloco(const AlgorithmConfig& cfg);
+std::unique_ptr<Algorithm> make_dpsgd(const AlgorithmConfig& cfg);
+std::unique_ptr<Algorithm> make_adpsgd(const AlgorithmConfig& cfg);
+std::unique_ptr<Algorithm> make_gasloc(const AlgorithmConfig& cfg);
 
 const std::vector<AlgorithmInfo>& algorithm_registry() {
   static const std::vector<AlgorithmInfo> kRegistry = {
@@ -25,6 +29,17 @@ const std::vector<AlgorithmInfo>& algorithm_registry() {
        "delayed parameter update: step t's update overlaps step t+1's gradients", make_dpu},
       {"acco", "dataparallel",
        "ACCO: estimate/real rounds hide sharded communication behind accumulation", make_acco},
+      {"diloco", "decentralized",
+       "DiLoCo: H local inner steps, then an outer Nesterov step on the averaged pseudo-gradient",
+       make_diloco},
+      {"dpsgd", "decentralized",
+       "D-PSGD: every step, mix parameters with graph neighbours and apply the local gradient",
+       make_dpsgd},
+      {"adpsgd", "decentralized",
+       "AD-PSGD: asynchronous pairwise averaging with a random neighbour, no global barrier",
+       make_adpsgd},
+      {"gasloc", "decentralized",
+       "GASLoC: local steps, gossip of proposals with random peers, outer momentum", make_gasloc},
   };
   return kRegistry;
 }

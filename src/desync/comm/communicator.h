@@ -45,6 +45,13 @@ struct CommStats {
     calls += o.calls;
     return *this;
   }
+  CommStats& operator-=(const CommStats& o) {
+    bytes_sent -= o.bytes_sent;
+    bytes_received -= o.bytes_received;
+    wait_seconds -= o.wait_seconds;
+    calls -= o.calls;
+    return *this;
+  }
 };
 
 class Work {

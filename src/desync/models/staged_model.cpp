@@ -44,6 +44,16 @@ std::vector<std::pair<std::string, torch::Tensor>> StagedModelImpl::named_bufs()
   return out;
 }
 
+std::shared_ptr<StagedModelImpl> StagedModelImpl::clone_model() const {
+  auto copy = std::make_shared<StagedModelImpl>();
+  for (size_t i = 0; i < stages_.size(); ++i) {
+    auto stage = std::dynamic_pointer_cast<torch::nn::SequentialImpl>(stages_[i]->clone());
+    copy->add_stage(names_[i], torch::nn::Sequential(stage));
+  }
+  copy->train(is_training());
+  return copy;
+}
+
 int64_t StagedModelImpl::parameter_count() const {
   int64_t n = 0;
   for (const auto& p : parameters()) n += p.numel();

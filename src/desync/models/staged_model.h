@@ -46,6 +46,10 @@ class StagedModelImpl : public torch::nn::Module {
 
   int64_t parameter_count() const;
 
+  // A deep copy: the same stages with their own parameters and buffers (for evaluation copies
+  // such as a consensus model). Every layer must be Cloneable, as all of desync's are.
+  std::shared_ptr<StagedModelImpl> clone_model() const;
+
  private:
   std::vector<std::string> names_;
   std::vector<torch::nn::Sequential> stages_;

@@ -25,7 +25,7 @@ StepReport Acco::round(Context& ctx, bool estimate) {
   // COMM thread: a (tentative) sharded step from B's gradients, gathered back into B.
   const double lr = ctx.schedule.lr(real_steps_);
   comm_thread_.start([this, &ctx, estimate, lr] {
-    TraceSpan span(estimate ? "acco_estimate_round" : "acco_real_round", "comm");
+    TraceSpan span(estimate ? "acco_estimate_round_comm" : "acco_real_round_comm", "phase");
     if (estimate) shard_->backup();
     torch::Tensor total = torch::tensor({static_cast<double>(count_)}, torch::kFloat64);
     comm_->all_reduce(total);
@@ -40,11 +40,14 @@ StepReport Acco::round(Context& ctx, bool estimate) {
   StepReport report;
   double loss_sum = 0.0;
   int64_t k = 0;
-  while (k < n_acc_ || (!fixed_count_ && !comm_thread_.done())) {
-    StepReport mb = accumulate_gradients(ctx, 1, 1);
-    loss_sum += mb.loss;
-    report.samples += mb.samples;
-    ++k;
+  {
+    TraceSpan span(estimate ? "acco_estimate_round_compute" : "acco_real_round_compute", "phase");
+    while (k < n_acc_ || (!fixed_count_ && !comm_thread_.done())) {
+      StepReport mb = accumulate_gradients(ctx, 1, 1);
+      loss_sum += mb.loss;
+      report.samples += mb.samples;
+      ++k;
+    }
   }
   report.idle_seconds = comm_thread_.join();
   accumulated_ += k;
@@ -67,6 +70,7 @@ StepReport Acco::step(Context& ctx) {
   last_counts_.clear();
   StepReport first;
   if (!started_) {  // init: G <- grad at theta_0 (1 micro-batch); B <- G; count <- 1
+    TraceSpan span("acco_init", "phase");
     flat_->grads_flat().zero_();
     first = accumulate_gradients(ctx, 1, 1);
     buffer_.copy_(flat_->grads_flat());
@@ -76,13 +80,9 @@ StepReport Acco::step(Context& ctx) {
   StepReport estimate = round(ctx, /*estimate=*/true);
   StepReport real = round(ctx, /*estimate=*/false);
   ++real_steps_;
-  StepReport report;
-  report.micro_batches = first.micro_batches + estimate.micro_batches + real.micro_batches;
-  report.samples = first.samples + estimate.samples + real.samples;
-  report.idle_seconds = estimate.idle_seconds + real.idle_seconds;
-  report.loss = (first.loss * first.micro_batches + estimate.loss * estimate.micro_batches +
-                 real.loss * real.micro_batches) /
-                static_cast<double>(report.micro_batches);
+  StepReport report = first;
+  report += estimate;
+  report += real;
   return report;
 }
 

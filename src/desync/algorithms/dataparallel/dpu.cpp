@@ -2,6 +2,7 @@
 
 #include "desync/algorithms/common.h"
 #include "desync/algorithms/registry.h"
+#include "desync/core/trace.h"
 
 namespace desync {
 
@@ -31,6 +32,7 @@ void Dpu::update(Context& ctx, Communicator& comm, const torch::Tensor& grads, t
 StepReport Dpu::step(Context& ctx) {
   torch::Tensor& grads = flat_->grads_flat();
   if (ctx.step < n_warmup_) {  // ordinary ZeRO-1 step
+    TraceSpan span("dpu_warmup_step", "phase");
     grads.zero_();
     StepReport report = accumulate_gradients(ctx, accumulation_);
     update(ctx, *comm_, grads, flat_->params_flat());
@@ -38,20 +40,27 @@ StepReport Dpu::step(Context& ctx) {
   }
   StepReport boot;
   if (!have_prev_) {  // bootstrap: the first delayed gradient is taken at theta_w
+    TraceSpan span("dpu_bootstrap", "phase");
     grads.zero_();
     boot = accumulate_gradients(ctx, accumulation_);
     prev_.copy_(grads);
     have_prev_ = true;
   }
   grads.zero_();
-  comm_thread_.start([&] { update(ctx, *comm_, prev_, prev_); });  // prev_: G_prev, then theta
-  StepReport report = accumulate_gradients(ctx, accumulation_);
+  comm_thread_.start([&] {  // prev_: G_prev, then theta
+    TraceSpan span("dpu_delayed_update", "phase");
+    update(ctx, *comm_, prev_, prev_);
+  });
+  StepReport report;
+  {
+    TraceSpan span("dpu_gradients", "phase");
+    report = accumulate_gradients(ctx, accumulation_);
+  }
   report.idle_seconds = comm_thread_.join();
   flat_->params_flat().copy_(prev_);  // P <- theta_{t+1}
   prev_.copy_(grads);                 // G_prev <- G_cur
-  report.samples += boot.samples;
-  report.micro_batches += boot.micro_batches;
-  return report;
+  boot += report;
+  return boot;
 }
 
 void Dpu::save(Archive& archive) const {

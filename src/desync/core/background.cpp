@@ -4,6 +4,8 @@
 
 #include <chrono>
 
+#include "desync/core/trace.h"
+
 namespace desync {
 
 BackgroundTask::~BackgroundTask() {
@@ -27,7 +29,11 @@ void BackgroundTask::start(std::function<void()> fn) {
 
 double BackgroundTask::join() {
   auto t0 = std::chrono::steady_clock::now();
-  if (thread_.joinable()) thread_.join();
+  if (thread_.joinable()) {
+    int64_t start_us = Tracer::now_us();
+    thread_.join();
+    Tracer::instance().span("join_comm_thread", "wait", start_us, Tracer::now_us());
+  }
   double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (error_) {
     std::exception_ptr e = error_;

@@ -1,8 +1,9 @@
 // Runs one function on a background thread: the communication thread of overlapped algorithms.
 //
 // start(fn) launches it; done() tells, without blocking, whether it has returned; join() waits,
-// says how long it waited, and rethrows an exception the task threw. Autograd is disabled on the
-// background thread (it only moves and updates tensors). The destructor joins a task still running.
+// says how long it waited (and records it as a "join_comm_thread" wait span in the trace), and
+// rethrows an exception the task threw. Autograd is disabled on the background thread (it only
+// moves and updates tensors). The destructor joins a task still running.
 #pragma once
 
 #include <atomic>

@@ -1,6 +1,8 @@
 #include "desync/core/trace.h"
 
+#include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -11,6 +13,21 @@ namespace desync {
 namespace {
 
 const std::chrono::steady_clock::time_point kEpoch = std::chrono::steady_clock::now();
+
+// Seconds covered by the union of [start, end) intervals, clipped to [begin, end).
+double union_seconds(std::vector<std::pair<int64_t, int64_t>> spans, int64_t begin, int64_t end) {
+  std::sort(spans.begin(), spans.end());
+  int64_t covered = 0, until = begin;
+  for (auto [s, e] : spans) {
+    s = std::max({s, until, begin});
+    e = std::min(e, end);
+    if (e > s) {
+      covered += e - s;
+      until = e;
+    }
+  }
+  return static_cast<double>(covered) * 1e-6;
+}
 
 uint32_t thread_number() {
   static std::mutex mu;
@@ -71,6 +88,52 @@ void Tracer::write(const std::string& path, int64_t rank) const {
                         {"displayTimeUnit", "ms"},
                         {"otherData", {{"dropped_events", dropped_}}}};
   write_file_atomic(path, doc.dump());
+}
+
+Tracer::ThreadTime Tracer::thread_time(int64_t begin_us, int64_t end_us) const {
+  struct Slice {
+    int64_t start, end;
+    double* into;
+  };
+  ThreadTime t;
+  const std::pair<const char*, double*> occupying[] = {{"compute", &t.compute},
+                                                       {"optimizer", &t.optimizer},
+                                                       {"wait", &t.wait},
+                                                       {"eval", &t.eval},
+                                                       {"checkpoint", &t.checkpoint}};
+  const uint32_t me = thread_number();
+  std::vector<Slice> slices;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const Event& e : events_) {
+      if (e.thread != me) continue;
+      for (const auto& [category, into] : occupying)
+        if (std::strcmp(e.category, category) == 0) slices.push_back({e.start_us, e.end_us, into});
+    }
+  }
+  std::sort(slices.begin(), slices.end(),
+            [](const Slice& a, const Slice& b) { return a.start < b.start; });
+  int64_t until = begin_us, attributed = 0;
+  for (const Slice& s : slices) {  // sweep: the earliest-starting open span owns each instant
+    int64_t from = std::max(s.start, until), to = std::min(s.end, end_us);
+    if (to > from) {
+      *s.into += static_cast<double>(to - from) * 1e-6;
+      attributed += to - from;
+      until = to;
+    }
+  }
+  t.other = std::max<double>(0.0, static_cast<double>(end_us - begin_us - attributed) * 1e-6);
+  return t;
+}
+
+double Tracer::busy_seconds(const char* category, int64_t begin_us, int64_t end_us) const {
+  std::vector<std::pair<int64_t, int64_t>> spans;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const Event& e : events_)
+      if (std::strcmp(e.category, category) == 0) spans.emplace_back(e.start_us, e.end_us);
+  }
+  return union_seconds(std::move(spans), begin_us, end_us);
 }
 
 void Tracer::clear() {

@@ -1,10 +1,18 @@
 // Per-process timeline in the Chrome trace event format (opens in Perfetto and chrome://tracing).
 //
 // Spans are recorded on a monotonic clock, in microseconds since the process's trace epoch,
-// with a category ("compute", "comm", "wait", "optimizer", "eval", "checkpoint") and the thread
-// that ran them. Recording is thread-safe and cheap (one lock, one vector append); names must
+// with a category and the thread that ran them. Categories:
+//   compute     forward/backward work (and an emulated slow worker's extra time)
+//   optimizer   parameter updates
+//   wait        the thread was blocked: on a communication call, or on a background comm thread
+//   comm        a communication call from issue to completion (it may run while the thread
+//               computes: it does not occupy the thread)
+//   eval, checkpoint
+//   phase       an algorithm's phase (ACCO's estimate/real rounds, DPU's delayed update) that
+//               encloses spans of the categories above; a label, it does not occupy the thread
+// Recording is thread-safe and cheap (one lock, one vector append); names and categories must
 // be string literals or otherwise outlive the tracer. A cap bounds memory on long runs: past it,
-// spans are counted but dropped, and the file says how many.
+// spans are counted but dropped, and the file says how many (the totals below then undercount).
 #pragma once
 
 #include <cstdint>
@@ -26,6 +34,18 @@ class Tracer {
   // Writes the trace for `rank` to `path` (atomically).
   void write(const std::string& path, int64_t rank) const;
   void clear();
+
+  // Where the calling thread's time went in [begin_us, end_us), in seconds. Each instant is
+  // given to the span of this thread that started first among those covering it (for nested
+  // spans: the outermost), counting only the categories that occupy a thread (compute,
+  // optimizer, wait, eval, checkpoint); instants in none of them are `other`.
+  struct ThreadTime {
+    double compute = 0, optimizer = 0, wait = 0, eval = 0, checkpoint = 0, other = 0;
+  };
+  ThreadTime thread_time(int64_t begin_us, int64_t end_us) const;
+  // Seconds in [begin_us, end_us) during which at least one span of `category` was open, on any
+  // thread (for "comm": the time some communication call was in flight).
+  double busy_seconds(const char* category, int64_t begin_us, int64_t end_us) const;
 
  private:
   struct Event {

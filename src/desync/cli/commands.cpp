@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -15,6 +16,7 @@
 #include "desync/core/error.h"
 #include "desync/core/fs.h"
 #include "desync/core/system.h"
+#include "desync/report/compare.h"
 #include "desync/report/summary.h"
 #include "desync/train/trainer.h"
 
@@ -117,6 +119,20 @@ int run_worker(const TrainArgs& args) {
   TrainArgs quiet_others = args;
   if (info.rank != 0) quiet_others.quiet = true;
   return train_here(cfg, *comm, quiet_others, info.local_world_size, info.rank == 0 && !launched);
+}
+
+int run_compare(const CompareArgs& args) {
+  std::vector<RunData> runs;
+  for (const std::string& dir : args.runs) runs.push_back(load_run(dir));
+  double target = comparison_target(runs, args.target_accuracy >= 0 ? args.target_accuracy : NAN);
+  std::string html = compare_html(runs, target);
+  std::filesystem::path parent = std::filesystem::path(args.out).parent_path();
+  if (!parent.empty()) make_dirs(parent.string());
+  write_file_atomic(args.out, html);
+  std::fputs(compare_table(runs, target).c_str(), stdout);
+  std::fflush(stdout);
+  std::fprintf(stderr, "wrote %s\n", args.out.c_str());
+  return 0;
 }
 
 int run_list() {

@@ -27,6 +27,14 @@ struct TrainArgs {
 int run_train(const TrainArgs& args);
 // `desync worker`: one worker of a job whose rank and rendezvous come from the environment.
 int run_worker(const TrainArgs& args);
+struct CompareArgs {
+  std::vector<std::string> runs;  // run directories
+  std::string out = "compare.html";
+  double target_accuracy = -1;  // < 0: the lowest final accuracy among the runs
+};
+
+// `desync compare`: a table on stdout and an HTML page of overlaid curves at args.out.
+int run_compare(const CompareArgs& args);
 int run_list();
 int run_version();
 

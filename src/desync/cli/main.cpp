@@ -3,6 +3,7 @@
 //   desync train CONFIG [--set section.key=value]... [--out DIR] [--resume] [--quiet]
 //                [--workers N] [--nnodes K --node-rank I --master-addr HOST --master-port P]
 //   desync worker CONFIG [...]      (rank and rendezvous from RANK, WORLD_SIZE, MASTER_ADDR, ...)
+//   desync compare RUN_DIR... [--out PAGE.html] [--target-accuracy X]
 //   desync list
 //   desync version
 //
@@ -72,6 +73,16 @@ int main(int argc, char** argv) {
   worker_cmd->add_flag("--resume", worker.resume, "continue from the newest common checkpoint");
   worker_cmd->add_flag("--quiet", worker.quiet, "no progress output");
 
+  desync::CompareArgs compare;
+  CLI::App* compare_cmd = app.add_subcommand(
+      "compare", "compare runs: a table on stdout and an HTML page of their curves overlaid");
+  compare_cmd->add_option("runs", compare.runs, "run directories")->required();
+  compare_cmd->add_option("--out", compare.out, "the HTML page to write (default compare.html)");
+  compare_cmd
+      ->add_option("--target-accuracy", compare.target_accuracy,
+                   "accuracy for the time-to-target column (default: the lowest final accuracy)")
+      ->check(CLI::Range(0.0, 1.0));
+
   CLI::App* list_cmd = app.add_subcommand("list", "list algorithms, models and datasets");
   CLI::App* version_cmd = app.add_subcommand("version", "print the version");
 
@@ -91,6 +102,7 @@ int main(int argc, char** argv) {
   try {
     if (*train_cmd) return desync::run_train(train);
     if (*worker_cmd) return desync::run_worker(worker);
+    if (*compare_cmd) return desync::run_compare(compare);
     if (*list_cmd) return desync::run_list();
     if (*version_cmd) return desync::run_version();
   } catch (const desync::Error& e) {

@@ -1,0 +1,33 @@
+// `desync compare`: several runs side by side — one table and one HTML page of overlaid curves.
+//
+// Table columns, one row per run (figures from each run's summary.json and metrics.jsonl):
+//   run, algorithm, workers, samples (consumed by all ranks)
+//   final accuracy       the last evaluation's test accuracy
+//   time to target       training time (s, evaluation excluded) at the first evaluation whose
+//                        test accuracy reached the target; "-" if none did
+//   samples/s            global samples per second of training time
+//   sent/rank            mean and max over ranks of bytes sent (the Communicator's count)
+//   in flight/rank       mean over ranks of the seconds some communication call was in flight
+//   waiting/rank         mean over ranks of the seconds training was blocked on communication
+//   peak RSS             max over ranks of the peak resident set size
+// The target is given, or else the lowest final accuracy among the runs (every run reached it).
+// The page overlays loss and test accuracy against steps and training time, and the mean bytes
+// sent per rank against training time (chart ids compare-loss-vs-step, compare-accuracy-vs-step,
+// compare-loss-vs-time, compare-accuracy-vs-time, compare-bytes).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "desync/report/run_report.h"
+
+namespace desync {
+
+// The target accuracy to use: `requested` if it is a number, else the lowest final accuracy.
+double comparison_target(const std::vector<RunData>& runs, double requested);
+
+// A Markdown table (columns padded, so it also reads on a terminal).
+std::string compare_table(const std::vector<RunData>& runs, double target);
+std::string compare_html(const std::vector<RunData>& runs, double target);
+
+}  // namespace desync

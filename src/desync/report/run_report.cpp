@@ -1,0 +1,251 @@
+#include "desync/report/run_report.h"
+
+#include <fmt/core.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "desync/core/error.h"
+#include "desync/core/fs.h"
+#include "desync/report/metrics.h"
+#include "desync/report/svg.h"
+
+namespace desync {
+namespace {
+
+double number_or(const nlohmann::json& j, const char* key, double fallback) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<double>() : fallback;
+}
+
+std::string fixed(const nlohmann::json& j, const char* key, const char* format) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_number()) return "-";
+  return fmt::format(fmt::runtime(format), it->get<double>());
+}
+
+// The curves of one run: `value` of the records of `type` against `x` ("step" or "elapsed").
+Series curve(const RunData& run, const char* type, const char* value, const char* x,
+             const std::string& label) {
+  Series s;
+  s.label = label;
+  for (const nlohmann::json* r : records_of(run, type)) {
+    s.x.push_back(number_or(*r, x, NAN));
+    s.y.push_back(number_or(*r, value, NAN));
+  }
+  return s;
+}
+
+std::string row(const std::vector<std::string>& cells, const char* tag = "td") {
+  std::string out = "<tr>";
+  for (const std::string& c : cells) out += fmt::format("<{0}>{1}</{0}>", tag, html_escape(c));
+  return out + "</tr>";
+}
+
+const char* const kDerivation = R"(<h2>How the figures are derived</h2>
+<ul class="notes">
+<li><b>Training time</b> (x axis of the time charts, <code>elapsed</code> in metrics.jsonl): rank 0's
+seconds inside algorithm steps; evaluation, checkpoints and logging are excluded.</li>
+<li><b>Loss</b>: the training loss of each logged step, averaged over ranks weighted by micro-batches;
+<b>test loss and accuracy</b>: each evaluation of the model the algorithm evaluates.</li>
+<li><b>Bytes sent per rank</b>: the Communicator's count of the bytes each rank put on the wire for the
+algorithm Gloo uses (ring all-reduce 2(N&minus;1)/N&middot;size, &hellip;; see docs/distributed.md),
+cumulative, sampled at every logged step; evaluation traffic is not counted.</li>
+<li><b>Communication in flight</b>: the union over all threads of the spans from a communication call's
+issue to its completion. <b>Waiting</b>: time the training thread was blocked on a call or on a
+background communication thread (the trace's <code>wait</code> spans).</li>
+<li><b>Utilisation</b>: each rank's run time (from the start of its set-up to the summary), split on its
+training thread by the trace's spans: compute (forward/backward), optimizer, waiting, evaluation and checkpoints; the rest
+(start-up, data set loading, logging, gaps between spans) is <i>other</i>. Where spans nest, the outer
+one counts. Communication that runs while the thread computes does not appear here: it is in
+<i>communication in flight</i>.</li>
+<li><b>Memory</b>: peak resident set size of each worker process, and the bytes of the algorithm's named
+buffers (parameters, gradients, optimizer state, communication buffers).</li>
+</ul>
+)";
+
+}  // namespace
+
+std::vector<const nlohmann::json*> records_of(const RunData& run, const char* type) {
+  std::vector<const nlohmann::json*> out;
+  for (const nlohmann::json& r : run.metrics)
+    if (r.is_object() && r.value("type", "") == type) out.push_back(&r);
+  return out;
+}
+
+std::vector<double> rank_list(const nlohmann::json& summary, const char* key) {
+  std::vector<double> out;
+  auto it = summary.find(key);
+  if (it == summary.end() || !it->is_array()) return out;
+  for (const auto& v : *it) out.push_back(v.is_number() ? v.get<double>() : NAN);
+  return out;
+}
+
+RunData load_run(const std::string& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec))
+    throw UsageError(fmt::format("{} is not a directory (expected a run directory)", dir));
+  const std::string path = dir + "/summary.json";
+  if (!fs::exists(path, ec))
+    throw UsageError(fmt::format(
+        "{} has no summary.json: not a run directory, or its run has not finished", dir));
+  RunData run;
+  run.dir = dir;
+  fs::path p = fs::path(dir).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();
+  run.name = p.filename().string();
+  if (run.name.empty() || run.name == ".") run.name = fs::absolute(p, ec).filename().string();
+  run.summary = nlohmann::json::parse(read_file(path), nullptr, false);
+  if (run.summary.is_discarded() || !run.summary.is_object())
+    throw UsageError(fmt::format("{} is not valid JSON; rerun the run or remove it", path));
+  run.metrics = read_metrics(dir + "/metrics.jsonl");
+  return run;
+}
+
+std::string run_report_html(const RunData& run) {
+  const nlohmann::json& s = run.summary;
+  std::string body = fmt::format(
+      "<h1>{}</h1><p class=\"sub\">{} · {} · {} · {} worker{}{}</p>", html_escape(run.name),
+      html_escape(s.value("algorithm", "?")), html_escape(s.value("model", "?")),
+      html_escape(s.value("dataset", "?")), s.value("workers", 1),
+      s.value("workers", 1) == 1 ? "" : "s", s.value("interrupted", false) ? " · interrupted" : "");
+
+  std::vector<double> sent = rank_list(s, "bytes_sent"), rss = rank_list(s, "peak_rss_bytes");
+  double mean_sent = 0, max_rss = 0;
+  for (double v : sent) mean_sent += v / static_cast<double>(sent.size());
+  for (double v : rss) max_rss = std::max(max_rss, v);
+  body += "<table>";
+  body += row({"test accuracy", fixed(s, "test_accuracy", "{:.4f}"), "test loss",
+               fixed(s, "test_loss", "{:.4f}")});
+  body +=
+      row({"train loss", fixed(s, "train_loss", "{:.4f}"), "steps", fixed(s, "steps", "{:.0f}")});
+  body += row({"samples", fixed(s, "samples", "{:.0f}"), "samples/s",
+               fixed(s, "samples_per_second", "{:.1f}")});
+  body += row({"wall time", fixed(s, "wall_seconds", "{:.1f} s"), "training time",
+               fixed(s, "train_seconds", "{:.1f} s")});
+  body +=
+      row({"sent per rank (mean)", human_bytes(mean_sent), "peak RSS (max)", human_bytes(max_rss)});
+  body += "</table>";
+
+  // Learning curves.
+  body += "<h2>Learning curves</h2>";
+  auto learning = [&](const char* id, const char* title, const char* x, const char* x_label,
+                      bool loss) {
+    LineChart c{id, title, x_label, loss ? "loss" : "test accuracy", {}, ""};
+    if (loss) {
+      c.series.push_back(curve(run, "train", "loss", x, "train loss"));
+      c.series.push_back(curve(run, "eval", "test_loss", x, "test loss"));
+    } else {
+      c.series.push_back(curve(run, "eval", "test_accuracy", x, "test accuracy"));
+    }
+    body += render_line_chart(c);
+  };
+  learning("loss-vs-step", "Loss against steps", "step", "step", true);
+  learning("accuracy-vs-step", "Test accuracy against steps", "step", "step", false);
+  learning("loss-vs-time", "Loss against training time", "elapsed", "training time (s)", true);
+  learning("accuracy-vs-time", "Test accuracy against training time", "elapsed",
+           "training time (s)", false);
+
+  // Communication.
+  const int64_t world = s.value("workers", int64_t{1});
+  body += "<h2>Communication</h2>";
+  LineChart bytes{"bytes-per-rank", "Bytes sent per rank", "training time (s)", "bytes sent", {},
+                  "bytes"};
+  for (int64_t r = 0; r < world; ++r) {
+    Series ser;
+    ser.label = fmt::format("rank {}", r);
+    for (const nlohmann::json* rec : records_of(run, "train")) {
+      auto it = rec->find("bytes_sent_per_rank");
+      if (it == rec->end() || !it->is_array() || static_cast<int64_t>(it->size()) <= r) continue;
+      ser.x.push_back(number_or(*rec, "elapsed", NAN));
+      ser.y.push_back((*it)[r].is_number() ? (*it)[r].get<double>() : NAN);
+    }
+    bytes.series.push_back(std::move(ser));
+  }
+  body += render_line_chart(bytes);
+
+  std::vector<double> received = rank_list(s, "bytes_received"),
+                      waited = rank_list(s, "comm_wait_seconds"),
+                      overlapped = rank_list(s, "overlapped_comm_seconds"),
+                      in_flight = rank_list(s, "comm_in_flight_seconds");
+  auto at = [](const std::vector<double>& v, int64_t r) {
+    return r < static_cast<int64_t>(v.size()) ? v[r] : NAN;
+  };
+  auto secs = [](double v) {  // tiny negative differences of clocks print as 0.00, not -0.00
+    return std::isfinite(v) ? fmt::format("{:.2f}", std::fabs(v) < 0.005 ? 0.0 : v) : "-";
+  };
+  auto bytes_cell = [](double v) { return std::isfinite(v) ? human_bytes(v) : "-"; };
+  body += "<table>";
+  body += row({"rank", "sent", "received", "in flight (s)", "sent / in flight", "waiting (s)",
+               "overlapped (s)"},
+              "th");
+  for (int64_t r = 0; r < world; ++r) {
+    double f = at(in_flight, r);
+    std::string rate = std::isfinite(f) && f > 0 && std::isfinite(at(sent, r))
+                           ? fmt::format("{:.2f} Mbit/s", at(sent, r) * 8 / f / 1e6)
+                           : "-";
+    body += row({std::to_string(r), bytes_cell(at(sent, r)), bytes_cell(at(received, r)), secs(f),
+                 rate, secs(at(waited, r)), secs(at(overlapped, r))});
+  }
+  body += "</table>";
+
+  // Memory.
+  body += "<h2>Memory</h2>";
+  BarChart rss_chart{
+      "memory-rss", "Peak resident set size per rank", "bytes", {}, {"peak RSS"}, {}, "bytes",
+      false};
+  BarChart buffers{"memory-buffers", "Named buffers per rank", "bytes", {}, {}, {}, "bytes", false};
+  const nlohmann::json memory = s.value("memory_bytes", nlohmann::json::object());
+  for (auto it = memory.begin(); it != memory.end(); ++it) buffers.segments.push_back(it.key());
+  for (int64_t r = 0; r < world; ++r) {
+    rss_chart.bars.push_back(fmt::format("rank {}", r));
+    rss_chart.values.push_back({at(rss, r)});
+    buffers.bars.push_back(fmt::format("rank {}", r));
+    std::vector<double> v;
+    for (auto it = memory.begin(); it != memory.end(); ++it)
+      v.push_back(it->is_array() && static_cast<int64_t>(it->size()) > r && (*it)[r].is_number()
+                      ? (*it)[r].get<double>()
+                      : 0.0);
+    buffers.values.push_back(std::move(v));
+  }
+  body += render_bar_chart(rss_chart) + render_bar_chart(buffers);
+
+  // Where the time went.
+  body += "<h2>Time per rank</h2>";
+  const char* const parts[] = {"compute", "optimizer", "wait", "eval", "checkpoint", "other"};
+  BarChart util{
+      "utilisation",
+      "Utilisation of each rank's training thread",
+      "share of the rank's run time",
+      {},
+      {"compute", "optimizer", "waiting (communication)", "evaluation", "checkpoint", "other"},
+      {},
+      "s",
+      true};
+  const nlohmann::json tb = s.value("time_breakdown_seconds", nlohmann::json::object());
+  std::string table = "<table>" + row({"rank", "run time (s)", "compute", "optimizer", "waiting",
+                                       "evaluation", "checkpoint", "other", "comm in flight"},
+                                      "th");
+  for (int64_t r = 0; r < world; ++r) {
+    util.bars.push_back(fmt::format("rank {}", r));
+    std::vector<double> v;
+    std::vector<std::string> cells = {std::to_string(r), secs(at(rank_list(tb, "window"), r))};
+    for (const char* p : parts) {
+      v.push_back(at(rank_list(tb, p), r));
+      cells.push_back(secs(v.back()));
+    }
+    cells.push_back(secs(at(in_flight, r)));
+    util.values.push_back(std::move(v));
+    table += row(cells);
+  }
+  body += render_bar_chart(util) + table + "</table>";
+  body += kDerivation;
+  return html_page(run.name + " · desync report", body);
+}
+
+void write_run_report(const std::string& run_dir) {
+  write_file_atomic(run_dir + "/report.html", run_report_html(load_run(run_dir)));
+}
+
+}  // namespace desync

@@ -1,0 +1,206 @@
+#include "desync/report/run_report.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <regex>
+
+#include "desync/core/error.h"
+#include "desync/report/compare.h"
+#include "test_util.h"
+
+namespace desync {
+namespace {
+
+// A finished two-rank run: evaluations at steps 10 and 20 with the given accuracies.
+void write_run(const std::string& dir, const std::string& algorithm, double acc10, double acc20,
+               double seconds_per_step) {
+  std::filesystem::create_directories(dir);
+  nlohmann::json summary = {
+      {"algorithm", algorithm},
+      {"model", "mlp"},
+      {"dataset", "synthetic"},
+      {"workers", 2},
+      {"steps", 20},
+      {"samples", 1280},
+      {"test_accuracy", acc20},
+      {"test_loss", 0.5},
+      {"train_loss", 0.4},
+      {"wall_seconds", 30.0},
+      {"train_seconds", 20 * seconds_per_step},
+      {"samples_per_second", 1280 / (20 * seconds_per_step)},
+      {"bytes_sent", {2 * 1048576, 4 * 1048576}},
+      {"bytes_received", {3 * 1048576, 3 * 1048576}},
+      {"comm_wait_seconds", {1.0, 3.0}},
+      {"overlapped_comm_seconds", {0.0, 0.0}},
+      {"comm_in_flight_seconds", {2.0, 4.0}},
+      {"peak_rss_bytes", {100 * 1048576, 300 * 1048576}},
+      {"memory_bytes", {{"parameters", {4000, 4000}}, {"gradients", {4000, 4000}}}},
+      {"time_breakdown_seconds",
+       {{"window", {30, 30}},
+        {"compute", {10, 12}},
+        {"optimizer", {1, 1}},
+        {"wait", {5, 3}},
+        {"eval", {2, 2}},
+        {"checkpoint", {1, 1}},
+        {"other", {11, 11}}}}};
+  testing::write_file(dir + "/summary.json", summary.dump(2));
+  std::string metrics;
+  for (int step = 5; step <= 20; step += 5) {
+    double elapsed = step * seconds_per_step;
+    metrics += nlohmann::json({{"type", "train"},
+                               {"step", step},
+                               {"loss", 2.0 / step},
+                               {"elapsed", elapsed},
+                               {"bytes_sent_per_rank", {step * 1000, step * 2000}}})
+                   .dump() +
+               "\n";
+    if (step % 10 == 0)
+      metrics += nlohmann::json({{"type", "eval"},
+                                 {"step", step},
+                                 {"test_loss", 1.0 / step},
+                                 {"test_accuracy", step == 10 ? acc10 : acc20},
+                                 {"elapsed", elapsed}})
+                     .dump() +
+                 "\n";
+  }
+  testing::write_file(dir + "/metrics.jsonl", metrics);
+}
+
+// The <figure> holding chart `id`, or "" if there is none.
+std::string figure(const std::string& html, const std::string& id) {
+  size_t at = html.find("<figure class=\"chart\" id=\"" + id + "\"");
+  if (at == std::string::npos) return "";
+  return html.substr(at, html.find("</figure>", at) - at);
+}
+
+size_t count(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+TEST(RunReport, HasEveryChartWithItsMarks) {
+  testing::TempDir dir;
+  write_run(dir.file("ddp"), "ddp", 0.5, 0.8, 0.1);
+  write_run_report(dir.file("ddp"));
+  std::string html = testing::read_file(dir.file("ddp/report.html"));
+  EXPECT_EQ(html.find("<script"), std::string::npos);
+  EXPECT_EQ(html.find("http"), std::string::npos);  // nothing fetched from anywhere
+  // Learning curves: train and test loss; test accuracy.
+  EXPECT_EQ(count(figure(html, "loss-vs-step"), "class=\"series\""), 2u);
+  EXPECT_EQ(count(figure(html, "loss-vs-time"), "class=\"series\""), 2u);
+  EXPECT_EQ(count(figure(html, "accuracy-vs-step"), "class=\"series\""), 1u);
+  EXPECT_EQ(count(figure(html, "accuracy-vs-time"), "class=\"series\""), 1u);
+  // One line of bytes per rank; memory and utilisation bars per rank.
+  std::string bytes = figure(html, "bytes-per-rank");
+  EXPECT_NE(bytes.find("data-series=\"rank 0\""), std::string::npos);
+  EXPECT_NE(bytes.find("data-series=\"rank 1\""), std::string::npos);
+  EXPECT_EQ(count(figure(html, "memory-rss"), "class=\"segment\""), 2u);
+  EXPECT_EQ(count(figure(html, "memory-buffers"), "class=\"segment\""), 4u);
+  std::string util = figure(html, "utilisation");
+  EXPECT_EQ(count(util, "class=\"segment\""), 12u);  // 2 ranks x 6 parts
+  EXPECT_NE(util.find("rank 1 · compute: 12 s (40.0 %)"), std::string::npos);
+  // The per-rank table: in-flight rate = bytes sent / in-flight time.
+  EXPECT_NE(html.find("<td>8.39 Mbit/s</td>"), std::string::npos);  // 2 MiB * 8 / 2 s
+  EXPECT_NE(html.find("How the figures are derived"), std::string::npos);
+}
+
+TEST(RunReport, MissingFiguresShowNoDataInsteadOfFailing) {
+  testing::TempDir dir;
+  std::filesystem::create_directories(dir.file("old"));
+  testing::write_file(dir.file("old/summary.json"), R"({"algorithm": "ddp", "workers": 2})");
+  write_run_report(dir.file("old"));
+  std::string html = testing::read_file(dir.file("old/report.html"));
+  for (const char* id : {"loss-vs-step", "accuracy-vs-step", "loss-vs-time", "accuracy-vs-time",
+                         "bytes-per-rank", "memory-rss", "memory-buffers", "utilisation"}) {
+    std::string f = figure(html, id);
+    ASSERT_FALSE(f.empty()) << id;
+    EXPECT_NE(f.find("no data"), std::string::npos) << id;
+  }
+}
+
+TEST(RunReport, LoadRunRejectsWhatIsNotARunDirectory) {
+  testing::TempDir dir;
+  try {
+    load_run(dir.file("nope"));
+    FAIL();
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find(dir.file("nope")), std::string::npos);
+  }
+  try {
+    load_run(dir.path());
+    FAIL();
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("no summary.json"), std::string::npos);
+  }
+  testing::write_file(dir.file("summary.json"), "{not json");
+  EXPECT_THROW(load_run(dir.path()), UsageError);
+}
+
+TEST(Compare, TableHasOneRowPerRunWithItsFigures) {
+  testing::TempDir dir;
+  write_run(dir.file("fast"), "ddp", 0.7, 0.9, 0.1);
+  write_run(dir.file("slow"), "zero1", 0.6, 0.8, 1.0);
+  std::vector<RunData> runs = {load_run(dir.file("fast")), load_run(dir.file("slow") + "/")};
+  EXPECT_EQ(runs[1].name, "slow");
+  double target = comparison_target(runs, NAN);
+  EXPECT_DOUBLE_EQ(target, 0.8);  // the lowest final accuracy
+  EXPECT_DOUBLE_EQ(comparison_target(runs, 0.65), 0.65);
+
+  auto split = [](const std::string& table) {
+    std::vector<std::string> lines;
+    for (size_t at = 0, nl; (nl = table.find('\n', at)) != std::string::npos; at = nl + 1)
+      lines.push_back(table.substr(at, nl - at));
+    return lines;
+  };
+  std::vector<std::string> lines = split(compare_table(runs, 0.65));
+  ASSERT_EQ(lines.size(), 4u);  // header, rule, two runs
+  EXPECT_NE(lines[0].find("time to 0.6500 (s)"), std::string::npos);
+  EXPECT_EQ(lines[1].find_first_not_of("|-: "), std::string::npos);
+  auto cells = [](const std::string& line) {
+    std::vector<std::string> out;
+    std::regex cell("\\|\\s*([^|]*?)\\s*(?=\\|)");
+    for (auto it = std::sregex_iterator(line.begin(), line.end(), cell);
+         it != std::sregex_iterator(); ++it)
+      out.push_back((*it)[1]);
+    return out;
+  };
+  std::vector<std::string> fast = cells(lines[2]), slow = cells(lines[3]);
+  ASSERT_EQ(fast.size(), cells(lines[0]).size());
+  EXPECT_EQ(fast[0], "fast");
+  EXPECT_EQ(fast[1], "ddp");
+  EXPECT_EQ(fast[2], "2");
+  EXPECT_EQ(fast[3], "1280");     // samples
+  EXPECT_EQ(fast[4], "0.9000");   // final accuracy
+  EXPECT_EQ(fast[5], "1.0");      // 0.7 >= 0.65 at step 10: 10 x 0.1 s
+  EXPECT_EQ(slow[5], "20.0");     // 0.6 < 0.65 at step 10; 0.8 at step 20: 20 x 1 s
+  EXPECT_EQ(fast[6], "640.0");    // samples/s: 1280 / 2 s
+  EXPECT_EQ(fast[7], "3.00");     // MiB sent per rank, mean of 2 and 4
+  EXPECT_EQ(fast[8], "4.00");     //   max
+  EXPECT_EQ(fast[9], "3.00");     // comm in flight, mean of 2 and 4
+  EXPECT_EQ(fast[10], "2.00");    // waiting, mean of 1 and 3
+  EXPECT_EQ(fast[11], "300.00");  // peak RSS max, MiB
+
+  // A target nobody reached: "-".
+  EXPECT_EQ(cells(split(compare_table(runs, 0.95))[2])[5], "-");
+}
+
+TEST(Compare, PageOverlaysOneCurvePerRun) {
+  testing::TempDir dir;
+  write_run(dir.file("a"), "ddp", 0.7, 0.9, 0.1);
+  write_run(dir.file("b"), "acco", 0.6, 0.8, 1.0);
+  std::vector<RunData> runs = {load_run(dir.file("a")), load_run(dir.file("b"))};
+  std::string html = compare_html(runs, 0.8);
+  for (const char* id : {"compare-loss-vs-step", "compare-accuracy-vs-step", "compare-loss-vs-time",
+                         "compare-accuracy-vs-time", "compare-bytes"}) {
+    std::string f = figure(html, id);
+    EXPECT_EQ(count(f, "class=\"series\""), 2u) << id;
+    EXPECT_NE(f.find("data-series=\"a\""), std::string::npos) << id;
+    EXPECT_NE(f.find("data-series=\"b\""), std::string::npos) << id;
+  }
+  EXPECT_EQ(html.find("<script"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace desync

@@ -1,0 +1,119 @@
+#include "desync/report/svg.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <regex>
+
+namespace desync {
+namespace {
+
+size_t count(const std::string& text, const std::string& needle) {
+  size_t n = 0;
+  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+std::vector<double> attribute_values(const std::string& text, const std::string& element,
+                                     const std::string& attribute) {
+  std::vector<double> out;
+  std::regex element_re("<" + element + " [^>]*>");
+  std::regex attr_re(" " + attribute + "=\"([-0-9.e]+)\"");
+  for (auto it = std::sregex_iterator(text.begin(), text.end(), element_re);
+       it != std::sregex_iterator(); ++it) {
+    std::smatch m;
+    std::string tag = it->str();
+    if (std::regex_search(tag, m, attr_re)) out.push_back(std::stod(m[1]));
+  }
+  return out;
+}
+
+TEST(Svg, LineChartHasItsIdOneMarkedPathPerSeriesAndEscapedLabels) {
+  LineChart c{"loss-chart", "Loss <train>", "step", "loss", {}, ""};
+  c.series.push_back({"a<b", {1, 2, 3}, {3, 2, 1}});
+  c.series.push_back({"c&d", {1, 2, 3}, {2, 2, 2}});
+  std::string svg = render_line_chart(c);
+  EXPECT_NE(svg.find("id=\"loss-chart\""), std::string::npos);
+  EXPECT_NE(svg.find("data-chart=\"line\""), std::string::npos);
+  EXPECT_EQ(count(svg, "<svg "), 1u);
+  EXPECT_EQ(count(svg, "<path class=\"series\""), 2u);
+  EXPECT_NE(svg.find("data-series=\"a&lt;b\""), std::string::npos);
+  EXPECT_NE(svg.find("data-series=\"c&amp;d\""), std::string::npos);
+  EXPECT_NE(svg.find("Loss &lt;train&gt;"), std::string::npos);
+  EXPECT_EQ(svg.find("<train>"), std::string::npos);
+  EXPECT_EQ(svg.find("no data"), std::string::npos);
+}
+
+TEST(Svg, LineChartSkipsNonFinitePointsAndSaysNoDataWhenNothingIsLeft) {
+  LineChart c{"c", "t", "x", "y", {}, ""};
+  c.series.push_back({"s", {1, 2, NAN, 4}, {1, INFINITY, 3, 4}});
+  std::string svg = render_line_chart(c);
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(svg, m, std::regex("class=\"series\"[^>]* d=\"([^\"]*)\"")));
+  std::string d = m[1];
+  EXPECT_EQ(count(d, "M"), 1u);
+  EXPECT_EQ(count(d, "L"), 1u);  // (1,1) and (4,4) only
+  EXPECT_EQ(d.find("nan"), std::string::npos);
+
+  LineChart empty{"e", "t", "x", "y", {{"s", {NAN}, {1}}}, ""};
+  std::string none = render_line_chart(empty);
+  EXPECT_NE(none.find("no data"), std::string::npos);
+  EXPECT_EQ(none.find("class=\"series\""), std::string::npos);
+  EXPECT_NE(none.find("id=\"e\""), std::string::npos);
+}
+
+TEST(Svg, PointsStayInsideThePlotArea) {
+  LineChart c{"c", "t", "x", "y", {{"s", {0, 10, 20}, {5, -3, 1e6}}}, ""};
+  std::string svg = render_line_chart(c);
+  for (double x : attribute_values(svg, "circle", "cx")) {
+    EXPECT_GE(x, 0);
+    EXPECT_LE(x, 640);
+  }
+  for (double y : attribute_values(svg, "circle", "cy")) {
+    EXPECT_GE(y, 0);
+    EXPECT_LE(y, 300);
+  }
+  EXPECT_EQ(attribute_values(svg, "circle", "cx").size(), 3u);
+}
+
+TEST(Svg, FractionBarsSplitEachBarInProportionToItsValues) {
+  BarChart c{"util", "t", "share", {"rank 0", "rank 1"}, {"a", "b"}, {{1, 3}, {2, 2}}, "s", true};
+  std::string svg = render_bar_chart(c);
+  EXPECT_NE(svg.find("id=\"util\""), std::string::npos);
+  EXPECT_EQ(count(svg, "<rect class=\"segment\""), 4u);
+  std::vector<double> w = attribute_values(svg, "rect class=\"segment\"", "width");
+  ASSERT_EQ(w.size(), 4u);
+  EXPECT_NEAR(w[1] / w[0], 3.0, 0.01);
+  EXPECT_NEAR(w[2] / w[3], 1.0, 0.01);
+  EXPECT_NEAR(w[0] + w[1], w[2] + w[3], 0.02);  // both bars span the whole axis
+  std::vector<double> x = attribute_values(svg, "rect class=\"segment\"", "x");
+  EXPECT_NEAR(x[1], x[0] + w[0], 0.02);  // stacked, not overlapping
+  EXPECT_NE(svg.find("rank 0 · b: 3 s (75.0 %)"), std::string::npos);
+}
+
+TEST(Svg, BarChartWithoutValuesSaysNoData) {
+  BarChart c{"m", "t", "bytes", {"rank 0"}, {"rss"}, {{0}}, "bytes", false};
+  std::string svg = render_bar_chart(c);
+  EXPECT_NE(svg.find("no data"), std::string::npos);
+  EXPECT_EQ(svg.find("class=\"segment\""), std::string::npos);
+}
+
+TEST(Svg, HumanBytesAndEscaping) {
+  EXPECT_EQ(human_bytes(0), "0 B");
+  EXPECT_EQ(human_bytes(1536), "1.5 KiB");
+  EXPECT_EQ(human_bytes(3.0 * 1024 * 1024), "3.0 MiB");
+  EXPECT_EQ(html_escape("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+}
+
+TEST(Svg, PageIsSelfContained) {
+  std::string page = html_page("t<", "<p>body</p>");
+  EXPECT_EQ(page.rfind("<!DOCTYPE html>", 0), 0u);
+  EXPECT_NE(page.find("<title>t&lt;</title>"), std::string::npos);
+  EXPECT_EQ(page.find("<script"), std::string::npos);
+  EXPECT_EQ(page.find("http://"), std::string::npos);
+  EXPECT_EQ(page.find("https://"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace desync

@@ -1,5 +1,6 @@
 // Real multi-process jobs through `desync train --workers N`: DDP equivalence with one worker,
-// byte accounting against the ring formula, and what happens when a worker dies or stalls.
+// byte accounting against the formulas (DDP, DiLoCo, D-PSGD, AD-PSGD, GASLoC), and what
+// happens when a worker dies or stalls.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -103,7 +104,9 @@ TEST(Distributed, KilledWorkerIsNamedAndResumeMatchesUninterrupted) {
   for (std::string algorithm :
        {"--set algorithm.name=ddp", "--set algorithm.name=zero1 --set optimizer.name=adamw",
         "--set algorithm.name=dpu --set algorithm.n_warmup=10 --set optimizer.name=adamw",
-        "--set algorithm.name=acco --set algorithm.fixed_count=true --set optimizer.name=adamw"}) {
+        "--set algorithm.name=acco --set algorithm.fixed_count=true --set optimizer.name=adamw",
+        "--set algorithm.name=diloco --set algorithm.local_steps=8 --set optimizer.name=adamw",
+        "--set algorithm.name=gasloc --set algorithm.local_steps=4 --set optimizer.name=adamw"}) {
     testing::TempDir dir;
     JobRun ref = train(dir, "ref", "--workers 2 " + algorithm);
     ASSERT_EQ(ref.result.status, 0) << ref.result.output;
@@ -166,6 +169,67 @@ TEST(Distributed, SingleAlgorithmRefusesSeveralWorkers) {
   EXPECT_NE(r.result.status, 0);
   EXPECT_NE(r.result.output.find("use a multi-worker algorithm"), std::string::npos)
       << r.result.output;
+}
+
+// Decentralized methods over Gloo, 4 workers, 40 steps, one log record at the end (its
+// all-reduce of a few doubles is the only other training traffic).
+TEST(Distributed, DecentralizedBytesPerRankFollowTheirFormulas) {
+  const int n = 4, steps = 40;
+  testing::TempDir dir;
+  auto run = [&](const std::string& name, const std::string& args) {
+    JobRun r = train(dir, name, "--workers 4 --set run.log_every=40 " + args);
+    EXPECT_EQ(r.result.status, 0) << r.result.output;
+    return r;
+  };
+  auto sent = [](const JobRun& r, int rank) { return r.summary["bytes_sent"][rank].get<double>(); };
+  JobRun diloco = run("diloco", "--set algorithm.name=diloco --set algorithm.local_steps=10");
+  JobRun dpsgd = run("dpsgd", "--set algorithm.name=dpsgd --set algorithm.topology=ring");
+  JobRun gasloc = run("gasloc", "--set algorithm.name=gasloc --set algorithm.local_steps=10");
+  JobRun adpsgd = run("adpsgd", "--set algorithm.name=adpsgd");
+  const double psi_bytes = diloco.summary["parameters"].get<double>() * 4;
+  // DiLoCo: a ring all-reduce of Ψ every H steps, plus the start-up broadcast from rank 0
+  // (binomial tree over 4 ranks: rank 0 sends to 1 and 2, rank 1 to 3).
+  const double broadcast_sent[] = {2, 1, 0, 0};
+  for (int r = 0; r < n; ++r) {
+    double rounds = steps / 10.0;
+    EXPECT_NEAR(sent(diloco, r) / ((rounds * 2.0 * (n - 1) / n + broadcast_sent[r]) * psi_bytes),
+                1.0, 0.01)
+        << "rank " << r;
+    EXPECT_NEAR(sent(dpsgd, r) / (steps * 2 * psi_bytes), 1.0, 0.01) << "rank " << r;  // ring
+    EXPECT_NEAR(sent(gasloc, r) / (rounds * psi_bytes), 1.0, 0.01) << "rank " << r;    // k = 1
+  }
+  // AD-PSGD: every step of an active (even) rank averages once with a passive neighbour: Ψ
+  // each way. The passive ranks together answer all 2 * steps requests.
+  EXPECT_NEAR(sent(adpsgd, 0) / (steps * psi_bytes), 1.0, 0.01);
+  EXPECT_NEAR(sent(adpsgd, 2) / (steps * psi_bytes), 1.0, 0.01);
+  EXPECT_NEAR((sent(adpsgd, 1) + sent(adpsgd, 3)) / (2 * steps * psi_bytes), 1.0, 0.01);
+}
+
+TEST(Distributed, DecentralizedEvaluationLogsTheConsensusDistance) {
+  testing::TempDir dir;
+  JobRun r = train(dir, "gossip",
+                   "--workers 3 --set algorithm.name=dpsgd --set eval.every=10 "
+                   "--set run.worker_speed=[1.0,1.0,0.5]");
+  ASSERT_EQ(r.result.status, 0) << r.result.output;
+  int evals = 0;
+  for (const auto& rec : read_metrics(dir.file("gossip/metrics.jsonl"))) {
+    if (rec["type"] != "eval") continue;
+    ++evals;
+    ASSERT_TRUE(rec.contains("consensus_distance")) << rec.dump();
+    EXPECT_GT(rec["consensus_distance"].get<double>(), 0.0);
+    EXPECT_LT(rec["consensus_distance"].get<double>(), 1.0);
+  }
+  EXPECT_EQ(evals, 4);  // steps 10, 20, 30 and the final one
+  EXPECT_TRUE(r.summary["eval_metrics"].contains("consensus_distance"));
+}
+
+TEST(Distributed, AdpsgdWithASlowWorkerFinishesOnFourProcesses) {
+  testing::TempDir dir;
+  JobRun r = train(dir, "adpsgd",
+                   "--workers 4 --set algorithm.name=adpsgd --set run.steps=60 "
+                   "--set run.worker_speed=[1.0,0.25,1.0,1.0]");
+  ASSERT_EQ(r.result.status, 0) << r.result.output;
+  EXPECT_LT(r.summary["test_loss"].get<double>(), r.losses.front());
 }
 
 // The documented DDP example: one epoch on 2 workers reaches >= 0.88.

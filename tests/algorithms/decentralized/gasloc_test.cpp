@@ -153,5 +153,16 @@ TEST(Gasloc, LocalStepsPerWorkerMustNameEveryWorker) {
   EXPECT_THROW(run_on_fake_world(no_speeds, 2, 1, data), ConfigError);
 }
 
+TEST(Gasloc, LocalStepsFromSpeedScaleWithTheFastestWorker) {
+  Config cfg = gasloc_config({"algorithm.local_steps=4", "algorithm.local_steps_from_speed=true",
+                              "run.worker_speed=[1.0, 0.5, 0.1]"});
+  DatasetSplits data = load_dataset(cfg.data, 0);
+  auto ranks = run_on_fake_world(cfg, 3, 4, data);
+  EXPECT_EQ(gasloc_of(ranks[0]).my_local_steps(), 4);
+  EXPECT_EQ(gasloc_of(ranks[1]).my_local_steps(), 2);
+  EXPECT_EQ(gasloc_of(ranks[2]).my_local_steps(), 1);  // at least one
+  EXPECT_EQ(ranks[2].losses.size(), 4u);  // a trainer step per step; only one consumed data
+}
+
 }  // namespace
 }  // namespace desync

@@ -20,6 +20,7 @@
 #include "desync/models/staged_model.h"
 #include "desync/optim/schedule.h"
 #include "desync/report/metrics.h"
+#include "desync/report/run_report.h"
 #include "desync/report/summary.h"
 
 namespace desync {
@@ -71,6 +72,12 @@ double mean_over_ranks(Communicator& comm, double value) {
   torch::Tensor v = torch::tensor({value}, torch::kFloat64);
   comm.all_reduce(v);
   return v.item<double>() / static_cast<double>(comm.world_size());
+}
+
+nlohmann::json eval_metrics_json(const std::vector<std::pair<std::string, double>>& extras) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& [name, value] : extras) j[name] = value;
+  return j;
 }
 
 std::vector<int64_t> as_ints(const std::vector<double>& v) {
@@ -132,7 +139,11 @@ nlohmann::json Trainer::run() {
   }
   Schedule schedule(cfg_.schedule, cfg_.optimizer.lr, total_steps);
   std::unique_ptr<Algorithm> algorithm = make_algorithm(cfg_.algorithm);
+  // Evaluation traffic (the test-set totals, models averaged for evaluation) has its own
+  // channel, so that the bytes and waits reported for training exclude it.
+  std::shared_ptr<Communicator> eval_comm = comm_.split("eval");
   Context ctx{cfg_, comm_, model, batches, schedule, 0};
+  ctx.eval_comm = eval_comm.get();
   if (!cfg_.run.worker_speed.empty()) {
     if (static_cast<int64_t>(cfg_.run.worker_speed.size()) != world)
       throw ConfigError(fmt::format("run.worker_speed has {} entries; the job has {} workers",
@@ -143,7 +154,7 @@ nlohmann::json Trainer::run() {
 
   // State that a checkpoint carries besides the model and the algorithm.
   int64_t start_step = 0, samples = 0;  // samples: consumed by this rank
-  double train_seconds = 0.0, wall_before = 0.0, idle_seconds = 0.0;
+  double train_seconds = 0.0, wall_before = 0.0, idle_seconds = 0.0, idle_in_split_calls = 0.0;
   std::deque<double> recent_losses;
 
   CheckpointStore store(run_dir_ + "/checkpoints", rank, world);
@@ -214,17 +225,25 @@ nlohmann::json Trainer::run() {
     store.write(step, a, cfg_.checkpoint.keep);
   };
 
+  std::vector<std::pair<std::string, double>> eval_extras;  // the last evaluation's
   auto eval_record = [&](int64_t step) {
     TraceSpan span("eval", "eval");
-    EvalResult r = evaluate(algorithm->model_for_eval(ctx), data.test, cfg_, comm_);
+    EvalResult r = evaluate(algorithm->model_for_eval(ctx), data.test, cfg_, *eval_comm);
+    eval_extras = algorithm->eval_metrics();
     if (leader) {
-      metrics->write({{"type", "eval"},
-                      {"step", step},
-                      {"test_loss", r.loss},
-                      {"test_accuracy", r.accuracy},
-                      {"elapsed", train_seconds}});
-      say(fmt::format("eval  step {}  test loss {:.4f}  test accuracy {:.4f}", step, r.loss,
-                      r.accuracy));
+      nlohmann::json record = {{"type", "eval"},
+                               {"step", step},
+                               {"test_loss", r.loss},
+                               {"test_accuracy", r.accuracy},
+                               {"elapsed", train_seconds}};
+      std::string extras;
+      for (const auto& [name, value] : eval_extras) {
+        record[name] = value;
+        extras += fmt::format("  {} {:.4g}", name, value);
+      }
+      metrics->write(record);
+      say(fmt::format("eval  step {}  test loss {:.4f}  test accuracy {:.4f}{}", step, r.loss,
+                      r.accuracy, extras));
     }
     return r;
   };
@@ -248,17 +267,27 @@ nlohmann::json Trainer::run() {
     maybe_inject_fault(fault, rank, step);
     samples += report.samples;  // this rank's; ranks may differ (ACCO, uneven workers)
     idle_seconds += report.idle_seconds;
-    recent_losses.push_back(report.loss);
-    if (recent_losses.size() > kTrainLossWindow) recent_losses.pop_front();
+    idle_in_split_calls += report.idle_in_split_calls;
+    if (report.micro_batches > 0) {  // a step may consume nothing (a worker with fewer steps)
+      recent_losses.push_back(report.loss);
+      if (recent_losses.size() > kTrainLossWindow) recent_losses.pop_front();
+    }
 
     if (world == 1) stopped = interrupted();
     if (step % cfg_.run.log_every == 0 || step == total_steps) {
       // Over all ranks: the step's loss, weighted by micro-batches, the samples consumed, and
       // whether any rank was interrupted (ranks must agree on the step at which they stop).
-      torch::Tensor t = torch::tensor(
-          {report.loss * report.micro_batches, static_cast<double>(report.micro_batches),
-           static_cast<double>(samples), interrupted() ? 1.0 : 0.0},
-          torch::kFloat64);
+      // Then one slot per rank: the training bytes it has sent so far.
+      torch::Tensor t = torch::zeros({4 + world}, torch::kFloat64);
+      {
+        auto a = t.accessor<double, 1>();
+        a[0] = report.loss * static_cast<double>(report.micro_batches);
+        a[1] = static_cast<double>(report.micro_batches);
+        a[2] = static_cast<double>(samples);
+        a[3] = interrupted() ? 1.0 : 0.0;
+        a[4 + rank] = static_cast<double>(comm_.total_stats().bytes_sent -
+                                          eval_comm->total_stats().bytes_sent);
+      }
       if (world > 1) {
         comm_.all_reduce(t);
         stopped = t[3].item<double>() > 0;
@@ -277,7 +306,10 @@ nlohmann::json Trainer::run() {
                         {"lr", lr},
                         {"samples", global_samples},
                         {"samples_per_second", sps},
-                        {"elapsed", train_seconds}});
+                        {"elapsed", train_seconds},
+                        {"bytes_sent_per_rank",
+                         as_ints(std::vector<double>(t.data_ptr<double>() + 4,
+                                                     t.data_ptr<double>() + 4 + world))}});
       }
       shown_loss = loss;
       shown_sps = sps;
@@ -295,6 +327,7 @@ nlohmann::json Trainer::run() {
     if (stopped) break;
   }
   if (leader && opts_.show_progress) progress.finish();
+  algorithm->finish(ctx);
 
   nlohmann::json summary;
   EvalResult final_eval;
@@ -312,11 +345,15 @@ nlohmann::json Trainer::run() {
 
   // Waiting that blocked training: the main channel's waits plus waits for a background comm
   // thread. Communication of background threads is reported as overlapped.
-  const CommStats cs = comm_.total_stats();
+  CommStats cs = comm_.total_stats();
+  cs -= eval_comm->total_stats();
   std::vector<double> sent = per_rank(comm_, static_cast<double>(cs.bytes_sent));
   std::vector<double> received = per_rank(comm_, static_cast<double>(cs.bytes_received));
-  std::vector<double> waited = per_rank(comm_, comm_.stats().wait_seconds + idle_seconds);
-  std::vector<double> overlapped = per_rank(comm_, cs.wait_seconds - comm_.stats().wait_seconds);
+  const double main_wait = comm_.stats().wait_seconds;  // before the calls below add to it
+  std::vector<double> waited = per_rank(comm_, main_wait + idle_seconds);
+  std::vector<double> overlapped =
+      per_rank(comm_, cs.wait_seconds - main_wait - idle_in_split_calls -
+                          algorithm->background_idle_seconds());
   std::vector<double> rank_samples = per_rank(comm_, static_cast<double>(samples));
   int64_t global_samples = 0;
   for (double v : rank_samples) global_samples += static_cast<int64_t>(v);
@@ -324,6 +361,21 @@ nlohmann::json Trainer::run() {
   nlohmann::json memory = nlohmann::json::object();
   for (const auto& [name, bytes] : algorithm->memory())
     memory[name] = as_ints(per_rank(comm_, static_cast<double>(bytes)));
+
+  // Where each rank's time went since the run started, from its trace (see core/trace.h).
+  const int64_t now_us = Tracer::now_us();
+  const int64_t begin_us = now_us - static_cast<int64_t>(wall.seconds() * 1e6);
+  const Tracer::ThreadTime tt = Tracer::instance().thread_time(begin_us, now_us);
+  nlohmann::json time_breakdown = {
+      {"window", per_rank(comm_, static_cast<double>(now_us - begin_us) * 1e-6)},
+      {"compute", per_rank(comm_, tt.compute)},
+      {"optimizer", per_rank(comm_, tt.optimizer)},
+      {"wait", per_rank(comm_, tt.wait)},
+      {"eval", per_rank(comm_, tt.eval)},
+      {"checkpoint", per_rank(comm_, tt.checkpoint)},
+      {"other", per_rank(comm_, tt.other)}};
+  std::vector<double> in_flight =
+      per_rank(comm_, Tracer::instance().busy_seconds("comm", begin_us, now_us));
 
   double wall_seconds = wall_before + wall.seconds();
   summary = {
@@ -348,13 +400,23 @@ nlohmann::json Trainer::run() {
       {"comm_wait_seconds", waited},
       {"overlapped_comm_seconds", overlapped},
       {"memory_bytes", memory},
+      {"eval_metrics", eval_metrics_json(eval_extras)},
       {"parameters", model->parameter_count()},
       {"seed", cfg_.run.seed},
       {"interrupted", stopped},
       {"run_dir", run_dir_}};
+  summary["time_breakdown_seconds"] = std::move(time_breakdown);
+  summary["comm_in_flight_seconds"] = in_flight;
   if (leader) write_file_atomic(run_dir_ + "/summary.json", summary.dump(2) + "\n");
   make_dirs(run_dir_);
   Tracer::instance().write(fmt::format("{}/trace-rank{}.json", run_dir_, rank), rank);
+  if (leader) {
+    try {
+      write_run_report(run_dir_);
+    } catch (const std::exception& e) {  // the run itself succeeded; say so and go on
+      std::fprintf(stderr, "warning: report.html not written: %s\n", e.what());
+    }
+  }
   return summary;
 }
 

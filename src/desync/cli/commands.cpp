@@ -143,6 +143,9 @@ int run_list() {
   std::puts("  mlp          fully connected layers with ReLU (model.hidden)");
   std::puts("  cnn          conv3x3 + BatchNorm + ReLU + max-pool blocks, then two linear layers");
   std::puts("  resnet18     ResNet-18 with the CIFAR stem (3x3 conv, no max-pool)");
+  std::puts("  revnet18     RevNet-18: reversible blocks, one stage per block (PETRA layout)");
+  std::puts("  revnet34     RevNet-34: reversible blocks [3, 4, 6, 3], one stage per block");
+  std::puts("  revnet       RevNet of model.blocks per group, model.width; one stage per block");
   std::puts("datasets:");
   std::puts("  fashion-mnist  IDX files, default /usr/share/datasets/fashion-mnist");
   std::puts("  mnist          IDX files, default /usr/share/datasets/mnist");

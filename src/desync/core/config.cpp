@@ -195,7 +195,8 @@ void apply_override(toml::table& doc, const std::string& text) {
 
 const std::vector<std::string> kDatasets = {"fashion-mnist", "mnist", "cifar10", "text",
                                             "synthetic"};
-const std::vector<std::string> kModels = {"mlp", "cnn", "resnet18"};
+const std::vector<std::string> kModels = {"mlp",      "cnn",      "resnet18",
+                                          "revnet18", "revnet34", "revnet"};
 
 void read_sections(Config& c) {
   const toml::table& doc = *c.doc;
@@ -255,11 +256,15 @@ void read_sections(Config& c) {
     v.hidden = r.get("hidden", v.hidden, 1);
     v.channels = r.get("channels", v.channels, 1);
     v.width = r.get("width", v.width, 1, 4096);
+    v.blocks = r.get("blocks", v.blocks, 1);
     v.batch_norm = r.get("batch_norm", v.batch_norm);
     r.finish();
     if (v.name == "cnn" && v.channels.empty())
       throw ConfigError(
           fmt::format("{}: model.channels needs at least one entry", r.where("channels")));
+    if (v.name == "revnet" && (v.blocks.empty() || v.blocks.size() > 8))
+      throw ConfigError(fmt::format("{}: model.blocks needs 1 to 8 groups (blocks per group)",
+                                    r.where("blocks")));
   }
   {
     SectionReader r(section_table(doc, "optimizer", f), "optimizer", f);
@@ -355,6 +360,7 @@ std::string Config::resolved_toml() const {
                                   {"hidden", to_array(model.hidden)},
                                   {"channels", to_array(model.channels)},
                                   {"width", model.width},
+                                  {"blocks", to_array(model.blocks)},
                                   {"batch_norm", model.batch_norm}});
   doc.insert("optimizer", toml::table{{"name", optimizer.name},
                                       {"lr", optimizer.lr},

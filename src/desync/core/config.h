@@ -57,11 +57,14 @@ struct DataConfig {
 };
 
 struct ModelConfig {
-  std::string name = "cnn";                  // mlp | cnn | resnet18
+  std::string name = "cnn";                  // mlp | cnn | resnet18 | revnet18 | revnet34 | revnet
   std::vector<int64_t> hidden = {256, 128};  // mlp: hidden widths
   std::vector<int64_t> channels = {32, 64};  // cnn: channels of the conv blocks
-  int64_t width = 64;                        // resnet18: channels of the first stage
-  bool batch_norm = true;                    // cnn: BatchNorm after each conv
+  // resnet18: channels of the first stage; revnet*: width of each of the two streams in group 1
+  // (doubled at every later group).
+  int64_t width = 64;
+  std::vector<int64_t> blocks = {2, 2};  // revnet: blocks per group (revnet18/34 fix their own)
+  bool batch_norm = true;                // cnn: BatchNorm after each conv
 };
 
 struct OptimizerConfig {

@@ -24,4 +24,11 @@ void build_cnn(StagedModelImpl& model, const ModelConfig& cfg, const ModelInput&
 // flatten, linear). Input {C, H, W}.
 void build_resnet18(StagedModelImpl& model, const ModelConfig& cfg, const ModelInput& input);
 
+// RevNets (revnet.h), one stage per block: "stem" (conv3x3 + BN + ReLU to 2 * cfg.width
+// channels, both streams), then per group g and block b a stage "g<g>b<b>" holding one RevBlock,
+// or for the first block of groups 2.. one RevDownsampleBlock (stride 2, width doubled), then
+// "head" (global average pool over both streams, flatten, linear). Blocks per group:
+// revnet18 [2, 2, 2, 2], revnet34 [3, 4, 6, 3], revnet cfg.blocks. Input {C, H, W}.
+void build_revnet(StagedModelImpl& model, const ModelConfig& cfg, const ModelInput& input);
+
 }  // namespace desync::models

@@ -114,9 +114,11 @@ StagedModel make_model(const ModelConfig& cfg, const ModelInput& input) {
     models::build_cnn(*model, cfg, input);
   } else if (cfg.name == "resnet18") {
     models::build_resnet18(*model, cfg, input);
+  } else if (cfg.name == "revnet18" || cfg.name == "revnet34" || cfg.name == "revnet") {
+    models::build_revnet(*model, cfg, input);
   } else {
     throw ConfigError("model.name: unknown model '" + cfg.name +
-                      "'; valid choices: mlp, cnn, resnet18");
+                      "'; valid choices: mlp, cnn, resnet18, revnet18, revnet34, revnet");
   }
   return model;
 }

@@ -25,7 +25,7 @@ struct RankState {
 };
 
 struct FakeRunOptions {
-  bool identical_data = false;  // every rank reads the whole stream (as rank 0 of 1)
+  bool identical_data = false;  // every rank reads the whole stream (as pipelines do anyway)
   // Runs on each rank's model before setup() (e.g. to make the ranks' models differ).
   std::function<void(int64_t rank, StagedModel& model)> before_setup;
   // Runs on each rank after each step t.
@@ -72,12 +72,13 @@ inline std::vector<RankState> run_on_fake_world(const Config& cfg, int64_t world
     torch::manual_seed(static_cast<uint64_t>(cfg.run.seed));
     ranks[r].model =
         make_model(cfg.model, ModelInput{data.train.example_shape(), data.train.num_classes});
+    ranks[r].algorithm = make_algorithm(cfg.algorithm);
+    const bool whole = options.identical_data || !ranks[r].algorithm->shards_data();
     ranks[r].batches = std::make_unique<MicroBatchSource>(
-        data.train, cfg.data.batch_size, options.identical_data ? 0 : r,
-        options.identical_data ? 1 : world, static_cast<uint64_t>(cfg.run.seed),
+        data.train, cfg.data.batch_size, whole ? 0 : r, whole ? 1 : world,
+        static_cast<uint64_t>(cfg.run.seed),
         TransformOptions{cfg.data.normalize, cfg.data.augment});
     ranks[r].schedule = std::make_unique<Schedule>(cfg.schedule, cfg.optimizer.lr, steps);
-    ranks[r].algorithm = make_algorithm(cfg.algorithm);
   }
   auto fake = FakeWorld::create(world);
   fake->run([&](int64_t r, Communicator& comm) {

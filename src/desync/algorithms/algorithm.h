@@ -88,6 +88,12 @@ class Algorithm {
   // Seconds background threads spent blocked in calls waiting for work (a server waiting for
   // requests): reported neither as waiting nor as overlapped communication.
   virtual double background_idle_seconds() const { return 0.0; }
+  // False for methods whose first rank reads the whole stream (pipelines): the Trainer then
+  // gives every rank the unsharded stream, and only the ranks that read it consume samples.
+  virtual bool shards_data() const { return true; }
+  // Named per-rank counts for summary.json's `algorithm_stats` (e.g. a pipeline stage's peak
+  // number of buffered micro-batches).
+  virtual std::vector<std::pair<std::string, int64_t>> stats() const { return {}; }
   virtual void save(Archive& archive) const = 0;
   virtual void load(const Archive& archive) = 0;
   virtual MemoryReport memory() const { return {}; }

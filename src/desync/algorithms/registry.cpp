@@ -16,6 +16,10 @@ std::unique_ptr<Algorithm> make_diloco(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_dpsgd(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_adpsgd(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_gasloc(const AlgorithmConfig& cfg);
+std::unique_ptr<Algorithm> make_pipeline(const AlgorithmConfig& cfg);
+std::unique_ptr<Algorithm> make_pipedream(const AlgorithmConfig& cfg);
+std::unique_ptr<Algorithm> make_dsp(const AlgorithmConfig& cfg);
+std::unique_ptr<Algorithm> make_petra(const AlgorithmConfig& cfg);
 
 const std::vector<AlgorithmInfo>& algorithm_registry() {
   static const std::vector<AlgorithmInfo> kRegistry = {
@@ -40,6 +44,17 @@ const std::vector<AlgorithmInfo>& algorithm_registry() {
        make_adpsgd},
       {"gasloc", "decentralized",
        "GASLoC: local steps, gossip of proposals with random peers, outer momentum", make_gasloc},
+      {"pipeline", "pipeline",
+       "exact backprop over a pipeline of ranks, GPipe or 1F1B schedule, flush every step",
+       make_pipeline},
+      {"pipedream", "pipeline",
+       "delayed-gradient pipeline with weight stashing: no flush, update every k backwards",
+       make_pipedream},
+      {"dsp", "pipeline",
+       "delayed-gradient pipeline with input buffers and current weights (no stash)", make_dsp},
+      {"petra", "pipeline",
+       "PETRA: reversible stages rebuild their inputs; one weight version, no activation buffer",
+       make_petra},
   };
   return kRegistry;
 }

@@ -68,12 +68,6 @@ std::vector<double> per_rank(Communicator& comm, double value) {
   return std::vector<double>(v.data_ptr<double>(), v.data_ptr<double>() + v.numel());
 }
 
-double mean_over_ranks(Communicator& comm, double value) {
-  torch::Tensor v = torch::tensor({value}, torch::kFloat64);
-  comm.all_reduce(v);
-  return v.item<double>() / static_cast<double>(comm.world_size());
-}
-
 nlohmann::json eval_metrics_json(const std::vector<std::pair<std::string, double>>& extras) {
   nlohmann::json j = nlohmann::json::object();
   for (const auto& [name, value] : extras) j[name] = value;
@@ -127,7 +121,9 @@ nlohmann::json Trainer::run() {
   DatasetSplits data = load_dataset(cfg_.data, static_cast<uint64_t>(cfg_.run.seed));
   StagedModel model =
       make_model(cfg_.model, ModelInput{data.train.example_shape(), data.train.num_classes});
-  MicroBatchSource batches(data.train, cfg_.data.batch_size, rank, world,
+  std::unique_ptr<Algorithm> algorithm = make_algorithm(cfg_.algorithm);
+  const bool shard = algorithm->shards_data();  // pipelines: rank 0 reads the whole stream
+  MicroBatchSource batches(data.train, cfg_.data.batch_size, shard ? rank : 0, shard ? world : 1,
                            static_cast<uint64_t>(cfg_.run.seed),
                            TransformOptions{cfg_.data.normalize, cfg_.data.augment});
 
@@ -138,7 +134,6 @@ nlohmann::json Trainer::run() {
     total_steps = std::max<int64_t>(1, static_cast<int64_t>(micro / accumulation));
   }
   Schedule schedule(cfg_.schedule, cfg_.optimizer.lr, total_steps);
-  std::unique_ptr<Algorithm> algorithm = make_algorithm(cfg_.algorithm);
   // Evaluation traffic (the test-set totals, models averaged for evaluation) has its own
   // channel, so that the bytes and waits reported for training exclude it.
   std::shared_ptr<Communicator> eval_comm = comm_.split("eval");
@@ -341,7 +336,12 @@ nlohmann::json Trainer::run() {
   double train_loss = 0.0;
   for (double l : recent_losses) train_loss += l;
   if (!recent_losses.empty()) train_loss /= static_cast<double>(recent_losses.size());
-  if (world > 1) train_loss = mean_over_ranks(comm_, train_loss);
+  if (world > 1) {  // the mean over the ranks that computed losses (pipelines: the last one)
+    torch::Tensor t =
+        torch::tensor({train_loss, recent_losses.empty() ? 0.0 : 1.0}, torch::kFloat64);
+    comm_.all_reduce(t);
+    train_loss = t[0].item<double>() / std::max(1.0, t[1].item<double>());
+  }
 
   // Waiting that blocked training: the main channel's waits plus waits for a background comm
   // thread. Communication of background threads is reported as overlapped.
@@ -361,6 +361,9 @@ nlohmann::json Trainer::run() {
   nlohmann::json memory = nlohmann::json::object();
   for (const auto& [name, bytes] : algorithm->memory())
     memory[name] = as_ints(per_rank(comm_, static_cast<double>(bytes)));
+  nlohmann::json algorithm_stats = nlohmann::json::object();
+  for (const auto& [name, count] : algorithm->stats())
+    algorithm_stats[name] = as_ints(per_rank(comm_, static_cast<double>(count)));
 
   // Where each rank's time went since the run started, from its trace (see core/trace.h).
   const int64_t now_us = Tracer::now_us();
@@ -376,6 +379,9 @@ nlohmann::json Trainer::run() {
       {"other", per_rank(comm_, tt.other)}};
   std::vector<double> in_flight =
       per_rank(comm_, Tracer::instance().busy_seconds("comm", begin_us, now_us));
+  // Evaluation traffic, kept out of bytes_sent but on the wire all the same (netbed's check).
+  std::vector<double> eval_sent =
+      per_rank(comm_, static_cast<double>(eval_comm->total_stats().bytes_sent));
 
   double wall_seconds = wall_before + wall.seconds();
   summary = {
@@ -400,6 +406,7 @@ nlohmann::json Trainer::run() {
       {"comm_wait_seconds", waited},
       {"overlapped_comm_seconds", overlapped},
       {"memory_bytes", memory},
+      {"algorithm_stats", algorithm_stats},
       {"eval_metrics", eval_metrics_json(eval_extras)},
       {"parameters", model->parameter_count()},
       {"seed", cfg_.run.seed},
@@ -407,6 +414,7 @@ nlohmann::json Trainer::run() {
       {"run_dir", run_dir_}};
   summary["time_breakdown_seconds"] = std::move(time_breakdown);
   summary["comm_in_flight_seconds"] = in_flight;
+  summary["eval_bytes_sent"] = as_ints(eval_sent);
   if (leader) write_file_atomic(run_dir_ + "/summary.json", summary.dump(2) + "\n");
   make_dirs(run_dir_);
   Tracer::instance().write(fmt::format("{}/trace-rank{}.json", run_dir_, rank), rank);

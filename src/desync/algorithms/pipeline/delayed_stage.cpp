@@ -1,0 +1,193 @@
+#include "desync/algorithms/pipeline/delayed_stage.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "desync/algorithms/common.h"
+#include "desync/algorithms/pipeline/pipeline.h"
+#include "desync/core/error.h"
+#include "desync/core/trace.h"
+
+namespace desync {
+
+std::unique_ptr<StageMemory> make_pipedream_memory();
+std::unique_ptr<StageMemory> make_dsp_memory();
+std::unique_ptr<StageMemory> make_petra_memory(StagedModel model, StageRange range);
+
+std::unique_ptr<StageMemory> make_stage_memory(const std::string& mode, StagedModel model,
+                                               StageRange range) {
+  if (mode == "pipedream") return make_pipedream_memory();
+  if (mode == "dsp") return make_dsp_memory();
+  if (mode == "petra") return make_petra_memory(std::move(model), range);
+  throw Error("unknown delayed-pipeline mode " + mode);
+}
+
+void StageMemory::push_input(int64_t id, const torch::Tensor& x) {
+  inputs_[id] = x;
+  input_bytes_ += x.numel() * x.element_size();
+}
+
+torch::Tensor StageMemory::pop_input(int64_t id) {
+  auto it = inputs_.find(id);
+  if (it == inputs_.end() || it != inputs_.begin())
+    throw Error(fmt::format("pipeline: the input buffer does not start with micro-batch {}", id));
+  torch::Tensor x = it->second;
+  inputs_.erase(it);
+  input_bytes_ -= x.numel() * x.element_size();
+  return x;
+}
+
+void StageMemory::push_params(int64_t id, const torch::Tensor& params) {
+  stash_[id] = params.clone();
+  stash_bytes_ += params.numel() * params.element_size();
+}
+
+torch::Tensor StageMemory::pop_params(int64_t id) {
+  torch::Tensor p = stash_.at(id);
+  stash_.erase(id);
+  stash_bytes_ -= p.numel() * p.element_size();
+  return p;
+}
+
+DelayedStage::DelayedStage(const Config& config, StagedModel model, StageRange range, bool first,
+                           bool last, int64_t k, std::unique_ptr<StageMemory> memory)
+    : config_(config),
+      model_(std::move(model)),
+      range_(range),
+      first_(first),
+      last_(last),
+      reversible_(memory->inverts()),
+      k_(k),
+      memory_(std::move(memory)) {
+  flat_ = std::make_unique<FlatParameters>(model_->parameters_of(range_.begin, range_.end));
+  optimizer_ = make_optimizer(config_.optimizer,
+                              param_slots(named_params_of(model_, *flat_), config_.optimizer));
+}
+
+PipeMessage DelayedStage::forward(PipeMessage in, int64_t tick) {
+  forward_tick_[in.id] = tick;
+  if (last_) {  // the loss head: forward and backward at once
+    TraceSpan span("forward_backward", "compute");
+    return backprop(in.id, in.x, {}, /*loss_head=*/true, in.labels);
+  }
+  TraceSpan span("forward", "compute");
+  memory_->on_forward(in.id, in.x, flat_->params_flat());
+  counters_.peak_buffered_inputs =
+      std::max(counters_.peak_buffered_inputs, memory_->buffered_inputs());
+  counters_.peak_stashed_params =
+      std::max(counters_.peak_stashed_params, memory_->stashed_params());
+  counters_.peak_input_bytes = std::max(counters_.peak_input_bytes, memory_->input_bytes());
+  counters_.peak_stash_bytes = std::max(counters_.peak_stash_bytes, memory_->stash_bytes());
+  BufferSnapshot keep(model_, range_);  // this pass does not count for BatchNorm statistics
+  torch::NoGradGuard no_grad;
+  return {in.id, model_->forward_range(in.x, range_.begin, range_.end), in.labels, {}};
+}
+
+PipeMessage DelayedStage::backward(PipeMessage in, int64_t tick) {
+  TraceSpan span("backward", "compute");
+  torch::Tensor x = memory_->input_for_backward(in.id, in.x);
+  torch::Tensor stashed = memory_->params_for_backward(in.id);
+  torch::Tensor current;
+  if (stashed.defined()) {  // recompute with the weights the forward used
+    torch::NoGradGuard no_grad;
+    current = flat_->params_flat().clone();
+    flat_->params_flat().copy_(stashed);
+  }
+  PipeMessage out = backprop(in.id, x, in.grad, /*loss_head=*/false, {});
+  if (stashed.defined()) {
+    torch::NoGradGuard no_grad;
+    flat_->params_flat().copy_(current);
+  }
+  note_backward(in.id, tick);
+  return out;
+}
+
+PipeMessage DelayedStage::backprop(int64_t id, torch::Tensor x, const torch::Tensor& dy,
+                                   bool loss_head, const torch::Tensor& labels) {
+  if (!first_) x = x.detach().requires_grad_();
+  torch::Tensor y = model_->forward_range(x, range_.begin, range_.end);
+  if (loss_head) {
+    torch::Tensor loss = loss_of(y, labels);
+    loss_ = loss.item<double>();
+    loss.backward();
+    note_backward(id, forward_tick_.at(id));
+  } else {
+    y.backward(dy);
+  }
+  return {id, x.detach(), {}, first_ ? torch::Tensor() : x.grad()};
+}
+
+void DelayedStage::note_backward(int64_t id, int64_t tick) {
+  int64_t delay = tick - forward_tick_.at(id);
+  forward_tick_.erase(id);
+  counters_.min_delay_ticks =
+      counters_.min_delay_ticks < 0 ? delay : std::min(counters_.min_delay_ticks, delay);
+  counters_.max_delay_ticks = std::max(counters_.max_delay_ticks, delay);
+  ++backwards_;
+}
+
+void DelayedStage::end_tick(double lr) {
+  if (backwards_ < k_) return;
+  TraceSpan span("optimizer", "optimizer");
+  torch::Tensor& grads = flat_->grads_flat();
+  grads.div_(static_cast<double>(backwards_));
+  if (config_.optimizer.grad_clip > 0) clip_grad_norm({grads}, config_.optimizer.grad_clip);
+  optimizer_->step(lr);
+  grads.zero_();
+  backwards_ = 0;
+  ++counters_.updates;
+}
+
+TickSimulator::TickSimulator(const Config& config, const std::vector<StagedModel>& models,
+                             const std::vector<StageRange>& ranges, const std::string& mode,
+                             int64_t k) {
+  const auto j = static_cast<int64_t>(ranges.size());
+  for (int64_t s = 0; s < j; ++s)
+    stages_.push_back(
+        std::make_unique<DelayedStage>(config, models[s], ranges[s], s == 0, s == j - 1, k,
+                                       make_stage_memory(mode, models[s], ranges[s])));
+}
+
+std::vector<double> TickSimulator::run(const std::vector<MicroBatch>& batches,
+                                       const std::function<double(int64_t)>& lr) {
+  const auto j = static_cast<int64_t>(stages_.size());
+  const auto total = static_cast<int64_t>(batches.size());
+  std::vector<double> losses(total, 0.0);
+  std::map<int64_t, PipeMessage> fwd_mail, bwd_mail;  // by receiving stage
+  const int64_t last_tick = backward_tick(total - 1, 0, j);
+  for (int64_t t = 0; t <= last_tick; ++t) {
+    std::map<int64_t, PipeMessage> next_fwd, next_bwd;
+    fwd_.emplace_back();
+    bwd_.emplace_back();
+    for (int64_t s = 0; s < j; ++s) {
+      const int64_t b = t - s;
+      if (b < 0 || b >= total) continue;
+      PipeMessage in =
+          s == 0 ? PipeMessage{b, batches[b].inputs, batches[b].targets, {}} : fwd_mail.at(s);
+      if (in.id != b) throw Error("tick simulator: a forward message is out of order");
+      PipeMessage out = stages_[s]->forward(in, t);
+      fwd_.back().emplace_back(s, b);
+      if (s == j - 1) {
+        losses[b] = stages_[s]->loss();
+        bwd_.back().emplace_back(s, b);
+        if (s > 0) next_bwd[s - 1] = out;
+      } else {
+        next_fwd[s + 1] = out;
+      }
+    }
+    for (int64_t s = 0; s < j - 1; ++s) {
+      const int64_t b = t - (2 * j - s - 2);
+      if (b < 0 || b >= total) continue;
+      PipeMessage out = stages_[s]->backward(bwd_mail.at(s), t);
+      bwd_.back().emplace_back(s, b);
+      if (s > 0) next_bwd[s - 1] = out;
+    }
+    for (auto& stage : stages_) stage->end_tick(lr(t));
+    fwd_mail = std::move(next_fwd);
+    bwd_mail = std::move(next_bwd);
+  }
+  return losses;
+}
+
+}  // namespace desync

@@ -1,0 +1,147 @@
+// One stage of a delayed-gradient pipeline (PipeDream, DSP, PETRA), and the tick simulator.
+//
+// Spec: shared/algorithms/pipelines-and-petra.md §2-3. There is no flush: every stage updates
+// its parameters after every k backwards. In tick t every stage that has a message does its
+// forward, then every stage that has one does its backward, then every stage applies its
+// pending update. With J stages (s = 0..J-1), micro-batch b is forwarded by stage s at tick
+// b + s and backpropagated at tick b + 2J - s - 2, a delay of 2(J-1-s) ticks.
+//
+// DelayedStage is the computation of one stage, independent of how messages travel:
+//
+//   forward(in):   (not last) memory.on_forward(id, x); y = F(x) without graph; -> next stage
+//                  (last)     loss = CE(F(x), labels); backward; -> (id, x, dx) to the previous
+//   backward(in):  x = memory.input_for_backward(id, rebuilt output); theta = current, or the
+//                  stash (PipeDream); y = F(x) with graph; backward with dy; -> (id, x, dx)
+//   end_tick(lr):  after every k backwards: theta <- Opt(theta, grads / k)
+//
+// The StageMemory policy is what tells the methods apart (pipedream.cpp, dsp.cpp, petra.cpp).
+// Passes that do not count (forward without graph, inversion) leave BatchNorm running
+// statistics untouched; the recomputation in the backward updates them, once per micro-batch.
+//
+// TickSimulator runs J DelayedStages in one process, tick by tick, with messages delivered at
+// the next tick: the deterministic ground truth the multi-process runtime (delayed_pipeline.h)
+// must reproduce.
+//
+// Thread-safety: none.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "desync/algorithms/pipeline/stages.h"
+
+namespace desync {
+
+// What a stage keeps between the forward and the backward of a micro-batch.
+class StageMemory {
+ public:
+  virtual ~StageMemory() = default;
+  // Called at the forward of micro-batch `id` with the stage's input and current parameters.
+  virtual void on_forward(int64_t id, const torch::Tensor& input, const torch::Tensor& params) = 0;
+  // The input to recompute the backward of `id` from. `output` is the stage's output as rebuilt
+  // by the next stage (when needs_rebuilt_output()), else undefined.
+  virtual torch::Tensor input_for_backward(int64_t id, const torch::Tensor& output) = 0;
+  // The parameters the forward of `id` used, to recompute with (PipeDream's stash), or an
+  // undefined tensor: the current parameters.
+  virtual torch::Tensor params_for_backward(int64_t id) { return {}; }
+  // Whether this stage rebuilds its input by inverting its output (PETRA, reversible stages).
+  virtual bool inverts() const { return false; }
+
+  int64_t buffered_inputs() const { return static_cast<int64_t>(inputs_.size()); }
+  int64_t stashed_params() const { return static_cast<int64_t>(stash_.size()); }
+  int64_t input_bytes() const { return input_bytes_; }
+  int64_t stash_bytes() const { return stash_bytes_; }
+
+ protected:
+  void push_input(int64_t id, const torch::Tensor& x);
+  torch::Tensor pop_input(int64_t id);
+  void push_params(int64_t id, const torch::Tensor& params);
+  torch::Tensor pop_params(int64_t id);
+
+ private:
+  std::map<int64_t, torch::Tensor> inputs_, stash_;
+  int64_t input_bytes_ = 0, stash_bytes_ = 0;
+};
+
+// Builds the memory policy of `mode` ("pipedream" | "dsp" | "petra") for the stage of `model`
+// in `range` (PETRA inverts reversible stages, so it needs the model).
+std::unique_ptr<StageMemory> make_stage_memory(const std::string& mode, StagedModel model,
+                                               StageRange range);
+
+struct StageCounters {
+  int64_t peak_buffered_inputs = 0;
+  int64_t peak_stashed_params = 0;
+  int64_t peak_input_bytes = 0;
+  int64_t peak_stash_bytes = 0;
+  int64_t min_delay_ticks = -1, max_delay_ticks = -1;  // forward-to-backward, per micro-batch
+  int64_t updates = 0;
+};
+
+class DelayedStage {
+ public:
+  DelayedStage(const Config& config, StagedModel model, StageRange range, bool first, bool last,
+               int64_t k, std::unique_ptr<StageMemory> memory);
+
+  // `in` carries (id, input, labels). On the last stage the result is the backward message for
+  // the previous stage (and loss() the micro-batch's loss); otherwise the forward message.
+  PipeMessage forward(PipeMessage in, int64_t tick);
+  // `in` carries (id, rebuilt output if needed, output gradient); returns the message for the
+  // previous stage (id, this stage's rebuilt input, input gradient).
+  PipeMessage backward(PipeMessage in, int64_t tick);
+  // Applies the pending update if k backwards have accumulated since the last one.
+  void end_tick(double lr);
+
+  double loss() const { return loss_; }
+  const StageCounters& counters() const { return counters_; }
+  const StageMemory& memory() const { return *memory_; }
+  bool reversible() const { return reversible_; }
+  FlatParameters& flat() { return *flat_; }
+  Optimizer& optimizer() { return *optimizer_; }
+
+ private:
+  PipeMessage backprop(int64_t id, torch::Tensor x, const torch::Tensor& dy, bool loss_head,
+                       const torch::Tensor& labels);
+  void note_backward(int64_t id, int64_t tick);
+
+  const Config& config_;
+  StagedModel model_;
+  StageRange range_;
+  bool first_, last_, reversible_;
+  int64_t k_, backwards_ = 0;
+  std::unique_ptr<FlatParameters> flat_;
+  std::unique_ptr<Optimizer> optimizer_;
+  std::unique_ptr<StageMemory> memory_;
+  std::map<int64_t, int64_t> forward_tick_;
+  StageCounters counters_;
+  double loss_ = 0.0;
+};
+
+// J stages in one process. Stage s owns model stages ranges[s] of its own copy of the model.
+class TickSimulator {
+ public:
+  TickSimulator(const Config& config, const std::vector<StagedModel>& models,
+                const std::vector<StageRange>& ranges, const std::string& mode, int64_t k);
+
+  // Feeds `batches` (micro-batches in order) and runs ticks until every backward is done.
+  // lr(t) gives the learning rate used for updates at tick t. Returns the losses in order.
+  std::vector<double> run(const std::vector<MicroBatch>& batches,
+                          const std::function<double(int64_t tick)>& lr);
+
+  DelayedStage& stage(int64_t s) { return *stages_.at(s); }
+  // For every tick, the (stage, micro-batch) pairs whose forward / backward ran.
+  const std::vector<std::vector<std::pair<int64_t, int64_t>>>& forwards() const { return fwd_; }
+  const std::vector<std::vector<std::pair<int64_t, int64_t>>>& backwards() const { return bwd_; }
+
+ private:
+  std::vector<std::unique_ptr<DelayedStage>> stages_;
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> fwd_, bwd_;
+};
+
+// The tick at which stage s (of J) forwards / backpropagates micro-batch b.
+inline int64_t forward_tick(int64_t b, int64_t s) { return b + s; }
+inline int64_t backward_tick(int64_t b, int64_t s, int64_t j) { return b + 2 * j - s - 2; }
+
+}  // namespace desync

@@ -1,0 +1,180 @@
+#include "desync/algorithms/pipeline/pipeline.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "desync/algorithms/common.h"
+#include "desync/algorithms/registry.h"
+#include "desync/core/trace.h"
+
+namespace desync {
+
+PipelineOptions read_pipeline_options(SectionReader& r, bool with_schedule) {
+  PipelineOptions o;
+  if (with_schedule) o.gpipe = r.get_choice("schedule", "1f1b", {"1f1b", "gpipe"}) == "gpipe";
+  o.stages_per_rank = r.get("stages_per_rank", o.stages_per_rank, 1);
+  o.balance_measured = r.get_choice("balance", "count", {"count", "measured"}) == "measured";
+  return o;
+}
+
+std::vector<StageRange> place_pipeline(Context& ctx, const PipelineOptions& o) {
+  const int64_t n = ctx.model->num_stages();
+  std::vector<double> costs(n, 1.0);
+  if (o.balance_measured && o.stages_per_rank.empty()) {
+    MicroBatch probe =
+        take_range(ctx.batches.dataset(), 0, ctx.batches.batch_size(), ctx.config.data.normalize);
+    costs = measure_stage_costs(ctx.model, probe.inputs, ctx.comm);
+  }
+  return place_stages(n, ctx.comm.world_size(), o.stages_per_rank, costs);
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> named_params_of(const StagedModel& model,
+                                                                   const FlatParameters& flat) {
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (auto& [name, p] : model->named_params())
+    for (const auto& q : flat.params())
+      if (p.is_same(q)) named.emplace_back(name, p);
+  return named;
+}
+
+std::unique_ptr<Algorithm> make_pipeline(const AlgorithmConfig& cfg) {
+  SectionReader r = algorithm_options(cfg);
+  PipelineOptions o = read_pipeline_options(r, /*with_schedule=*/true);
+  r.finish();
+  return std::make_unique<Pipeline>(o);
+}
+
+std::vector<int64_t> Pipeline::schedule(bool gpipe, int64_t s, int64_t j, int64_t m) {
+  std::vector<int64_t> ops;
+  if (gpipe) {
+    for (int64_t b = 0; b < m; ++b) ops.push_back(b + 1);
+    for (int64_t b = m - 1; b >= 0; --b) ops.push_back(-(b + 1));
+    return ops;
+  }
+  const int64_t warmup = std::min(j - 1 - s, m);
+  int64_t next_f = 0, next_b = 0;
+  for (; next_f < warmup; ++next_f) ops.push_back(next_f + 1);
+  while (next_f < m) {  // steady state: one forward, one backward
+    ops.push_back(++next_f);
+    ops.push_back(-(++next_b));
+  }
+  while (next_b < m) ops.push_back(-(++next_b));
+  return ops;
+}
+
+void Pipeline::setup(Context& ctx) {
+  micro_batches_ = ctx.config.algorithm.accumulation;
+  const int64_t s = ctx.comm.rank(), j = ctx.comm.world_size();
+  ranges_ = place_pipeline(ctx, opts_);
+  mine_ = ranges_[s];
+  first_ = s == 0;
+  last_ = s == j - 1;
+  flat_ = std::make_unique<FlatParameters>(ctx.model->parameters_of(mine_.begin, mine_.end));
+  optimizer_ =
+      ctx.make_optimizer(param_slots(named_params_of(ctx.model, *flat_), ctx.config.optimizer));
+  MicroBatch probe =
+      take_range(ctx.batches.dataset(), 0, ctx.batches.batch_size(), ctx.config.data.normalize);
+  auto shapes = boundary_shapes(ctx.model, probe.inputs);
+  link_ = std::make_unique<PipeLink>(ctx.comm, shapes[mine_.begin], shapes[mine_.end],
+                                     probe.targets.sizes().vec(), /*backward_carries_x=*/false);
+}
+
+void Pipeline::forward(Context& ctx, int64_t b, StepReport& report) {
+  TraceSpan span("forward", "compute");
+  const int64_t id = ctx.step * micro_batches_ + b;
+  torch::Tensor x, labels;
+  if (first_) {
+    MicroBatch mb = ctx.batches.next();
+    x = mb.inputs;
+    labels = mb.targets;
+    report.samples += mb.inputs.size(0);
+  } else {
+    PipeMessage m = link_->recv_forward(id);
+    x = m.x.requires_grad_();
+    labels = m.labels;
+  }
+  torch::Tensor y = ctx.model->forward_range(x, mine_.begin, mine_.end);
+  InFlight& e = in_flight_[b];
+  e.input = x;
+  if (last_) {
+    torch::Tensor loss = loss_of(y, labels);
+    report.loss += loss.item<double>();
+    report.micro_batches += 1;
+    e.output = loss / static_cast<double>(micro_batches_);
+  } else {
+    e.output = y;
+    link_->send_forward({id, y.detach(), labels, {}});
+  }
+  e.bytes =
+      (first_ ? 0 : x.numel() * x.element_size()) + (last_ ? 0 : y.numel() * y.element_size());
+  activation_bytes_ += e.bytes;
+  peak_activation_bytes_ = std::max(peak_activation_bytes_, activation_bytes_);
+  peak_in_flight_ = std::max(peak_in_flight_, static_cast<int64_t>(in_flight_.size()));
+}
+
+void Pipeline::backward(int64_t step, int64_t b) {
+  TraceSpan span("backward", "compute");
+  InFlight e = std::move(in_flight_.at(b));
+  in_flight_.erase(b);
+  const int64_t id = step * micro_batches_ + b;
+  if (last_) {
+    e.output.backward();
+  } else {
+    PipeMessage m = link_->recv_backward(id);
+    e.output.backward(m.grad);
+  }
+  if (!first_) link_->send_backward({id, {}, {}, e.input.grad()});
+  activation_bytes_ -= e.bytes;
+}
+
+StepReport Pipeline::step(Context& ctx) {
+  const int64_t s = ctx.comm.rank(), j = ctx.comm.world_size();
+  StepReport report;
+  for (int64_t op : schedule(opts_.gpipe, s, j, micro_batches_)) {
+    if (op > 0)
+      forward(ctx, op - 1, report);
+    else
+      backward(ctx.step, -op - 1);
+  }
+  if (report.micro_batches > 0) report.loss /= static_cast<double>(report.micro_batches);
+  {
+    TraceSpan span("flush", "wait");
+    link_->wait_sends();
+  }
+  TraceSpan span("optimizer", "optimizer");
+  torch::Tensor& grads = flat_->grads_flat();
+  const double clip = ctx.config.optimizer.grad_clip;
+  if (clip > 0) {  // the global norm over all stages
+    torch::Tensor sq = grads.pow(2).sum().to(torch::kFloat64).reshape({1});
+    ctx.comm.all_reduce(sq);
+    double norm = std::sqrt(sq.item<double>());
+    if (norm > clip) grads.mul_(clip / (norm + 1e-6));
+  }
+  optimizer_->step(ctx.schedule.lr(ctx.step));
+  grads.zero_();
+  return report;
+}
+
+StagedModel Pipeline::model_for_eval(Context& ctx) {
+  share_stages(ctx.model, ranges_, ctx.eval_channel());
+  return ctx.model;
+}
+
+void Pipeline::save(Archive& archive) const { save_optimizer(*optimizer_, archive); }
+void Pipeline::load(const Archive& archive) { load_optimizer(*optimizer_, archive); }
+
+MemoryReport Pipeline::memory() const {
+  MemoryReport r = model_state_memory(*flat_, *optimizer_);
+  r.push_back({"activations", peak_activation_bytes_});
+  return r;
+}
+
+std::vector<std::pair<std::string, int64_t>> Pipeline::stats() const {
+  return {{"stage_begin", mine_.begin},
+          {"stage_end", mine_.end},
+          {"peak_in_flight_micro_batches", peak_in_flight_}};
+}
+
+}  // namespace desync

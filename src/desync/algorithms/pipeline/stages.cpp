@@ -1,0 +1,208 @@
+#include "desync/algorithms/pipeline/stages.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <limits>
+
+#include "desync/core/error.h"
+#include "desync/core/trace.h"
+
+namespace desync {
+namespace {
+
+constexpr int64_t kForwardHeader = 11, kForwardX = 12, kForwardLabels = 13;
+constexpr int64_t kBackwardHeader = 21, kBackwardX = 22, kBackwardGrad = 23;
+
+}  // namespace
+
+std::vector<StageRange> place_stages(int64_t num_stages, int64_t ranks,
+                                     const std::vector<int64_t>& counts,
+                                     const std::vector<double>& costs) {
+  if (num_stages < ranks)
+    throw ConfigError(fmt::format(
+        "the model has {} stages, fewer than the {} pipeline ranks; use fewer workers or a "
+        "model with more stages",
+        num_stages, ranks));
+  std::vector<StageRange> out;
+  if (!counts.empty()) {
+    int64_t sum = 0;
+    for (int64_t c : counts) sum += c;
+    if (static_cast<int64_t>(counts.size()) != ranks || sum != num_stages)
+      throw ConfigError(fmt::format(
+          "algorithm.stages_per_rank must have one entry per worker ({}) adding up to the "
+          "model's {} stages",
+          ranks, num_stages));
+    int64_t begin = 0;
+    for (int64_t c : counts) {
+      out.push_back({begin, begin + c});
+      begin += c;
+    }
+    return out;
+  }
+  // best[r][i]: the smallest largest-part cost of splitting stages [0, i) over r ranks.
+  const double inf = std::numeric_limits<double>::infinity();
+  std::vector<double> prefix(num_stages + 1, 0.0);
+  for (int64_t i = 0; i < num_stages; ++i) prefix[i + 1] = prefix[i] + costs.at(i);
+  std::vector<std::vector<double>> best(ranks + 1, std::vector<double>(num_stages + 1, inf));
+  std::vector<std::vector<int64_t>> cut(ranks + 1, std::vector<int64_t>(num_stages + 1, 0));
+  best[0][0] = 0.0;
+  for (int64_t r = 1; r <= ranks; ++r)
+    for (int64_t i = r; i <= num_stages; ++i)
+      for (int64_t j = r - 1; j < i; ++j) {
+        double v = std::max(best[r - 1][j], prefix[i] - prefix[j]);
+        if (v < best[r][i]) best[r][i] = v, cut[r][i] = j;
+      }
+  out.resize(ranks);
+  for (int64_t r = ranks, i = num_stages; r >= 1; --r) {
+    out[r - 1] = {cut[r][i], i};
+    i = cut[r][i];
+  }
+  return out;
+}
+
+std::vector<double> measure_stage_costs(StagedModel& model, const torch::Tensor& inputs,
+                                        Communicator& comm) {
+  const int64_t n = model->num_stages();
+  BufferSnapshot keep(model, {0, n});
+  std::vector<double> costs(n, 0.0);
+  torch::Tensor x = inputs;
+  for (int64_t i = 0; i < n; ++i) {
+    torch::Tensor next;
+    std::vector<double> times;
+    for (int repeat = 0; repeat < 3; ++repeat) {
+      int64_t t0 = Tracer::now_us();
+      torch::Tensor in = x.is_floating_point() ? x.detach().requires_grad_() : x;
+      torch::Tensor out = model->forward_range(in, i, i + 1);
+      out.sum().backward();
+      times.push_back(static_cast<double>(Tracer::now_us() - t0) * 1e-6);
+      next = out.detach();
+    }
+    std::sort(times.begin(), times.end());
+    costs[i] = times[1];
+    x = next;
+  }
+  for (auto& p : model->parameters())
+    if (p.grad().defined()) p.mutable_grad().zero_();
+  torch::Tensor t = torch::tensor(costs, torch::kFloat64);
+  comm.all_reduce(t);
+  t.div_(static_cast<double>(comm.world_size()));
+  return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + n);
+}
+
+std::vector<std::vector<int64_t>> boundary_shapes(StagedModel& model, const torch::Tensor& inputs) {
+  torch::NoGradGuard no_grad;
+  bool was_training = model->is_training();
+  model->eval();
+  std::vector<std::vector<int64_t>> shapes = {inputs.sizes().vec()};
+  torch::Tensor x = inputs;
+  for (int64_t i = 0; i < model->num_stages(); ++i) {
+    x = model->forward_range(x, i, i + 1);
+    shapes.push_back(x.sizes().vec());
+  }
+  if (was_training) model->train();
+  return shapes;
+}
+
+void share_stages(StagedModel& model, const std::vector<StageRange>& ranges, Communicator& comm) {
+  torch::NoGradGuard no_grad;
+  for (int64_t owner = 0; owner < static_cast<int64_t>(ranges.size()); ++owner)
+    for (int64_t i = ranges[owner].begin; i < ranges[owner].end; ++i) {
+      for (auto& p : model->stage(i)->parameters()) comm.broadcast(p.detach(), owner);
+      for (auto& b : model->stage(i)->buffers()) comm.broadcast(b.detach(), owner);
+    }
+}
+
+BufferSnapshot::BufferSnapshot(StagedModel& model, StageRange range) {
+  for (int64_t i = range.begin; i < range.end; ++i)
+    for (auto& b : model->stage(i)->buffers()) {
+      live_.push_back(b);
+      saved_.push_back(b.clone());
+    }
+}
+
+BufferSnapshot::~BufferSnapshot() {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < live_.size(); ++i) live_[i].copy_(saved_[i]);
+}
+
+PipeLink::PipeLink(Communicator& comm, std::vector<int64_t> in_shape,
+                   std::vector<int64_t> out_shape, std::vector<int64_t> label_shape,
+                   bool backward_carries_x)
+    : comm_(comm),
+      in_shape_(std::move(in_shape)),
+      out_shape_(std::move(out_shape)),
+      label_shape_(std::move(label_shape)),
+      backward_carries_x_(backward_carries_x) {}
+
+void PipeLink::send(const torch::Tensor& t, int64_t dst, int64_t tag) {
+  torch::Tensor c = t.detach().contiguous();
+  pending_.emplace_back(comm_.send_async(c, dst, tag), c);
+}
+
+void PipeLink::recv_header(int64_t src, int64_t tag, int64_t expected, const char* what) {
+  torch::Tensor header = torch::empty({1}, torch::kInt64);
+  comm_.recv(header, src, tag);
+  int64_t got = header.item<int64_t>();
+  if (got != expected)
+    throw Error(
+        fmt::format("pipeline: rank {} expected the {} of micro-batch {} from rank {}, "
+                    "got micro-batch {}",
+                    comm_.rank(), what, expected, src, got));
+}
+
+void PipeLink::send_forward(const PipeMessage& m) {
+  const int64_t dst = comm_.rank() + 1;
+  send(torch::tensor({m.id}, torch::kInt64), dst, kForwardHeader);
+  send(m.x, dst, kForwardX);
+  send(m.labels, dst, kForwardLabels);
+}
+
+PipeMessage PipeLink::recv_forward(int64_t id) {
+  const int64_t src = comm_.rank() - 1;
+  recv_header(src, kForwardHeader, id, "activation");
+  PipeMessage m;
+  m.id = id;
+  m.x = torch::empty(in_shape_);
+  m.labels = torch::empty(label_shape_, torch::kInt64);
+  comm_.recv(m.x, src, kForwardX);
+  comm_.recv(m.labels, src, kForwardLabels);
+  return m;
+}
+
+void PipeLink::send_backward(const PipeMessage& m) {
+  const int64_t dst = comm_.rank() - 1;
+  send(torch::tensor({m.id}, torch::kInt64), dst, kBackwardHeader);
+  if (backward_carries_x_) send(m.x, dst, kBackwardX);
+  send(m.grad, dst, kBackwardGrad);
+}
+
+PipeMessage PipeLink::recv_backward(int64_t id) {
+  const int64_t src = comm_.rank() + 1;
+  recv_header(src, kBackwardHeader, id, "gradient");
+  PipeMessage m;
+  m.id = id;
+  if (backward_carries_x_) {
+    m.x = torch::empty(out_shape_);
+    comm_.recv(m.x, src, kBackwardX);
+  }
+  m.grad = torch::empty(out_shape_);
+  comm_.recv(m.grad, src, kBackwardGrad);
+  return m;
+}
+
+void PipeLink::wait_marked_sends() {
+  for (; marked_ > 0; --marked_) {
+    pending_.front().first->wait();
+    pending_.pop_front();
+  }
+  mark_sends();
+}
+
+void PipeLink::wait_sends() {
+  for (auto& [work, tensor] : pending_) work->wait();
+  pending_.clear();
+  marked_ = 0;
+}
+
+}  // namespace desync

@@ -1,0 +1,94 @@
+// What the pipeline methods share: stage placement, messages between neighbouring stages, and
+// the bookkeeping around a stage's part of the model.
+//
+// A pipeline runs one StagedModel across the ranks: rank r owns a contiguous range of model
+// stages (place_stages), computes its forward on what rank r-1 sends and its backward on what
+// rank r+1 sends back. Every rank builds the whole model from the same seed, so the stages it
+// does not own are simply unused; for evaluation the owners broadcast their stages to everyone
+// (share_stages).
+//
+// PipeLink carries the messages: forward (micro-batch id, activation, labels) to rank+1, and
+// backward (id, activation gradient, and for PETRA the rebuilt activation) to rank-1, as tagged
+// point-to-point sends whose shapes both ends know from the model (boundary_shapes). A receiver
+// checks the id it expected. Sends are asynchronous; wait_sends() completes those issued so far.
+//
+// BufferSnapshot keeps BatchNorm running statistics from being updated by passes that do not
+// count (a forward without graph, an inversion): it saves the buffers and puts them back.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <deque>
+#include <memory>
+#include <vector>
+
+#include "desync/algorithms/algorithm.h"
+
+namespace desync {
+
+struct StageRange {
+  int64_t begin = 0, end = 0;  // model stages [begin, end)
+};
+
+// Contiguous ranges of `num_stages` model stages over `ranks` ranks: `counts` (stages per rank)
+// when given, else the partition that minimises the largest sum of `costs` (one per stage).
+// Throws ConfigError when it cannot be done (fewer stages than ranks, counts that do not add up).
+std::vector<StageRange> place_stages(int64_t num_stages, int64_t ranks,
+                                     const std::vector<int64_t>& counts,
+                                     const std::vector<double>& costs);
+
+// Seconds of forward + backward of each model stage on one micro-batch, measured on every rank
+// and averaged over ranks (so every rank gets the same numbers). Collective on `comm`.
+std::vector<double> measure_stage_costs(StagedModel& model, const torch::Tensor& inputs,
+                                        Communicator& comm);
+
+// Shapes of the activations at the model's stage boundaries for a micro-batch of `inputs`:
+// shapes[i] is the input of model stage i, shapes[num_stages] the output.
+std::vector<std::vector<int64_t>> boundary_shapes(StagedModel& model, const torch::Tensor& inputs);
+
+// Broadcasts the parameters and buffers of every model stage from the rank that owns it.
+void share_stages(StagedModel& model, const std::vector<StageRange>& ranges, Communicator& comm);
+
+class BufferSnapshot {
+ public:
+  BufferSnapshot(StagedModel& model, StageRange range);
+  ~BufferSnapshot();  // restores the buffers
+
+ private:
+  std::vector<torch::Tensor> live_, saved_;
+};
+
+struct PipeMessage {
+  int64_t id = -1;
+  torch::Tensor x;       // forward: the activation; backward: the rebuilt activation (PETRA)
+  torch::Tensor labels;  // forward only
+  torch::Tensor grad;    // backward only
+};
+
+class PipeLink {
+ public:
+  // `in_shape`: this rank's input activation; `out_shape`: its output; `labels`: a label batch.
+  PipeLink(Communicator& comm, std::vector<int64_t> in_shape, std::vector<int64_t> out_shape,
+           std::vector<int64_t> label_shape, bool backward_carries_x);
+
+  void send_forward(const PipeMessage& m);   // to rank + 1
+  PipeMessage recv_forward(int64_t id);      // from rank - 1; checks the id
+  void send_backward(const PipeMessage& m);  // to rank - 1
+  PipeMessage recv_backward(int64_t id);     // from rank + 1; checks the id
+  // Waits for the sends issued before the last mark_sends(), then marks the current ones.
+  void wait_marked_sends();
+  void mark_sends() { marked_ = pending_.size(); }
+  void wait_sends();
+
+ private:
+  void send(const torch::Tensor& t, int64_t dst, int64_t tag);
+  void recv_header(int64_t src, int64_t tag, int64_t expected, const char* what);
+
+  Communicator& comm_;
+  std::vector<int64_t> in_shape_, out_shape_, label_shape_;
+  bool backward_carries_x_;
+  std::deque<std::pair<std::shared_ptr<Work>, torch::Tensor>> pending_;
+  size_t marked_ = 0;
+};
+
+}  // namespace desync

@@ -1,0 +1,119 @@
+#include "desync/algorithms/pipeline/pipeline.h"
+
+#include <gtest/gtest.h>
+
+#include "algorithms/fake_run.h"
+#include "desync/algorithms/pipeline/delayed_pipeline.h"
+#include "desync/core/error.h"
+
+namespace desync {
+namespace {
+
+using testing::flat_params;
+using testing::RankState;
+using testing::run_on_fake_world;
+using testing::tiny_config;
+
+double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a - b).abs().max().item<double>();
+}
+
+int64_t stat(RankState& s, const std::string& name) {
+  for (auto& [n, v] : s.algorithm->stats())
+    if (n == name) return v;
+  ADD_FAILURE() << "no stat " << name;
+  return -1;
+}
+
+// The parameters of every model stage, taken from the rank that owns it.
+torch::Tensor pipeline_params(std::vector<RankState>& ranks) {
+  std::vector<torch::Tensor> parts;
+  for (auto& s : ranks)
+    for (int64_t i = stat(s, "stage_begin"); i < stat(s, "stage_end"); ++i)
+      for (auto& p : s.model->stage(i)->parameters()) parts.push_back(p.detach().reshape({-1}));
+  return torch::cat(parts);
+}
+
+// Four stages: fc0, fc1, fc2, head.
+std::vector<std::string> mlp4(std::vector<std::string> extra) {
+  std::vector<std::string> base = {"model.hidden=[32, 16, 16]", "data.batch_size=8",
+                                   "optimizer.momentum=0.9"};
+  base.insert(base.end(), extra.begin(), extra.end());
+  return base;
+}
+
+TEST(Pipeline, PlacementIsContiguousAndBalanced) {
+  auto even = place_stages(10, 4, {}, std::vector<double>(10, 1.0));
+  ASSERT_EQ(even.size(), 4u);
+  EXPECT_EQ(even.front().begin, 0);
+  EXPECT_EQ(even.back().end, 10);
+  for (size_t r = 1; r < even.size(); ++r) EXPECT_EQ(even[r].begin, even[r - 1].end);
+  for (auto& g : even) EXPECT_LE(g.end - g.begin, 3);
+  auto skewed = place_stages(4, 2, {}, {10, 1, 1, 1});  // the first stage is the heavy one
+  EXPECT_EQ(skewed[0].end, 1);
+  auto fixed = place_stages(5, 2, {2, 3}, {});
+  EXPECT_EQ(fixed[1].begin, 2);
+  EXPECT_THROW(place_stages(3, 4, {}, {1, 1, 1}), ConfigError);
+  EXPECT_THROW(place_stages(5, 2, {1, 3}, {}), ConfigError);
+}
+
+TEST(Pipeline, SchedulesKeepTheSpecsNumberOfMicroBatchesInFlight) {
+  for (int64_t j : {2, 4})
+    for (int64_t m : {1, 4, 8})
+      for (int64_t s = 0; s < j; ++s)
+        for (bool gpipe : {true, false}) {
+          int64_t in_flight = 0, peak = 0, forwards = 0, backwards = 0;
+          for (int64_t op : Pipeline::schedule(gpipe, s, j, m)) {
+            in_flight += op > 0 ? 1 : -1;
+            (op > 0 ? forwards : backwards) += 1;
+            peak = std::max(peak, in_flight);
+            ASSERT_GE(in_flight, 0);
+          }
+          EXPECT_EQ(forwards, m);
+          EXPECT_EQ(backwards, m);
+          EXPECT_EQ(peak, gpipe ? m : std::min(j - s, m)) << "J=" << j << " M=" << m << " s=" << s;
+        }
+}
+
+// GPipe and 1F1B equal sequential backprop with accumulation over M micro-batches.
+void expect_pipeline_equals_single(const std::string& schedule, int64_t j, int64_t m,
+                                   std::vector<std::string> model) {
+  std::vector<std::string> p = {"algorithm.name=\"pipeline\"",
+                                "algorithm.schedule=\"" + schedule + "\"",
+                                "algorithm.accumulation=" + std::to_string(m)};
+  std::vector<std::string> s = {"algorithm.accumulation=" + std::to_string(m)};
+  p.insert(p.end(), model.begin(), model.end());
+  s.insert(s.end(), model.begin(), model.end());
+  Config pipe = tiny_config(p), single = tiny_config(s);
+  DatasetSplits data = load_dataset(pipe.data, 0);
+  auto ranks = run_on_fake_world(pipe, j, 4, data);
+  auto ref = run_on_fake_world(single, 1, 4, data);
+  EXPECT_LT(max_diff(pipeline_params(ranks), flat_params(ref[0].model)), 1e-6)
+      << schedule << " J=" << j << " M=" << m;
+  for (size_t t = 0; t < ref[0].losses.size(); ++t)
+    EXPECT_NEAR(ranks[j - 1].losses[t], ref[0].losses[t], 1e-6);
+  EXPECT_EQ(stat(ranks[0], "peak_in_flight_micro_batches"),
+            schedule == "gpipe" ? m : std::min(j, m));
+}
+
+TEST(Pipeline, GpipeEqualsSingleProcess) {
+  for (int64_t j : {2, 4})
+    for (int64_t m : {1, 4, 8}) expect_pipeline_equals_single("gpipe", j, m, mlp4({}));
+}
+
+TEST(Pipeline, OneFOneBEqualsSingleProcess) {
+  for (int64_t j : {2, 4})
+    for (int64_t m : {1, 4, 8}) expect_pipeline_equals_single("1f1b", j, m, mlp4({}));
+}
+
+TEST(Pipeline, BatchNormModelAndClippingMatchSingleProcess) {
+  // CNN stages block0, block1, head with BatchNorm; the clipping norm is global over stages.
+  std::vector<std::string> cnn = {"model.name=\"cnn\"", "model.channels=[4, 4]",
+                                  "data.synthetic_shape=[1, 8, 8]", "data.batch_size=8",
+                                  "optimizer.grad_clip=0.5"};
+  expect_pipeline_equals_single("1f1b", 3, 4, cnn);
+  expect_pipeline_equals_single("gpipe", 2, 2, cnn);
+}
+
+}  // namespace
+}  // namespace desync

@@ -232,6 +232,59 @@ TEST(Distributed, AdpsgdWithASlowWorkerFinishesOnFourProcesses) {
   EXPECT_LT(r.summary["test_loss"].get<double>(), r.losses.front());
 }
 
+// Pipelines over Gloo: 4 processes, one model stage each (fc1, fc2, fc3, head).
+TEST(Distributed, PipelineOnFourProcessesMatchesOneWorker) {
+  testing::TempDir dir;
+  const std::string model = "--set model.hidden=[64,32,32] --set run.steps=20 ";
+  JobRun single = train(dir, "single", model + "--set algorithm.accumulation=4");
+  ASSERT_EQ(single.result.status, 0) << single.result.output;
+  for (const char* schedule : {"gpipe", "1f1b"}) {
+    JobRun pipe = train(dir, schedule,
+                        "--workers 4 " + model +
+                            "--set algorithm.name=pipeline --set algorithm.accumulation=4 "
+                            "--set algorithm.schedule=" +
+                            schedule);
+    ASSERT_EQ(pipe.result.status, 0) << pipe.result.output;
+    expect_close(single.losses, pipe.losses, 1e-5);
+    EXPECT_NEAR(single.summary["test_loss"].get<double>(), pipe.summary["test_loss"].get<double>(),
+                1e-5);
+    EXPECT_EQ(pipe.summary["samples"], single.summary["samples"]);
+    EXPECT_EQ(pipe.summary["samples_per_rank"][1], 0);  // only the first stage reads data
+    auto in_flight = pipe.summary["algorithm_stats"]["peak_in_flight_micro_batches"];
+    for (int s = 0; s < 4; ++s)
+      EXPECT_EQ(in_flight[s], std::string(schedule) == "gpipe" ? 4 : std::min(4 - s, 4));
+  }
+}
+
+// PETRA on a small RevNet, 4 processes: rank 1 holds two reversible blocks and buffers nothing;
+// the others (stem, downsampling + reversible block, head) buffer 2(J-1-s)+1 inputs at most.
+// PipeDream stashes weights, DSP does not.
+TEST(Distributed, DelayedPipelinesReportTheirBuffersPerStage) {
+  testing::TempDir dir;
+  const std::string job =
+      "--workers 4 --set model.name=revnet --set model.blocks=[2,2] --set model.width=4 "
+      "--set data.synthetic_shape=[1,8,8] --set algorithm.stages_per_rank=[1,2,2,1] "
+      "--set run.steps=12 --set algorithm.accumulation=2 --set checkpoint.enabled=false ";
+  for (const char* mode : {"petra", "pipedream", "dsp"}) {
+    JobRun r = train(dir, mode, job + "--set algorithm.name=" + mode);
+    ASSERT_EQ(r.result.status, 0) << r.result.output;
+    auto stats = r.summary["algorithm_stats"];
+    auto memory = r.summary["memory_bytes"];
+    for (int s = 0; s < 4; ++s) {
+      bool inverts = std::string(mode) == "petra" && s == 1;
+      EXPECT_EQ(stats["reversible"][s], inverts ? 1 : 0) << mode << " rank " << s;
+      EXPECT_EQ(stats["max_delay_ticks"][s], 2 * (3 - s)) << mode << " rank " << s;
+      int depth = s == 3 || inverts ? 0 : 2 * (3 - s) + 1;
+      EXPECT_EQ(stats["peak_buffered_inputs"][s], depth) << mode << " rank " << s;
+      EXPECT_EQ(memory["input_buffers"][s].get<int64_t>() > 0, depth > 0) << mode << " rank " << s;
+      bool stashes = std::string(mode) == "pipedream" && depth > 0;
+      EXPECT_EQ(stats["peak_stashed_params"][s], stashes ? depth : 0) << mode << " rank " << s;
+      EXPECT_EQ(memory["weight_stashes"][s].get<int64_t>() > 0, stashes) << mode << " rank " << s;
+    }
+    EXPECT_LT(r.summary["test_loss"].get<double>(), 10.0);
+  }
+}
+
 // The documented DDP example: one epoch on 2 workers reaches >= 0.88.
 TEST(Distributed, SlowFashionMnistDdpReachesTarget) {
   testing::TempDir dir;

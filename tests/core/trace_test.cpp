@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -70,6 +71,26 @@ TEST(Tracer, JoiningABackgroundTaskIsAWaitOfTheJoiningThread) {
       EXPECT_EQ(e["pid"], 3);
     }
   EXPECT_TRUE(found);
+  t.clear();
+}
+
+TEST(Tracer, WrittenTimestampsAreOnTheMachinesMonotonicClock) {
+  Tracer& t = Tracer::instance();
+  t.clear();
+  int64_t now = Tracer::now_us();
+  t.span("fb", "compute", now, now + 10);
+  testing::TempDir dir;
+  t.write(dir.file("trace.json"), 0);
+  int64_t clock_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                         std::chrono::steady_clock::now().time_since_epoch())
+                         .count();
+  nlohmann::json doc = nlohmann::json::parse(testing::read_file(dir.file("trace.json")));
+  const nlohmann::json& e = doc["traceEvents"].back();
+  ASSERT_EQ(e["name"], "fb");
+  EXPECT_EQ(e["dur"], 10);
+  // Another process on this machine reading the same clock gets the same time axis.
+  EXPECT_LE(e["ts"].get<int64_t>(), clock_us);
+  EXPECT_GT(e["ts"].get<int64_t>(), clock_us - 5'000'000);
   t.clear();
 }
 

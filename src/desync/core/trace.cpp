@@ -65,6 +65,10 @@ void Tracer::span(const char* name, const char* category, int64_t start_us, int6
 }
 
 void Tracer::write(const std::string& path, int64_t rank) const {
+  // Timestamps in the file are on the machine's monotonic clock (not since this process's
+  // epoch), so the traces of ranks that share a machine line up when opened together.
+  const int64_t epoch_us =
+      std::chrono::duration_cast<std::chrono::microseconds>(kEpoch.time_since_epoch()).count();
   nlohmann::json events = nlohmann::json::array();
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -76,7 +80,7 @@ void Tracer::write(const std::string& path, int64_t rank) const {
       nlohmann::json ev = {{"name", e.name},
                            {"cat", e.category},
                            {"ph", "X"},
-                           {"ts", e.start_us},
+                           {"ts", epoch_us + e.start_us},
                            {"dur", e.end_us - e.start_us},
                            {"pid", rank},
                            {"tid", e.thread}};

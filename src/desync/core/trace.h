@@ -31,7 +31,8 @@ class Tracer {
 
   void span(const char* name, const char* category, int64_t start_us, int64_t end_us,
             int64_t bytes = -1);
-  // Writes the trace for `rank` to `path` (atomically).
+  // Writes the trace for `rank` to `path` (atomically), with timestamps ("ts") on the machine's
+  // monotonic clock, so that traces of processes on one machine share a time axis.
   void write(const std::string& path, int64_t rank) const;
   void clear();
 

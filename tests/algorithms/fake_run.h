@@ -49,6 +49,11 @@ inline torch::Tensor flat_params(StagedModel& m) {
   return torch::cat(v);
 }
 
+// The largest absolute elementwise difference.
+inline double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a - b).abs().max().item<double>();
+}
+
 // The mean over ranks of their flat parameters.
 inline torch::Tensor mean_params(std::vector<RankState>& ranks) {
   torch::Tensor sum = flat_params(ranks[0].model);
@@ -74,10 +79,10 @@ inline std::vector<RankState> run_on_fake_world(const Config& cfg, int64_t world
         make_model(cfg.model, ModelInput{data.train.example_shape(), data.train.num_classes});
     ranks[r].algorithm = make_algorithm(cfg.algorithm);
     const bool whole = options.identical_data || !ranks[r].algorithm->shards_data();
-    ranks[r].batches = std::make_unique<MicroBatchSource>(
-        data.train, cfg.data.batch_size, whole ? 0 : r, whole ? 1 : world,
-        static_cast<uint64_t>(cfg.run.seed),
-        TransformOptions{cfg.data.normalize, cfg.data.augment});
+    ranks[r].batches =
+        std::make_unique<MicroBatchSource>(data.train, cfg.data.batch_size, whole ? 0 : r,
+                                           whole ? 1 : world, static_cast<uint64_t>(cfg.run.seed),
+                                           TransformOptions{cfg.data.normalize, cfg.data.augment});
     ranks[r].schedule = std::make_unique<Schedule>(cfg.schedule, cfg.optimizer.lr, steps);
   }
   auto fake = FakeWorld::create(world);

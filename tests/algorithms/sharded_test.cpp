@@ -12,10 +12,10 @@ namespace desync {
 namespace {
 
 using testing::flat_params;
+using testing::max_diff;
 using testing::run_on_fake_world;
 using testing::tiny_config;
 
-double max_diff(torch::Tensor a, torch::Tensor b) { return (a - b).abs().max().item<double>(); }
 
 // The tiny MLP has Ψ = 12*32+32 + 32*16+16 + 16*10+10 = 1114 parameters: not divisible by 3 or 4.
 const std::vector<std::string> kAdamW = {"optimizer.name=\"adamw\"", "optimizer.lr=0.01",

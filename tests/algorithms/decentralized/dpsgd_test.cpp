@@ -10,6 +10,7 @@ namespace {
 
 using testing::FakeRunOptions;
 using testing::flat_params;
+using testing::max_diff;
 using testing::mean_params;
 using testing::perturb_by_rank;
 using testing::RankState;
@@ -18,10 +19,6 @@ using testing::tiny_config;
 
 // lr 1e-30: gradient steps vanish below float precision, leaving pure mixing.
 const char* kNoStep = "optimizer.lr=1e-30";
-
-double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
-  return (a - b).abs().max().item<double>();
-}
 
 // sqrt(sum_i ||x_i - mean||^2)
 double consensus_distance(const std::vector<torch::Tensor>& xs) {

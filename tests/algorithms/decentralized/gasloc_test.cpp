@@ -12,14 +12,11 @@ namespace {
 
 using testing::FakeRunOptions;
 using testing::flat_params;
+using testing::max_diff;
 using testing::mean_params;
 using testing::RankState;
 using testing::run_on_fake_world;
 using testing::tiny_config;
-
-double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
-  return (a - b).abs().max().item<double>();
-}
 
 Gasloc& gasloc_of(RankState& s) { return dynamic_cast<Gasloc&>(*s.algorithm); }
 

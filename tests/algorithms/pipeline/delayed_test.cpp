@@ -10,13 +10,10 @@ namespace desync {
 namespace {
 
 using testing::flat_params;
+using testing::max_diff;
 using testing::RankState;
 using testing::run_on_fake_world;
 using testing::tiny_config;
-
-double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
-  return (a - b).abs().max().item<double>();
-}
 
 Config delayed_config(const std::string& mode, int64_t k, std::vector<std::string> extra = {}) {
   std::vector<std::string> base = {

@@ -98,6 +98,16 @@ TEST(Svg, BarChartWithoutValuesSaysNoData) {
   EXPECT_EQ(svg.find("class=\"segment\""), std::string::npos);
 }
 
+TEST(Svg, ByteAxesTickAtRoundBinaryUnits) {
+  const double mib = 1024.0 * 1024.0;
+  LineChart c{"b", "t", "x", "bytes", {{"s", {0, 1, 2}, {0, 7 * mib, 14 * mib}}}, "bytes"};
+  std::string svg = render_line_chart(c);
+  for (const char* label : {">5.0 MiB<", ">10.0 MiB<", ">15.0 MiB<"})
+    EXPECT_NE(svg.find(label), std::string::npos) << label;
+  BarChart bars{"m", "t", "bytes", {"rank 0"}, {"rss"}, {{300 * mib}}, "bytes", false};
+  EXPECT_NE(render_bar_chart(bars).find(">300.0 MiB<"), std::string::npos);
+}
+
 TEST(Svg, HumanBytesAndEscaping) {
   EXPECT_EQ(human_bytes(0), "0 B");
   EXPECT_EQ(human_bytes(1536), "1.5 KiB");

@@ -85,6 +85,14 @@ void nice_range(double& lo, double& hi) {
   }
 }
 
+// Byte axes tick at round numbers of a binary unit (1, 2, 5 MiB, ...): the unit's size.
+double tick_unit(double lo, double hi, const std::string& unit) {
+  double scale = 1, m = std::max(std::fabs(lo), std::fabs(hi));
+  if (unit == "bytes")
+    while (m / scale >= 1024.0) scale *= 1024.0;
+  return scale;
+}
+
 std::string legend(const std::vector<std::string>& labels) {
   std::string out = "<ul class=\"legend\">";
   for (size_t i = 0; i < labels.size(); ++i)
@@ -184,11 +192,17 @@ std::string render_line_chart(const LineChart& chart) {
   }
   if (y_lo > 0 && y_lo < 0.5 * y_hi) y_lo = 0;  // anchor positive quantities at zero
   nice_range(x_lo, x_hi);
+  const double y_unit = tick_unit(y_lo, y_hi, chart.y_unit);
+  y_lo /= y_unit;
+  y_hi /= y_unit;
   nice_range(y_lo, y_hi);
+  y_lo *= y_unit;
+  y_hi *= y_unit;
   auto px = [&](double x) { return kLeft + (x - x_lo) / (x_hi - x_lo) * pw; };
   auto py = [&](double y) { return kTop + ph - (y - y_lo) / (y_hi - y_lo) * ph; };
 
-  for (double t : ticks(y_lo, y_hi, 5)) {
+  for (double tick : ticks(y_lo / y_unit, y_hi / y_unit, 5)) {
+    const double t = tick * y_unit;
     out += fmt::format(
         "<line class=\"grid\" x1=\"{0}\" x2=\"{1}\" y1=\"{2:.1f}\" y2=\"{2:.1f}\"/>"
         "<text x=\"{3}\" y=\"{4:.1f}\" text-anchor=\"end\">{5}</text>",
@@ -263,10 +277,14 @@ std::string render_bar_chart(const BarChart& chart) {
     return out + "</svg></figure>";
   }
   double hi = chart.fractions ? 100.0 : max_total, lo = 0;
+  const double unit = chart.fractions ? 1.0 : tick_unit(lo, hi, chart.unit);
+  hi /= unit;
   if (!chart.fractions) nice_range(lo, hi);
+  hi *= unit;
   const std::string axis_unit = chart.fractions ? "%" : chart.unit;
   auto px = [&](double v) { return kLabel + v / hi * pw; };
-  for (double t : ticks(0, hi, 5)) {
+  for (double tick : ticks(0, hi / unit, 5)) {
+    const double t = tick * unit;
     out += fmt::format(
         "<line class=\"grid\" x1=\"{0:.1f}\" x2=\"{0:.1f}\" y1=\"{1}\" y2=\"{2}\"/>"
         "<text x=\"{0:.1f}\" y=\"{3}\" text-anchor=\"middle\">{4}</text>",

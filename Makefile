@@ -3,7 +3,7 @@ BUILD ?= build
 CMAKE_FLAGS ?= -DCMAKE_BUILD_TYPE=Release
 CTEST_JOBS ?= 2
 
-.PHONY: all deps configure build run test test-slow bench clean
+.PHONY: all deps configure build run test test-slow bench bench-matrix clean
 
 all: build
 
@@ -31,6 +31,11 @@ test-slow: build
 
 bench: build
 	@scripts/bench
+
+# Every data-parallel and decentralized algorithm x {loopback, 100 Mbit/s, 20 Mbit/s,
+# heterogeneous links} on 4 workers; tables and pages in docs/results/matrix*. Needs root.
+bench-matrix: build
+	@BUILD=$(BUILD) scripts/bench-matrix
 
 clean:
 	rm -rf $(BUILD)

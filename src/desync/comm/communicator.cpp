@@ -3,6 +3,7 @@
 #include <fmt/core.h>
 
 #include <chrono>
+#include <functional>
 #include <thread>
 
 #include "desync/core/error.h"
@@ -20,13 +21,13 @@ class DoneWork : public Work {
 // Times and traces the wait of an underlying Work, once.
 class AccountedWork : public Work {
  public:
-  AccountedWork(const char* op, std::shared_ptr<Work> inner, int64_t bytes, double* wait_seconds,
-                double latency_seconds)
+  AccountedWork(const char* op, std::shared_ptr<Work> inner, int64_t bytes,
+                std::function<void(double)> add_wait, double latency_seconds)
       : latency_us_(static_cast<int64_t>(latency_seconds * 1e6)),
         op_(op),
         inner_(std::move(inner)),
         bytes_(bytes),
-        wait_seconds_(wait_seconds),
+        add_wait_(std::move(add_wait)),
         issued_us_(Tracer::now_us()) {}
 
   void wait() override {
@@ -40,7 +41,7 @@ class AccountedWork : public Work {
     }
     int64_t t1 = Tracer::now_us();
     done_ = true;
-    *wait_seconds_ += static_cast<double>(t1 - t0) * 1e-6;
+    add_wait_(static_cast<double>(t1 - t0) * 1e-6);
     Tracer::instance().span("wait", "wait", t0, t1);
     Tracer::instance().span(op_, "comm", issued_us_, t1, bytes_);
   }
@@ -50,7 +51,7 @@ class AccountedWork : public Work {
   const char* op_;
   std::shared_ptr<Work> inner_;
   int64_t bytes_;
-  double* wait_seconds_;
+  std::function<void(double)> add_wait_;
   int64_t issued_us_;
   bool done_ = false;
 };
@@ -95,11 +96,17 @@ int64_t broadcast_bytes_sent(int64_t rank, int64_t root, int64_t world, int64_t 
 
 std::shared_ptr<Work> Communicator::account(const char* op, std::shared_ptr<Work> work,
                                             int64_t sent, int64_t received) {
-  stats_.bytes_sent += sent;
-  stats_.bytes_received += received;
-  ++stats_.calls;
-  return std::make_shared<AccountedWork>(op, std::move(work), sent, &stats_.wait_seconds,
-                                         latency_seconds_);
+  {
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    stats_.bytes_sent += sent;
+    stats_.bytes_received += received;
+    ++stats_.calls;
+  }
+  auto add_wait = [this](double seconds) {
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    stats_.wait_seconds += seconds;
+  };
+  return std::make_shared<AccountedWork>(op, std::move(work), sent, add_wait, latency_seconds_);
 }
 
 std::shared_ptr<Work> Communicator::all_reduce_async(torch::Tensor t) {
@@ -187,8 +194,11 @@ void Communicator::barrier() {
   int64_t t0 = Tracer::now_us();
   do_barrier();
   int64_t t1 = Tracer::now_us();
-  ++stats_.calls;
-  stats_.wait_seconds += static_cast<double>(t1 - t0) * 1e-6;
+  {
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    ++stats_.calls;
+    stats_.wait_seconds += static_cast<double>(t1 - t0) * 1e-6;
+  }
   Tracer::instance().span("barrier", "wait", t0, t1);
 }
 
@@ -198,8 +208,13 @@ std::shared_ptr<Communicator> Communicator::split(const std::string& name) {
   return splits_.back();
 }
 
+CommStats Communicator::stats() const {
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  return stats_;
+}
+
 CommStats Communicator::total_stats() const {
-  CommStats s = stats_;
+  CommStats s = stats();
   for (const auto& c : splits_) s += c->total_stats();
   return s;
 }

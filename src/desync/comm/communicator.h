@@ -18,15 +18,17 @@
 // records a trace span (see core/trace.h): "<op>" from issue to completion as seen by the
 // caller, and "wait" for the blocked part.
 //
-// Thread-safety: one thread issues calls on a Communicator. A thread that communicates
-// concurrently with another uses its own channel: split() returns a communicator over the same
-// ranks whose calls are ordered independently (a second process group).
+// Thread-safety: one thread issues calls on a Communicator; stats() and total_stats() may be
+// read from any thread. A thread that communicates concurrently with another uses its own
+// channel: split() returns a communicator over the same ranks whose calls are ordered
+// independently (a second process group).
 #pragma once
 
 #include <torch/torch.h>
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -105,7 +107,7 @@ class Communicator {
   // own stats(); total_stats() adds up a communicator and all its splits.
   std::shared_ptr<Communicator> split(const std::string& name);
 
-  const CommStats& stats() const { return stats_; }
+  CommStats stats() const;
   CommStats total_stats() const;
 
   // Emulated network latency: every call completes no earlier than `seconds` after it was
@@ -129,6 +131,7 @@ class Communicator {
   std::shared_ptr<Work> account(const char* op, std::shared_ptr<Work> work, int64_t sent,
                                 int64_t received);
 
+  mutable std::mutex stats_mu_;  // stats may be read by another thread than the caller's
   CommStats stats_;
   double latency_seconds_ = 0.0;
   std::vector<std::shared_ptr<Communicator>> splits_;

@@ -347,9 +347,9 @@ nlohmann::json Trainer::run() {
   // thread. Communication of background threads is reported as overlapped.
   CommStats cs = comm_.total_stats();
   cs -= eval_comm->total_stats();
+  const double main_wait = comm_.stats().wait_seconds;  // before the calls below add to it
   std::vector<double> sent = per_rank(comm_, static_cast<double>(cs.bytes_sent));
   std::vector<double> received = per_rank(comm_, static_cast<double>(cs.bytes_received));
-  const double main_wait = comm_.stats().wait_seconds;  // before the calls below add to it
   std::vector<double> waited = per_rank(comm_, main_wait + idle_seconds);
   std::vector<double> overlapped =
       per_rank(comm_, cs.wait_seconds - main_wait - idle_in_split_calls -

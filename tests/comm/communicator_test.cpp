@@ -158,7 +158,9 @@ TEST(Communicator, WaitTimeIsCounted) {
   world->run([](int64_t r, Communicator& c) {
     if (r == 1) std::this_thread::sleep_for(std::chrono::milliseconds(200));
     c.all_reduce(torch::ones({1}));
-    if (r == 0) EXPECT_GT(c.stats().wait_seconds, 0.15);
+    if (r == 0) {
+      EXPECT_GT(c.stats().wait_seconds, 0.15);
+    }
   });
 }
 

@@ -74,7 +74,9 @@ TEST(Diloco, OneAllReduceOfPsiPerRoundAndInnerStepsRunOn) {
     EXPECT_EQ(s.stats.calls - s.setup_stats.calls, t / h);
     EXPECT_EQ(s.stats.bytes_sent - s.setup_stats.bytes_sent, (t / h) * 2 * (n - 1) * psi * 4 / n);
     for (auto& [name, value] : diloco_of(s).inner_optimizer().state())
-      if (name == "step") EXPECT_EQ(value.item<int64_t>(), t);  // T, not H
+      if (name == "step") {
+        EXPECT_EQ(value.item<int64_t>(), t);  // T, not H
+      }
   }
 }
 

@@ -50,8 +50,9 @@ TEST(Dpsgd, MixingPreservesTheMeanAndTheCompleteGraphAgreesInOneStep) {
     auto ranks =
         run_on_fake_world(cfg, n, std::string(topology) == "complete" ? 1 : 3, data, perturbed);
     EXPECT_LT(max_diff(mean_params(ranks), mean0), 1e-7) << topology;
-    if (std::string(topology) == "complete")
+    if (std::string(topology) == "complete") {
       for (auto& s : ranks) EXPECT_LT(max_diff(flat_params(s.model), mean0), 1e-7);
+    }
   }
 }
 

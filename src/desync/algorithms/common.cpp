@@ -1,6 +1,7 @@
 #include "desync/algorithms/common.h"
 
 #include <chrono>
+#include <cmath>
 #include <thread>
 
 #include "desync/core/trace.h"
@@ -53,6 +54,15 @@ void apply_update(Context& ctx, FlatParameters& flat, Optimizer& optimizer) {
   if (ctx.config.optimizer.grad_clip > 0)
     clip_grad_norm({flat.grads_flat()}, ctx.config.optimizer.grad_clip);
   optimizer.step(ctx.schedule.lr(ctx.step));
+}
+
+void clip_global_norm(Communicator& comm, torch::Tensor& grad, double max_norm) {
+  if (max_norm <= 0) return;
+  torch::NoGradGuard no_grad;
+  torch::Tensor sq = grad.to(torch::kFloat64).pow(2).sum().reshape({1});
+  comm.all_reduce(sq);
+  const double scale = max_norm / (std::sqrt(sq.item<double>()) + 1e-6);
+  if (scale < 1.0) grad.mul_(scale);
 }
 
 void save_optimizer(Optimizer& optimizer, Archive& archive, const std::string& prefix) {

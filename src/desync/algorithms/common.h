@@ -27,6 +27,11 @@ std::unique_ptr<FlatParameters> make_replicated_flat(Context& ctx, int64_t pad_t
 // schedule's learning rate for ctx.step (traced as "optimizer").
 void apply_update(Context& ctx, FlatParameters& flat, Optimizer& optimizer);
 
+// Clips `grad`, this rank's part of a gradient split across the ranks of `comm` (a shard, a
+// pipeline stage), to a global L2 norm of at most `max_norm` (one scalar all-reduce), as
+// clip_grad_norm does for a whole gradient. No-op when max_norm <= 0.
+void clip_global_norm(Communicator& comm, torch::Tensor& grad, double max_norm);
+
 // Optimizer state in checkpoints, under `prefix`.
 void save_optimizer(Optimizer& optimizer, Archive& archive,
                     const std::string& prefix = "optimizer.");

@@ -2,6 +2,7 @@
 
 #include <fmt/core.h>
 
+#include "desync/algorithms/common.h"
 #include "desync/core/trace.h"
 
 namespace desync {
@@ -40,12 +41,7 @@ void ParameterShard::reduce_scatter(Communicator& comm, const torch::Tensor& ful
 }
 
 void ParameterShard::clip(Communicator& comm, double max_norm) {
-  if (max_norm <= 0) return;
-  torch::Tensor sq = grad_.to(torch::kFloat64).pow(2).sum().reshape({1});
-  comm.all_reduce(sq);
-  double norm = std::sqrt(sq.item<double>());
-  double scale = max_norm / (norm + 1e-6);
-  if (scale < 1.0) grad_.mul_(scale);
+  clip_global_norm(comm, grad_, max_norm);
 }
 
 void ParameterShard::step(double lr) {

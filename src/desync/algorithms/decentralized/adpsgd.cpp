@@ -45,10 +45,6 @@ bool serve_one_request(Communicator& channel, torch::Tensor& x, torch::Tensor& b
   return true;
 }
 
-Adpsgd::~Adpsgd() {
-  for (auto& s : servers_) s->join();
-}
-
 void Adpsgd::setup(Context& ctx) {
   const int64_t n = ctx.comm.world_size(), r = ctx.comm.rank();
   active_ = r % 2 == 0;

@@ -38,7 +38,6 @@ namespace desync {
 
 class Adpsgd : public Algorithm {
  public:
-  ~Adpsgd() override;
   void setup(Context& ctx) override;
   StepReport step(Context& ctx) override;
   void finish(Context& ctx) override;
@@ -47,7 +46,9 @@ class Adpsgd : public Algorithm {
   void save(Archive& archive) const override;
   void load(const Archive& archive) override;
   MemoryReport memory() const override;
-  double background_idle_seconds() const override { return static_cast<double>(server_idle_us_) * 1e-6; }
+  double background_idle_seconds() const override {
+    return static_cast<double>(server_idle_us_) * 1e-6;
+  }
 
   // A snapshot of x_i.
   torch::Tensor parameters() const;
@@ -68,12 +69,13 @@ class Adpsgd : public Algorithm {
   torch::Tensor buffer_;                  // the active worker's receive buffer
   std::unique_ptr<Optimizer> optimizer_;  // updates x_ with the model's gradient
   mutable std::mutex mu_;                 // guards x_ and the optimizer state
-  std::vector<std::unique_ptr<BackgroundTask>> servers_;
   std::vector<torch::Tensor> server_buffers_;
   std::atomic<int64_t> averagings_{0};
   std::atomic<int64_t> server_idle_us_{0};  // servers' time waiting for requests
   bool finished_ = false;
   std::unique_ptr<Consensus> consensus_;
+  // Last, so that destruction joins the servers before what they use goes away.
+  std::vector<std::unique_ptr<BackgroundTask>> servers_;
 };
 
 // One averaging from the active side: sends a request and x to `peer`, receives the peer's x

@@ -57,7 +57,7 @@ void Diloco::outer_step(Context& ctx) {
 }
 
 StagedModel Diloco::model_for_eval(Context& ctx) {
-  return consensus_->average(ctx.eval_channel(), global_, ctx.model);
+  return consensus_->shared(ctx.eval_channel(), global_, ctx.model);
 }
 
 void Diloco::save(Archive& archive) const {

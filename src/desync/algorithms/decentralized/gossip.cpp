@@ -54,6 +54,20 @@ StagedModel Consensus::average(Communicator& comm, const torch::Tensor& params,
       (params.narrow(0, 0, avg.numel()) - avg).norm().reshape({1}).to(torch::kFloat64);
   comm.all_reduce(dist);
   distance_ = dist.item<double>() / n;
+  average_buffers(comm, local);
+  return model_;
+}
+
+StagedModel Consensus::shared(Communicator& comm, const torch::Tensor& params,
+                              const StagedModel& local) {
+  torch::NoGradGuard no_grad;
+  flat_->params_flat().copy_(params.narrow(0, 0, flat_->numel()));
+  average_buffers(comm, local);
+  return model_;
+}
+
+void Consensus::average_buffers(Communicator& comm, const StagedModel& local) {
+  const int64_t n = comm.world_size();
   auto mine = local->named_bufs();
   auto theirs = model_->named_bufs();
   for (size_t i = 0; i < mine.size(); ++i) {
@@ -61,11 +75,10 @@ StagedModel Consensus::average(Communicator& comm, const torch::Tensor& params,
     b.copy_(mine[i].second);
     comm.all_reduce(b);
     if (b.is_floating_point())
-      b.div_(n);
+      b.div_(static_cast<double>(n));
     else
-      b.div_(static_cast<int64_t>(n), "floor");
+      b.div_(n, "floor");
   }
-  return model_;
 }
 
 }  // namespace desync

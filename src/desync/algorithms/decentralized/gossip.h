@@ -11,7 +11,8 @@
 //
 // Consensus builds the workers' average model for evaluation (parameters and buffers averaged
 // over ranks with an all-reduce on the evaluation channel) and measures the spread: the mean
-// over workers of ||x_i - x̄||₂.
+// over workers of ||x_i - x̄||₂. shared() loads parameters every rank already agrees on and
+// averages only the buffers.
 //
 // Thread-safety: one thread per object.
 #pragma once
@@ -51,10 +52,15 @@ class Consensus {
   // The average over ranks of `params` (a flat vector laid out like the model's parameters)
   // and of `local`'s buffers, loaded into the evaluation model. Collective on `comm`.
   StagedModel average(Communicator& comm, const torch::Tensor& params, const StagedModel& local);
+  // The same for `params` that every rank holds alike (DiLoCo's global copy): they are loaded
+  // as they are, and only the buffers are averaged.
+  StagedModel shared(Communicator& comm, const torch::Tensor& params, const StagedModel& local);
   // mean_i ||params_i - average||₂ at the last average().
   double distance() const { return distance_; }
 
  private:
+  void average_buffers(Communicator& comm, const StagedModel& local);
+
   StagedModel model_;
   std::unique_ptr<FlatParameters> flat_;
   double distance_ = 0.0;

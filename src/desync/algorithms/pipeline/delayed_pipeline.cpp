@@ -33,8 +33,8 @@ void DelayedPipeline::setup(Context& ctx) {
 
 void DelayedPipeline::run_tick(Context& ctx, int64_t t, StepReport& report) {
   const int64_t s = ctx.comm.rank(), j = ctx.comm.world_size();
-  link_->wait_marked_sends();  // sends of tick t-2 and earlier have been received by now
-  const int64_t b = t - s;     // the forward due
+  link_->wait_older_sends();  // those of tick t-2 and earlier: their receivers are past them
+  const int64_t b = forward_due(t, s);
   if (b >= 0 && b < fed_) {
     PipeMessage in;
     if (s == 0) {
@@ -52,7 +52,7 @@ void DelayedPipeline::run_tick(Context& ctx, int64_t t, StepReport& report) {
       link_->send_forward(out);
     }
   }
-  const int64_t c = t - (2 * j - s - 2);  // the backward due
+  const int64_t c = backward_due(t, s, j);
   if (s < j - 1 && c >= 0 && c < fed_) {
     PipeMessage out = stage_->backward(link_->recv_backward(c), t);
     if (s > 0) link_->send_backward(out);

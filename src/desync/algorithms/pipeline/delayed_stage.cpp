@@ -57,7 +57,6 @@ DelayedStage::DelayedStage(const Config& config, StagedModel model, StageRange r
       range_(range),
       first_(first),
       last_(last),
-      reversible_(memory->inverts()),
       k_(k),
       memory_(std::move(memory)) {
   flat_ = std::make_unique<FlatParameters>(model_->parameters_of(range_.begin, range_.end));
@@ -161,7 +160,7 @@ std::vector<double> TickSimulator::run(const std::vector<MicroBatch>& batches,
     fwd_.emplace_back();
     bwd_.emplace_back();
     for (int64_t s = 0; s < j; ++s) {
-      const int64_t b = t - s;
+      const int64_t b = forward_due(t, s);
       if (b < 0 || b >= total) continue;
       PipeMessage in =
           s == 0 ? PipeMessage{b, batches[b].inputs, batches[b].targets, {}} : fwd_mail.at(s);
@@ -177,7 +176,7 @@ std::vector<double> TickSimulator::run(const std::vector<MicroBatch>& batches,
       }
     }
     for (int64_t s = 0; s < j - 1; ++s) {
-      const int64_t b = t - (2 * j - s - 2);
+      const int64_t b = backward_due(t, s, j);
       if (b < 0 || b >= total) continue;
       PipeMessage out = stages_[s]->backward(bwd_mail.at(s), t);
       bwd_.back().emplace_back(s, b);

@@ -97,7 +97,7 @@ class DelayedStage {
   double loss() const { return loss_; }
   const StageCounters& counters() const { return counters_; }
   const StageMemory& memory() const { return *memory_; }
-  bool reversible() const { return reversible_; }
+  bool reversible() const { return memory_->inverts(); }
   FlatParameters& flat() { return *flat_; }
   Optimizer& optimizer() { return *optimizer_; }
 
@@ -109,7 +109,7 @@ class DelayedStage {
   const Config& config_;
   StagedModel model_;
   StageRange range_;
-  bool first_, last_, reversible_;
+  bool first_, last_;
   int64_t k_, backwards_ = 0;
   std::unique_ptr<FlatParameters> flat_;
   std::unique_ptr<Optimizer> optimizer_;
@@ -140,8 +140,10 @@ class TickSimulator {
   std::vector<std::vector<std::pair<int64_t, int64_t>>> fwd_, bwd_;
 };
 
-// The tick at which stage s (of J) forwards / backpropagates micro-batch b.
-inline int64_t forward_tick(int64_t b, int64_t s) { return b + s; }
+// The tick at which stage s (of J) backpropagates micro-batch b; its forward is at tick b + s.
 inline int64_t backward_tick(int64_t b, int64_t s, int64_t j) { return b + 2 * j - s - 2; }
+// The micro-batch whose forward / backward stage s runs at tick t (none when out of range).
+inline int64_t forward_due(int64_t t, int64_t s) { return t - s; }
+inline int64_t backward_due(int64_t t, int64_t s, int64_t j) { return t - backward_tick(0, s, j); }
 
 }  // namespace desync

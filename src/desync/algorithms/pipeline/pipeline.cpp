@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <cmath>
 
 #include "desync/algorithms/common.h"
 #include "desync/algorithms/registry.h"
@@ -144,16 +143,9 @@ StepReport Pipeline::step(Context& ctx) {
     link_->wait_sends();
   }
   TraceSpan span("optimizer", "optimizer");
-  torch::Tensor& grads = flat_->grads_flat();
-  const double clip = ctx.config.optimizer.grad_clip;
-  if (clip > 0) {  // the global norm over all stages
-    torch::Tensor sq = grads.pow(2).sum().to(torch::kFloat64).reshape({1});
-    ctx.comm.all_reduce(sq);
-    double norm = std::sqrt(sq.item<double>());
-    if (norm > clip) grads.mul_(clip / (norm + 1e-6));
-  }
+  clip_global_norm(ctx.comm, flat_->grads_flat(), ctx.config.optimizer.grad_clip);
   optimizer_->step(ctx.schedule.lr(ctx.step));
-  grads.zero_();
+  flat_->grads_flat().zero_();
   return report;
 }
 

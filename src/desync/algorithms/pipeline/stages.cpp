@@ -191,18 +191,18 @@ PipeMessage PipeLink::recv_backward(int64_t id) {
   return m;
 }
 
-void PipeLink::wait_marked_sends() {
-  for (; marked_ > 0; --marked_) {
+void PipeLink::wait_older_sends() {
+  for (; older_ > 0; --older_) {
     pending_.front().first->wait();
     pending_.pop_front();
   }
-  mark_sends();
+  older_ = pending_.size();
 }
 
 void PipeLink::wait_sends() {
   for (auto& [work, tensor] : pending_) work->wait();
   pending_.clear();
-  marked_ = 0;
+  older_ = 0;
 }
 
 }  // namespace desync

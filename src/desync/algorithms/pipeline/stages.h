@@ -75,9 +75,9 @@ class PipeLink {
   PipeMessage recv_forward(int64_t id);      // from rank - 1; checks the id
   void send_backward(const PipeMessage& m);  // to rank - 1
   PipeMessage recv_backward(int64_t id);     // from rank + 1; checks the id
-  // Waits for the sends issued before the last mark_sends(), then marks the current ones.
-  void wait_marked_sends();
-  void mark_sends() { marked_ = pending_.size(); }
+  // Waits for the sends issued before the previous call of this function; the newer ones stay
+  // in flight (a pipeline tick waits for the sends of two ticks ago).
+  void wait_older_sends();
   void wait_sends();
 
  private:
@@ -88,7 +88,7 @@ class PipeLink {
   std::vector<int64_t> in_shape_, out_shape_, label_shape_;
   bool backward_carries_x_;
   std::deque<std::pair<std::shared_ptr<Work>, torch::Tensor>> pending_;
-  size_t marked_ = 0;
+  size_t older_ = 0;  // pending sends issued before the last wait_older_sends()
 };
 
 }  // namespace desync

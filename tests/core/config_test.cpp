@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
+#include "desync/algorithms/registry.h"
 #include "desync/core/error.h"
 #include "test_util.h"
 
@@ -16,6 +19,22 @@ std::string config_error(const std::string& text, const std::vector<std::string>
     return e.what();
   }
   return "";
+}
+
+// The message of the ConfigError that validating the algorithm section throws, or "" if none.
+std::string algorithm_error(const std::string& text,
+                            const std::vector<std::string>& overrides = {}) {
+  try {
+    Config c = parse_config(text, "cfg.toml", overrides);
+    validate_algorithms(c.algorithm);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
 }
 
 TEST(Config, DefaultsWhenSectionsAreMissing) {
@@ -138,6 +157,264 @@ TEST(Config, LoadsFromFile) {
   testing::TempDir dir;
   testing::write_file(dir.file("c.toml"), "[run]\nseed = 5\n");
   EXPECT_EQ(load_config(dir.file("c.toml")).run.seed, 5);
+}
+
+const char* kTwoTables = R"([algorithm]
+name = "ddp"
+[algorithm.ddp]
+bucket_cap_mb = 10
+[algorithm.acco]
+fixed_count = true
+accumulation = 3
+)";
+
+TEST(AlgorithmTables, KeysApplyOnlyToTheSelectedAlgorithm) {
+  Config ddp = parse_config(kTwoTables, "cfg.toml");
+  EXPECT_EQ(ddp.algorithm.accumulation, 1);
+  {
+    SectionReader r = algorithm_options(ddp.algorithm);
+    EXPECT_DOUBLE_EQ(r.get("bucket_cap_mb", 25.0), 10.0);
+    EXPECT_FALSE(r.get("fixed_count", false));  // acco's key is not ddp's
+    EXPECT_EQ(r.where("bucket_cap_mb"), "cfg.toml:4");
+  }
+  EXPECT_NO_THROW(make_algorithm(ddp.algorithm));
+
+  Config acco = parse_config(kTwoTables, "cfg.toml", {"algorithm.name=acco"});
+  EXPECT_EQ(acco.algorithm.accumulation, 3);  // the table's accumulation
+  {
+    SectionReader r = algorithm_options(acco.algorithm);
+    EXPECT_TRUE(r.get("fixed_count", false));
+    EXPECT_DOUBLE_EQ(r.get("bucket_cap_mb", 25.0), 25.0);
+  }
+  EXPECT_NO_THROW(make_algorithm(acco.algorithm));
+  // Algorithms without a table get the defaults.
+  EXPECT_NO_THROW(
+      make_algorithm(parse_config(kTwoTables, "cfg.toml", {"algorithm.name=zero1"}).algorithm));
+}
+
+TEST(AlgorithmTables, TypoInAnUnselectedTableFails) {
+  std::string e =
+      algorithm_error("[algorithm]\nname = \"ddp\"\n[algorithm.acco]\nfixed_cont = 1\n");
+  EXPECT_TRUE(contains(e, "cfg.toml:4: unknown key algorithm.acco.fixed_cont")) << e;
+  EXPECT_TRUE(contains(e, "fixed_count")) << e;  // the valid keys
+  e = algorithm_error("[algorithm]\nname = \"ddp\"\n[algorithm.acco]\nfixed_count = 1\n");
+  EXPECT_TRUE(contains(e, "cfg.toml:4: algorithm.acco.fixed_count must be true or false")) << e;
+  e = algorithm_error("[algorithm]\nname = \"single\"\n[algorithm.diloco]\nlocal_steps = 0\n");
+  EXPECT_TRUE(contains(e, "algorithm.diloco.local_steps = 0 is out of range")) << e;
+  // make_algorithm, which the CLI and the trainer call, validates the same way.
+  Config c =
+      parse_config("[algorithm]\nname = \"ddp\"\n[algorithm.acco]\nfixed_cont = 1\n", "cfg.toml");
+  EXPECT_THROW(make_algorithm(c.algorithm), ConfigError);
+}
+
+TEST(AlgorithmTables, TableThatIsNoAlgorithmListsTheNames) {
+  std::string e = algorithm_error("[algorithm]\nname = \"ddp\"\n[algorithm.adam]\nlr = 1\n");
+  EXPECT_TRUE(contains(e, "[algorithm.adam] is not an algorithm")) << e;
+  EXPECT_TRUE(contains(e, "single, ddp, zero1")) << e;
+  e = algorithm_error("[algorithm]\nname = \"ddp\"\n", {"algorithm.dp.bucket_cap_mb=3"});
+  EXPECT_TRUE(contains(e, "[algorithm.dp] is not an algorithm")) << e;
+}
+
+TEST(AlgorithmTables, FlatForeignKeyNamesItsAlgorithm) {
+  const std::string flat_ddp = "[run]\nseed = 1\n[algorithm]\nname = \"ddp\"\nbucket_cap_mb = 25\n";
+  // The flat (older) form still works for the selected algorithm.
+  Config c = parse_config(flat_ddp, "test.toml");
+  EXPECT_DOUBLE_EQ(algorithm_options(c.algorithm).get("bucket_cap_mb", 1.0), 25.0);
+  EXPECT_NO_THROW(make_algorithm(c.algorithm));
+
+  std::string e = algorithm_error(flat_ddp, {"algorithm.name=acco"});
+  EXPECT_EQ(e,
+            "cfg.toml:5: algorithm.bucket_cap_mb is an option of ddp, not of acco; put it under "
+            "[algorithm.ddp]");
+  e = algorithm_error("[algorithm]\nname = \"ddp\"\nlocal_steps = 4\n");
+  EXPECT_TRUE(contains(e,
+                       "algorithm.local_steps is an option of diloco, gasloc, not of ddp; put "
+                       "it under [algorithm.diloco] or [algorithm.gasloc]"))
+      << e;
+  e = algorithm_error("[algorithm]\nname = \"ddp\"\n[algorithm.acco]\nbucket_cap_mb = 4\n");
+  EXPECT_TRUE(contains(e,
+                       "cfg.toml:4: algorithm.acco.bucket_cap_mb is an option of ddp, not of "
+                       "acco; put it under [algorithm.ddp]"))
+      << e;
+  e = algorithm_error("", {"algorithm.name=ddp", "algorithm.outer_lr=0.7"});
+  EXPECT_TRUE(contains(e, "--set: algorithm.outer_lr is an option of diloco, gasloc")) << e;
+  // A key no algorithm has is an unknown key of the selected one.
+  e = algorithm_error("[algorithm]\nname = \"ddp\"\nwarmup = 3\n");
+  EXPECT_TRUE(contains(e, "cfg.toml:3: unknown key algorithm.warmup; valid keys:")) << e;
+  EXPECT_TRUE(contains(e, "bucket_cap_mb")) << e;
+}
+
+TEST(AlgorithmTables, SetIntoATable) {
+  Config c = parse_config(kTwoTables, "cfg.toml",
+                          {"algorithm.ddp.bucket_cap_mb=5", "algorithm.ddp.overlap=false"});
+  SectionReader r = algorithm_options(c.algorithm);
+  EXPECT_DOUBLE_EQ(r.get("bucket_cap_mb", 25.0), 5.0);
+  EXPECT_FALSE(r.get("overlap", true));
+  EXPECT_EQ(r.where("bucket_cap_mb"), "--set");
+  r.finish();
+  // Into a table the file does not have, and into an unselected table.
+  c = parse_config("", "cfg.toml",
+                   {"algorithm.name=diloco", "algorithm.diloco.local_steps=2",
+                    "algorithm.gasloc.local_steps=3"});
+  EXPECT_EQ(algorithm_options(c.algorithm).get("local_steps", int64_t{20}), 2);
+  EXPECT_NO_THROW(make_algorithm(c.algorithm));
+  std::string e = algorithm_error("", {"algorithm.name=ddp", "algorithm.acco.fixed_cont=true"});
+  EXPECT_TRUE(contains(e, "--set: unknown key algorithm.acco.fixed_cont")) << e;
+  e = config_error("[algorithm]\nname = \"ddp\"\n", {"algorithm.name.x=1"});
+  EXPECT_TRUE(contains(e, "--set algorithm.name.x=1: algorithm.name is not a table")) << e;
+  e = config_error("", {"algorithm..x=1"});
+  EXPECT_TRUE(contains(e, "section.key")) << e;
+}
+
+TEST(AlgorithmTables, KeyBothFlatAndInTheTable) {
+  const std::string both =
+      "[algorithm]\nname = \"ddp\"\nbucket_cap_mb = 1\n[algorithm.ddp]\nbucket_cap_mb = 2\n";
+  // Both in the file: an error naming both places.
+  std::string e = config_error(both);
+  EXPECT_EQ(e,
+            "cfg.toml:3: algorithm.bucket_cap_mb is also set in [algorithm.ddp] (cfg.toml:5); set "
+            "it in one place, preferably [algorithm.ddp]");
+  // A --set value beats the file's, flat or in the table.
+  Config c = parse_config("[algorithm]\nname = \"ddp\"\n[algorithm.ddp]\nbucket_cap_mb = 2\n",
+                          "cfg.toml", {"algorithm.bucket_cap_mb=7"});
+  EXPECT_DOUBLE_EQ(algorithm_options(c.algorithm).get("bucket_cap_mb", 25.0), 7.0);
+  EXPECT_NO_THROW(make_algorithm(c.algorithm));
+  c = parse_config("[algorithm]\nname = \"ddp\"\nbucket_cap_mb = 2\n", "cfg.toml",
+                   {"algorithm.ddp.bucket_cap_mb=8"});
+  EXPECT_DOUBLE_EQ(algorithm_options(c.algorithm).get("bucket_cap_mb", 25.0), 8.0);
+  // Both from --set: an error.
+  e = config_error(
+      "", {"algorithm.name=ddp", "algorithm.bucket_cap_mb=1", "algorithm.ddp.bucket_cap_mb=2"});
+  EXPECT_TRUE(contains(e, "also set in [algorithm.ddp]")) << e;
+  // Only the selected algorithm's table conflicts with flat keys.
+  c = parse_config(
+      "[algorithm]\nname = \"diloco\"\nlocal_steps = 4\n[algorithm.gasloc]\n"
+      "local_steps = 8\n",
+      "cfg.toml");
+  EXPECT_EQ(algorithm_options(c.algorithm).get("local_steps", int64_t{1}), 4);
+  EXPECT_NO_THROW(make_algorithm(c.algorithm));
+}
+
+TEST(AlgorithmTables, AccumulationIsCommonAndPerTable) {
+  const std::string text =
+      "[algorithm]\nname = \"acco\"\naccumulation = 2\n[algorithm.acco]\naccumulation = 4\n"
+      "[algorithm.dpu]\nn_warmup = 1\n";
+  EXPECT_EQ(parse_config(text, "cfg.toml").algorithm.accumulation, 4);  // the table's
+  Config dpu = parse_config(text, "cfg.toml", {"algorithm.name=dpu"});
+  EXPECT_EQ(dpu.algorithm.accumulation, 2);  // [algorithm]'s
+  EXPECT_EQ(dpu.algorithm.for_table("acco").accumulation, 4);
+  // --set beats the file, at either level.
+  EXPECT_EQ(parse_config(text, "cfg.toml", {"algorithm.accumulation=8"}).algorithm.accumulation, 8);
+  EXPECT_EQ(
+      parse_config(text, "cfg.toml", {"algorithm.acco.accumulation=5"}).algorithm.accumulation, 5);
+  // Validated in every table; a table takes no name.
+  std::string e = config_error("[algorithm]\nname = \"ddp\"\n[algorithm.acco]\naccumulation = 0\n");
+  EXPECT_TRUE(contains(e, "cfg.toml:4: algorithm.acco.accumulation = 0 is out of range")) << e;
+  e = config_error("[algorithm]\nname = \"ddp\"\n[algorithm.ddp]\nname = \"acco\"\n");
+  EXPECT_TRUE(contains(e, "cfg.toml:4: algorithm.ddp.name")) << e;
+  EXPECT_TRUE(contains(e, "algorithm.name selects")) << e;
+}
+
+TEST(AlgorithmTables, ResolvedConfigRoundTripsAndMovesFlatKeysIntoTheTable) {
+  const std::string text =
+      "[algorithm]\nname = \"ddp\"\naccumulation = 2\nfirst_bucket_mb = 2\n"
+      "[algorithm.ddp]\naccumulation = 3\n[algorithm.acco]\nfixed_count = true\n"
+      "[algorithm.dpu]\nn_warmup = 5\naccumulation = 3\n";
+  Config a = parse_config(text, "cfg.toml",
+                          {"algorithm.ddp.bucket_cap_mb=10", "algorithm.diloco.local_steps=2"});
+  std::string resolved = a.resolved_toml();
+  Config b = parse_config(resolved, "resolved.toml");
+  EXPECT_EQ(b.algorithm.name, "ddp");
+  EXPECT_EQ(b.algorithm.accumulation, 3);
+  EXPECT_EQ(b.algorithm.section()->get("accumulation")->value_or(int64_t{0}), 2) << resolved;
+  {
+    SectionReader r = algorithm_options(b.algorithm);
+    EXPECT_DOUBLE_EQ(r.get("bucket_cap_mb", 25.0), 10.0);
+    EXPECT_DOUBLE_EQ(r.get("first_bucket_mb", 1.0), 2.0);
+    EXPECT_TRUE(r.where("first_bucket_mb") != "resolved.toml") << resolved;
+  }
+  // The flat key went into [algorithm.ddp]: switching algorithms on the resolved file works.
+  const toml::table* ddp = b.algorithm.table();
+  ASSERT_NE(ddp, nullptr) << resolved;
+  EXPECT_TRUE(ddp->contains("first_bucket_mb")) << resolved;
+  EXPECT_FALSE(b.algorithm.section()->contains("first_bucket_mb")) << resolved;
+  EXPECT_NO_THROW(make_algorithm(b.algorithm));
+  // Every other algorithm gets what it got from the original.
+  for (std::string other : {"acco", "dpu", "diloco", "zero1"}) {
+    Config from_a = parse_config(text, "cfg.toml",
+                                 {"algorithm.ddp.bucket_cap_mb=10",
+                                  "algorithm.diloco.local_steps=2", "algorithm.name=" + other});
+    Config from_b = parse_config(resolved, "resolved.toml", {"algorithm.name=" + other});
+    EXPECT_EQ(from_a.algorithm.accumulation, from_b.algorithm.accumulation) << other;
+    EXPECT_NO_THROW(make_algorithm(from_b.algorithm)) << other;
+  }
+  EXPECT_EQ(parse_config(resolved, "r.toml", {"algorithm.name=acco"}).algorithm.accumulation, 2);
+  EXPECT_EQ(algorithm_options(parse_config(resolved, "r.toml", {"algorithm.name=diloco"}).algorithm)
+                .get("local_steps", int64_t{20}),
+            2);
+  EXPECT_EQ(resolved, b.resolved_toml());
+}
+
+TEST(Config, DataBudgetKeys) {
+  Config c = parse_config("[run]\nsamples = 6400\n", "cfg.toml");
+  EXPECT_EQ(c.run.samples, 6400);
+  EXPECT_EQ(c.run.tokens, 0);
+  c = parse_config("[run]\ntokens = 100000\nsteps = 10\n[data]\ndataset = \"text\"\n", "cfg.toml");
+  EXPECT_EQ(c.run.tokens, 100000);
+  EXPECT_EQ(c.run.steps, 10);  // steps > 0 takes precedence; both may be set
+
+  std::string e = config_error("[run]\nsamples = -1\n");
+  EXPECT_TRUE(contains(e, "cfg.toml:2: run.samples = -1 is out of range: must be >= 0")) << e;
+  e = config_error("[run]\ntokens = -5\n[data]\ndataset = \"text\"\n");
+  EXPECT_TRUE(contains(e, "run.tokens = -5 is out of range")) << e;
+  e = config_error("[run]\nsamples = 10\ntokens = 64\n[data]\ndataset = \"text\"\n");
+  EXPECT_TRUE(contains(e, "cfg.toml:3: run.samples and run.tokens are both set")) << e;
+  e = config_error("[run]\ntokens = 640\n");
+  EXPECT_TRUE(contains(e,
+                       "cfg.toml:2: run.tokens needs a sequence dataset (data.dataset = \"text\"), "
+                       "not \"fashion-mnist\""))
+      << e;
+  e = config_error("", {"run.tokens=640", "data.dataset=synthetic"});
+  EXPECT_TRUE(contains(e, "--set: run.tokens needs a sequence dataset")) << e;
+
+  // Resolved: the budget reproduces.
+  c = parse_config("[run]\ntokens = 4096\nepochs = 2\n[data]\ndataset = \"text\"\n", "cfg.toml");
+  Config again = parse_config(c.resolved_toml(), "resolved.toml");
+  EXPECT_EQ(again.run.tokens, 4096);
+  EXPECT_EQ(again.run.samples, 0);
+  EXPECT_DOUBLE_EQ(again.run.epochs, 2.0);
+}
+
+TEST(Config, ValidateForWorldChecksWorkerSpeed) {
+  Config c = parse_config("[run]\nworker_speed = [1.0, 0.5]\n", "cfg.toml");
+  EXPECT_NO_THROW(validate_for_world(c, 2));
+  try {
+    validate_for_world(c, 3);
+    ADD_FAILURE() << "no error";
+  } catch (const ConfigError& e) {
+    EXPECT_STREQ(e.what(), "run.worker_speed has 2 entries; the job has 3 workers");
+  }
+  EXPECT_NO_THROW(validate_for_world(parse_config("", "cfg.toml"), 5));
+}
+
+// Every example validates as written, and with any algorithm selected instead: the options of
+// each algorithm sit in its own table.
+TEST(AlgorithmTables, EveryExampleValidatesWithEveryAlgorithm) {
+  int examples = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(DESYNC_SOURCE_DIR "/examples")) {
+    if (entry.path().extension() != ".toml") continue;
+    ++examples;
+    const std::string path = entry.path().string();
+    EXPECT_NO_THROW(make_algorithm(load_config(path).algorithm)) << path;
+    for (const AlgorithmInfo& info : algorithm_registry()) {
+      try {
+        make_algorithm(load_config(path, {"algorithm.name=" + info.name}).algorithm);
+      } catch (const ConfigError& e) {
+        ADD_FAILURE() << path << " with algorithm.name=" << info.name << ": " << e.what();
+      }
+    }
+  }
+  EXPECT_GE(examples, 10);
 }
 
 }  // namespace

@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <map>
+
 #include "desync/core/error.h"
 
 namespace desync {
@@ -59,21 +62,122 @@ const std::vector<AlgorithmInfo>& algorithm_registry() {
   return kRegistry;
 }
 
-std::unique_ptr<Algorithm> make_algorithm(const AlgorithmConfig& cfg) {
+namespace {
+
+// Set while a factory runs to learn its keys: algorithm_options() readers record into it.
+thread_local std::vector<std::string>* key_sink = nullptr;
+
+const AlgorithmInfo* find_algorithm(const std::string& name) {
+  for (const AlgorithmInfo& info : algorithm_registry())
+    if (info.name == name) return &info;
+  return nullptr;
+}
+
+std::string registered_names() {
   std::vector<std::string> names;
-  for (const AlgorithmInfo& info : algorithm_registry()) {
-    if (info.name == cfg.name) return info.make(cfg);
-    names.push_back(info.name);
+  for (const AlgorithmInfo& info : algorithm_registry()) names.push_back(info.name);
+  return fmt::format("{}", fmt::join(names, ", "));
+}
+
+bool knows(const std::string& algorithm, const std::string& key) {
+  const std::vector<std::string>& keys = algorithm_keys(algorithm);
+  return std::find(keys.begin(), keys.end(), key) != keys.end();
+}
+
+// Rejects a key of cfg's options that cfg's algorithm does not read but others do, naming them.
+// Keys no algorithm reads are left to the factory's finish() ("unknown key ...; valid keys").
+void check_foreign_keys(const AlgorithmConfig& cfg) {
+  SectionReader r = algorithm_reader(cfg);
+  for (const SectionReader::Entry& e : r.entries()) {
+    if (e.key == "name" || e.key == "accumulation" || knows(cfg.name, e.key)) continue;
+    std::vector<std::string> owners, tables;
+    for (const AlgorithmInfo& info : algorithm_registry()) {
+      if (!knows(info.name, e.key)) continue;
+      owners.push_back(info.name);
+      tables.push_back("[algorithm." + info.name + "]");
+    }
+    if (owners.empty()) continue;
+    throw ConfigError(fmt::format("{}: {}.{} is an option of {}, not of {}; put it under {}",
+                                  r.where(e.key.c_str()), e.section, e.key, fmt::join(owners, ", "),
+                                  cfg.name, fmt::join(tables, " or ")));
   }
-  SectionReader r(cfg.section(), "algorithm", cfg.file);
-  throw ConfigError(fmt::format("{}: algorithm.name = \"{}\" is not one of: {}", r.where("name"),
-                                cfg.name, fmt::join(names, ", ")));
+}
+
+}  // namespace
+
+const std::vector<std::string>& algorithm_keys(const std::string& name) {
+  // Learned once by running each factory on no options.
+  static const std::map<std::string, std::vector<std::string>> kKeys = [] {
+    std::map<std::string, std::vector<std::string>> out;
+    for (const AlgorithmInfo& info : algorithm_registry()) {
+      AlgorithmConfig probe;
+      probe.name = info.name;
+      probe.selected = false;
+      std::vector<std::string> keys;
+      key_sink = &keys;
+      try {
+        info.make(probe);
+      } catch (...) {
+        key_sink = nullptr;
+        throw;
+      }
+      key_sink = nullptr;
+      keys.erase(
+          std::remove_if(keys.begin(), keys.end(),
+                         [](const std::string& k) { return k == "name" || k == "accumulation"; }),
+          keys.end());
+      out[info.name] = std::move(keys);
+    }
+    return out;
+  }();
+  static const std::vector<std::string> kNone;
+  auto it = kKeys.find(name);
+  return it == kKeys.end() ? kNone : it->second;
+}
+
+namespace {
+
+// Validates every table of [algorithm] and returns the selected algorithm, built.
+std::unique_ptr<Algorithm> validate_and_make(const AlgorithmConfig& cfg) {
+  const AlgorithmInfo* selected = find_algorithm(cfg.name);
+  if (!selected) {
+    SectionReader r(cfg.section(), "algorithm", cfg.file);
+    throw ConfigError(fmt::format("{}: algorithm.name = \"{}\" is not one of: {}", r.where("name"),
+                                  cfg.name, registered_names()));
+  }
+  const std::vector<std::string> tables = cfg.table_names();
+  for (const std::string& t : tables) {
+    if (find_algorithm(t)) continue;
+    SectionReader r(cfg.section(), "algorithm", cfg.file);
+    throw ConfigError(fmt::format(
+        "{}: [algorithm.{}] is not an algorithm; tables of [algorithm] are named by one of: {}",
+        r.where(t.c_str()), t, registered_names()));
+  }
+  // The selected algorithm first: its errors matter most to this run.
+  check_foreign_keys(cfg);
+  std::unique_ptr<Algorithm> algorithm = selected->make(cfg);
+  for (const std::string& t : tables) {
+    if (t == cfg.name) continue;
+    AlgorithmConfig other = cfg.for_table(t);
+    check_foreign_keys(other);
+    find_algorithm(t)->make(other);
+  }
+  return algorithm;
+}
+
+}  // namespace
+
+void validate_algorithms(const AlgorithmConfig& cfg) { validate_and_make(cfg); }
+
+std::unique_ptr<Algorithm> make_algorithm(const AlgorithmConfig& cfg) {
+  return validate_and_make(cfg);
 }
 
 SectionReader algorithm_options(const AlgorithmConfig& cfg) {
-  SectionReader r(cfg.section(), "algorithm", cfg.file);
-  r.get("name", cfg.name);
+  SectionReader r = algorithm_reader(cfg);
+  if (cfg.selected) r.get("name", cfg.name);  // a table takes no name (core/config.cpp)
   r.get("accumulation", cfg.accumulation);
+  if (key_sink) r.record_keys(key_sink);
   return r;
 }
 

@@ -3,6 +3,7 @@
 #include <fmt/core.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -37,23 +38,58 @@ std::string type_name(const toml::node& node) {
   }
 }
 
+// True for a value that an override (--set) put into the document.
+bool from_set(const toml::node& node) { return node.source().begin.line == 0; }
+
+std::vector<SectionReader::Entry> entries_of(const toml::table* table, const std::string& section) {
+  std::vector<SectionReader::Entry> out;
+  if (!table) return out;
+  for (const auto& [k, node] : *table) out.push_back({std::string(k.str()), &node, section});
+  return out;
+}
+
+const toml::table* sub_table(const toml::table* table, const std::string& name) {
+  const toml::node* node = table ? table->get(name) : nullptr;
+  return node ? node->as_table() : nullptr;
+}
+
+// The value that sets an algorithm's accumulation: its table's, unless [algorithm]'s comes from
+// --set and the table's from the file. Null when neither is set.
+const toml::node* accumulation_node(const toml::table* section, const toml::table* own) {
+  const toml::node* common = section ? section->get("accumulation") : nullptr;
+  const toml::node* mine = own ? own->get("accumulation") : nullptr;
+  if (mine && common && from_set(*common) && !from_set(*mine)) return common;
+  return mine ? mine : common;
+}
+
 }  // namespace
 
 SectionReader::SectionReader(const toml::table* table, std::string section, std::string file)
-    : table_(table), section_(std::move(section)), file_(std::move(file)) {}
+    : entries_(entries_of(table, section)), section_(std::move(section)), file_(std::move(file)) {}
+
+SectionReader::SectionReader(std::vector<Entry> entries, std::string section, std::string file)
+    : entries_(std::move(entries)), section_(std::move(section)), file_(std::move(file)) {}
+
+const SectionReader::Entry* SectionReader::entry(const char* key) const {
+  for (const Entry& e : entries_)
+    if (e.key == key) return &e;
+  return nullptr;
+}
 
 const toml::node* SectionReader::find(const char* key) {
   known_.emplace_back(key);
-  return table_ ? table_->get(key) : nullptr;
+  const Entry* e = entry(key);
+  return e ? e->node : nullptr;
 }
 
 std::string SectionReader::where(const char* key) const {
-  const toml::node* node = table_ ? table_->get(key) : nullptr;
-  return node ? location(*node, file_) : file_;
+  const Entry* e = entry(key);
+  return e ? location(*e->node, file_) : file_;
 }
 
 void SectionReader::fail(const char* key, const std::string& what) const {
-  throw ConfigError(fmt::format("{}: {}.{} {}", where(key), section_, key, what));
+  const Entry* e = entry(key);
+  throw ConfigError(fmt::format("{}: {}.{} {}", where(key), e ? e->section : section_, key, what));
 }
 
 bool SectionReader::get(const char* key, bool fallback) {
@@ -141,13 +177,56 @@ std::vector<double> SectionReader::get(const char* key, const std::vector<double
 }
 
 void SectionReader::finish() const {
-  if (!table_) return;
-  for (const auto& [k, node] : *table_) {
-    std::string key(k.str());
-    if (std::find(known_.begin(), known_.end(), key) != known_.end()) continue;
-    throw ConfigError(fmt::format("{}: unknown key {}.{}; valid keys: {}", location(node, file_),
-                                  section_, key, fmt::join(known_, ", ")));
+  if (sink_) *sink_ = known_;
+  for (const Entry& e : entries_) {
+    if (std::find(known_.begin(), known_.end(), e.key) != known_.end()) continue;
+    throw ConfigError(fmt::format("{}: unknown key {}.{}; valid keys: {}", location(*e.node, file_),
+                                  e.section, e.key, fmt::join(known_, ", ")));
   }
+}
+
+const toml::table* AlgorithmConfig::table() const { return sub_table(section(), name); }
+
+std::vector<std::string> AlgorithmConfig::table_names() const {
+  std::vector<std::string> out;
+  if (const toml::table* s = section())
+    for (const auto& [k, node] : *s)
+      if (node.is_table()) out.emplace_back(k.str());
+  return out;
+}
+
+AlgorithmConfig AlgorithmConfig::for_table(const std::string& other) const {
+  AlgorithmConfig c = *this;
+  c.name = other;
+  c.selected = false;
+  const toml::node* n = accumulation_node(section(), sub_table(section(), other));
+  c.accumulation = n && n->is_integer() ? *n->value<int64_t>() : 1;  // range: read_sections
+  return c;
+}
+
+SectionReader algorithm_reader(const AlgorithmConfig& cfg) {
+  const std::string own = "algorithm." + cfg.name;
+  std::vector<SectionReader::Entry> entries = entries_of(cfg.table(), own);
+  const toml::table* section = cfg.section();
+  if (cfg.selected && section) {
+    for (const auto& [k, node] : *section) {
+      std::string key(k.str());
+      if (key == "name" || key == "accumulation" || node.is_table()) continue;
+      auto same = std::find_if(entries.begin(), entries.end(),
+                               [&](const SectionReader::Entry& e) { return e.key == key; });
+      if (same == entries.end()) {
+        entries.push_back({key, &node, "algorithm"});
+        continue;
+      }
+      const bool flat_set = from_set(node), own_set = from_set(*same->node);
+      if (flat_set && !own_set) *same = {key, &node, "algorithm"};  // --set beats the file
+      if (flat_set != own_set) continue;
+      throw ConfigError(fmt::format(
+          "{}: algorithm.{} is also set in [{}] ({}); set it in one place, preferably [{}]",
+          location(node, cfg.file), key, own, location(*same->node, cfg.file), own));
+    }
+  }
+  return SectionReader(std::move(entries), own, cfg.file);
 }
 
 namespace {
@@ -164,32 +243,47 @@ const toml::table* section_table(const toml::table& doc, const char* name,
   return node->as_table();
 }
 
-// Inserts `value` at the dotted `path` ("optimizer.lr") of `doc`, creating tables as needed.
+// Inserts `value` at the dotted `path` ("optimizer.lr", "algorithm.ddp.bucket_cap_mb") of `doc`,
+// creating tables as needed.
 void apply_override(toml::table& doc, const std::string& text) {
   auto eq = text.find('=');
   if (eq == std::string::npos || eq == 0)
     throw ConfigError(fmt::format("--set {}: expected section.key=value", text));
   std::string path = text.substr(0, eq);
   std::string value = text.substr(eq + 1);
-  auto dot = path.find('.');
-  if (dot == std::string::npos || dot == 0 || dot + 1 == path.size())
+  std::vector<std::string> parts;
+  for (size_t begin = 0;;) {
+    size_t dot = path.find('.', begin);
+    parts.push_back(path.substr(begin, dot == std::string::npos ? std::string::npos : dot - begin));
+    if (dot == std::string::npos) break;
+    begin = dot + 1;
+  }
+  bool empty_part = std::any_of(parts.begin(), parts.end(), [](auto& p) { return p.empty(); });
+  if (parts.size() < 2 || empty_part)
     throw ConfigError(
         fmt::format("--set {}: the key must be section.key, e.g. optimizer.lr=0.01", text));
-  std::string section = path.substr(0, dot);
-  std::string key = path.substr(dot + 1);
+  const std::string& section = parts[0];
   if (std::find(kSections.begin(), kSections.end(), section) == kSections.end())
     throw ConfigError(fmt::format("--set {}: unknown section {}; valid sections: {}", text, section,
                                   fmt::join(kSections, ", ")));
 
-  doc.emplace(section, toml::table{});
-  toml::table* sec = doc.get(section)->as_table();
-  if (!sec) throw ConfigError(fmt::format("--set {}: [{}] is not a table", text, section));
+  toml::table* table = &doc;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    table->emplace(parts[i], toml::table{});
+    toml::table* next = table->get(parts[i])->as_table();
+    if (!next) {
+      std::vector<std::string> prefix(parts.begin(), parts.begin() + static_cast<long>(i) + 1);
+      throw ConfigError(fmt::format("--set {}: {} is not a table", text, fmt::join(prefix, ".")));
+    }
+    table = next;
+  }
+  const std::string& key = parts.back();
   try {
     toml::table parsed = toml::parse("v = " + value, std::string_view("--set"));
-    sec->insert_or_assign(key, *parsed.get("v"));
+    table->insert_or_assign(key, *parsed.get("v"));
   } catch (const toml::parse_error&) {
     // A bare word (adamw, cosine) is taken as a string.
-    sec->insert_or_assign(key, value);
+    table->insert_or_assign(key, value);
   }
 }
 
@@ -197,6 +291,153 @@ const std::vector<std::string> kDatasets = {"fashion-mnist", "mnist", "cifar10",
                                             "synthetic"};
 const std::vector<std::string> kModels = {"mlp",      "cnn",      "resnet18",
                                           "revnet18", "revnet34", "revnet"};
+
+// [run]; returns where run.tokens is set (checked against data.dataset).
+std::string read_run(Config& c, const toml::table& doc, const std::string& f) {
+  SectionReader r(section_table(doc, "run", f), "run", f);
+  RunConfig& v = c.run;
+  v.name = r.get("name", v.name);
+  v.seed = r.get("seed", v.seed, 0);
+  v.steps = r.get("steps", v.steps, 0);
+  v.epochs = r.get("epochs", v.epochs, 0.0, 1e6, true);
+  v.samples = r.get("samples", v.samples, 0);
+  v.tokens = r.get("tokens", v.tokens, 0);
+  v.out = r.get("out", v.out);
+  v.log_every = r.get("log_every", v.log_every, 1);
+  v.threads = r.get("threads", v.threads, 0, 1024);
+  v.workers = r.get("workers", v.workers, 1, 4096);
+  v.comm_timeout = r.get("comm_timeout", v.comm_timeout, 0.0, 1e6, true);
+  v.worker_speed = r.get("worker_speed", v.worker_speed, 1e-3, 1.0);
+  v.comm_latency_ms = r.get("comm_latency_ms", v.comm_latency_ms, 0.0, 1e6);
+  r.finish();
+  if (v.name.empty() || v.name.find('/') != std::string::npos)
+    throw ConfigError(
+        fmt::format("{}: run.name must be a non-empty name without '/'", r.where("name")));
+  if (v.samples > 0 && v.tokens > 0)
+    throw ConfigError(
+        fmt::format("{}: run.samples and run.tokens are both set; the data budget is one of them",
+                    r.where("tokens")));
+  return r.where("tokens");
+}
+
+void read_data(Config& c, const toml::table& doc, const std::string& f,
+               const std::string& tokens_where) {
+  SectionReader r(section_table(doc, "data", f), "data", f);
+  DataConfig& v = c.data;
+  v.dataset = r.get_choice("dataset", v.dataset, kDatasets);
+  v.path = r.get("path", v.path);
+  v.batch_size = r.get("batch_size", v.batch_size, 1, 1 << 20);
+  v.eval_batch_size = r.get("eval_batch_size", v.eval_batch_size, 1, 1 << 20);
+  v.normalize = r.get("normalize", v.normalize);
+  v.augment = r.get("augment", v.augment);
+  v.train_limit = r.get("train_limit", v.train_limit, 0);
+  v.test_limit = r.get("test_limit", v.test_limit, 0);
+  v.seq_len = r.get("seq_len", v.seq_len, 1, 1 << 20);
+  v.text_test_fraction = r.get("text_test_fraction", v.text_test_fraction, 0.0, 0.9, true);
+  v.synthetic_train =
+      r.get("synthetic_train", v.synthetic_train, 1, std::numeric_limits<int64_t>::max());
+  v.synthetic_test =
+      r.get("synthetic_test", v.synthetic_test, 1, std::numeric_limits<int64_t>::max());
+  v.synthetic_classes = r.get("synthetic_classes", v.synthetic_classes, 2, 1 << 20);
+  v.synthetic_shape = r.get("synthetic_shape", v.synthetic_shape, 1);
+  r.finish();
+  if (v.synthetic_shape.empty() || v.synthetic_shape.size() > 3)
+    throw ConfigError(fmt::format("{}: data.synthetic_shape must have 1 to 3 entries",
+                                  r.where("synthetic_shape")));
+  if (c.run.tokens > 0 && v.dataset != "text")
+    throw ConfigError(fmt::format(
+        "{}: run.tokens needs a sequence dataset (data.dataset = \"text\"), not \"{}\"; "
+        "use run.samples or run.epochs",
+        tokens_where, v.dataset));
+}
+
+void read_model(Config& c, const toml::table& doc, const std::string& f) {
+  SectionReader r(section_table(doc, "model", f), "model", f);
+  ModelConfig& v = c.model;
+  v.name = r.get_choice("name", v.name, kModels);
+  v.hidden = r.get("hidden", v.hidden, 1);
+  v.channels = r.get("channels", v.channels, 1);
+  v.width = r.get("width", v.width, 1, 4096);
+  v.blocks = r.get("blocks", v.blocks, 1);
+  v.batch_norm = r.get("batch_norm", v.batch_norm);
+  r.finish();
+  if (v.name == "cnn" && v.channels.empty())
+    throw ConfigError(
+        fmt::format("{}: model.channels needs at least one entry", r.where("channels")));
+  if (v.name == "revnet" && (v.blocks.empty() || v.blocks.size() > 8))
+    throw ConfigError(
+        fmt::format("{}: model.blocks needs 1 to 8 groups (blocks per group)", r.where("blocks")));
+}
+
+void read_optimizer(Config& c, const toml::table& doc, const std::string& f) {
+  SectionReader r(section_table(doc, "optimizer", f), "optimizer", f);
+  OptimizerConfig& v = c.optimizer;
+  v.name = r.get_choice("name", v.name, {"sgd", "adamw"});
+  v.lr = r.get("lr", v.lr, 0.0, 1e6, true);
+  v.momentum = r.get("momentum", v.momentum, 0.0, 1.0);
+  v.nesterov = r.get("nesterov", v.nesterov);
+  v.dampening = r.get("dampening", v.dampening, 0.0, 1.0);
+  v.weight_decay = r.get("weight_decay", v.weight_decay, 0.0);
+  v.beta1 = r.get("beta1", v.beta1, 0.0, 1.0);
+  v.beta2 = r.get("beta2", v.beta2, 0.0, 1.0);
+  v.eps = r.get("eps", v.eps, 0.0, 1.0, true);
+  v.no_decay_norm_bias = r.get("no_decay_norm_bias", v.no_decay_norm_bias);
+  v.grad_clip = r.get("grad_clip", v.grad_clip, 0.0);
+  r.finish();
+  if (v.nesterov && (v.momentum <= 0 || v.dampening != 0))
+    throw ConfigError(fmt::format("{}: optimizer.nesterov needs momentum > 0 and dampening = 0",
+                                  r.where("nesterov")));
+}
+
+void read_schedule(Config& c, const toml::table& doc, const std::string& f) {
+  SectionReader r(section_table(doc, "schedule", f), "schedule", f);
+  ScheduleConfig& v = c.schedule;
+  v.name = r.get_choice("name", v.name, {"constant", "step", "cosine"});
+  v.warmup_steps = r.get("warmup_steps", v.warmup_steps, 0);
+  v.step_size = r.get("step_size", v.step_size, 1);
+  v.gamma = r.get("gamma", v.gamma, 0.0, 1.0);
+  v.min_lr = r.get("min_lr", v.min_lr, 0.0);
+  r.finish();
+}
+
+void read_algorithm(Config& c, const toml::table& doc, const std::string& f) {
+  const toml::table* t = section_table(doc, "algorithm", f);
+  SectionReader r(t, "algorithm", f);
+  AlgorithmConfig& v = c.algorithm;
+  v.name = r.get("name", v.name);
+  const int64_t common = r.get("accumulation", v.accumulation, 1, 1 << 20);
+  v.doc = c.doc;
+  v.file = f;
+  for (const std::string& other : v.table_names()) {
+    const toml::table* own = sub_table(t, other);
+    SectionReader tr(own, "algorithm." + other, f);
+    tr.get("accumulation", common, 1, 1 << 20);
+    if (own->get("name"))
+      throw ConfigError(fmt::format(
+          "{}: algorithm.{}.name: an algorithm's table takes no name; algorithm.name selects "
+          "the algorithm",
+          tr.where("name"), other));
+  }
+  const toml::node* acc = accumulation_node(t, v.table());
+  v.accumulation = acc ? *acc->value<int64_t>() : common;
+  algorithm_reader(v);  // rejects an own key set flat and in the table by the same source
+  // The algorithm's own keys, and every table's, are checked by make_algorithm (registry.h).
+}
+
+void read_eval(Config& c, const toml::table& doc, const std::string& f) {
+  SectionReader r(section_table(doc, "eval", f), "eval", f);
+  c.eval.every = r.get("every", c.eval.every, 0);
+  c.eval.limit = r.get("limit", c.eval.limit, 0);
+  r.finish();
+}
+
+void read_checkpoint(Config& c, const toml::table& doc, const std::string& f) {
+  SectionReader r(section_table(doc, "checkpoint", f), "checkpoint", f);
+  c.checkpoint.every = r.get("every", c.checkpoint.every, 0);
+  c.checkpoint.keep = r.get("keep", c.checkpoint.keep, 1, 1000);
+  c.checkpoint.enabled = r.get("enabled", c.checkpoint.enabled);
+  r.finish();
+}
 
 void read_sections(Config& c) {
   const toml::table& doc = *c.doc;
@@ -207,117 +448,14 @@ void read_sections(Config& c) {
       throw ConfigError(fmt::format("{}: unknown section [{}]; valid sections: {}",
                                     location(node, f), name, fmt::join(kSections, ", ")));
   }
-  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
-  {
-    SectionReader r(section_table(doc, "run", f), "run", f);
-    RunConfig& v = c.run;
-    v.name = r.get("name", v.name);
-    v.seed = r.get("seed", v.seed, 0);
-    v.steps = r.get("steps", v.steps, 0);
-    v.epochs = r.get("epochs", v.epochs, 0.0, 1e6, true);
-    v.out = r.get("out", v.out);
-    v.log_every = r.get("log_every", v.log_every, 1);
-    v.threads = r.get("threads", v.threads, 0, 1024);
-    v.workers = r.get("workers", v.workers, 1, 4096);
-    v.comm_timeout = r.get("comm_timeout", v.comm_timeout, 0.0, 1e6, true);
-    v.worker_speed = r.get("worker_speed", v.worker_speed, 1e-3, 1.0);
-    v.comm_latency_ms = r.get("comm_latency_ms", v.comm_latency_ms, 0.0, 1e6);
-    r.finish();
-    if (v.name.empty() || v.name.find('/') != std::string::npos)
-      throw ConfigError(
-          fmt::format("{}: run.name must be a non-empty name without '/'", r.where("name")));
-  }
-  {
-    SectionReader r(section_table(doc, "data", f), "data", f);
-    DataConfig& v = c.data;
-    v.dataset = r.get_choice("dataset", v.dataset, kDatasets);
-    v.path = r.get("path", v.path);
-    v.batch_size = r.get("batch_size", v.batch_size, 1, 1 << 20);
-    v.eval_batch_size = r.get("eval_batch_size", v.eval_batch_size, 1, 1 << 20);
-    v.normalize = r.get("normalize", v.normalize);
-    v.augment = r.get("augment", v.augment);
-    v.train_limit = r.get("train_limit", v.train_limit, 0);
-    v.test_limit = r.get("test_limit", v.test_limit, 0);
-    v.seq_len = r.get("seq_len", v.seq_len, 1, 1 << 20);
-    v.text_test_fraction = r.get("text_test_fraction", v.text_test_fraction, 0.0, 0.9, true);
-    v.synthetic_train = r.get("synthetic_train", v.synthetic_train, 1, kMax);
-    v.synthetic_test = r.get("synthetic_test", v.synthetic_test, 1, kMax);
-    v.synthetic_classes = r.get("synthetic_classes", v.synthetic_classes, 2, 1 << 20);
-    v.synthetic_shape = r.get("synthetic_shape", v.synthetic_shape, 1);
-    r.finish();
-    if (v.synthetic_shape.empty() || v.synthetic_shape.size() > 3)
-      throw ConfigError(fmt::format("{}: data.synthetic_shape must have 1 to 3 entries",
-                                    r.where("synthetic_shape")));
-  }
-  {
-    SectionReader r(section_table(doc, "model", f), "model", f);
-    ModelConfig& v = c.model;
-    v.name = r.get_choice("name", v.name, kModels);
-    v.hidden = r.get("hidden", v.hidden, 1);
-    v.channels = r.get("channels", v.channels, 1);
-    v.width = r.get("width", v.width, 1, 4096);
-    v.blocks = r.get("blocks", v.blocks, 1);
-    v.batch_norm = r.get("batch_norm", v.batch_norm);
-    r.finish();
-    if (v.name == "cnn" && v.channels.empty())
-      throw ConfigError(
-          fmt::format("{}: model.channels needs at least one entry", r.where("channels")));
-    if (v.name == "revnet" && (v.blocks.empty() || v.blocks.size() > 8))
-      throw ConfigError(fmt::format("{}: model.blocks needs 1 to 8 groups (blocks per group)",
-                                    r.where("blocks")));
-  }
-  {
-    SectionReader r(section_table(doc, "optimizer", f), "optimizer", f);
-    OptimizerConfig& v = c.optimizer;
-    v.name = r.get_choice("name", v.name, {"sgd", "adamw"});
-    v.lr = r.get("lr", v.lr, 0.0, 1e6, true);
-    v.momentum = r.get("momentum", v.momentum, 0.0, 1.0);
-    v.nesterov = r.get("nesterov", v.nesterov);
-    v.dampening = r.get("dampening", v.dampening, 0.0, 1.0);
-    v.weight_decay = r.get("weight_decay", v.weight_decay, 0.0);
-    v.beta1 = r.get("beta1", v.beta1, 0.0, 1.0);
-    v.beta2 = r.get("beta2", v.beta2, 0.0, 1.0);
-    v.eps = r.get("eps", v.eps, 0.0, 1.0, true);
-    v.no_decay_norm_bias = r.get("no_decay_norm_bias", v.no_decay_norm_bias);
-    v.grad_clip = r.get("grad_clip", v.grad_clip, 0.0);
-    r.finish();
-    if (v.nesterov && (v.momentum <= 0 || v.dampening != 0))
-      throw ConfigError(fmt::format("{}: optimizer.nesterov needs momentum > 0 and dampening = 0",
-                                    r.where("nesterov")));
-  }
-  {
-    SectionReader r(section_table(doc, "schedule", f), "schedule", f);
-    ScheduleConfig& v = c.schedule;
-    v.name = r.get_choice("name", v.name, {"constant", "step", "cosine"});
-    v.warmup_steps = r.get("warmup_steps", v.warmup_steps, 0);
-    v.step_size = r.get("step_size", v.step_size, 1);
-    v.gamma = r.get("gamma", v.gamma, 0.0, 1.0);
-    v.min_lr = r.get("min_lr", v.min_lr, 0.0);
-    r.finish();
-  }
-  {
-    const toml::table* t = section_table(doc, "algorithm", f);
-    SectionReader r(t, "algorithm", f);
-    AlgorithmConfig& v = c.algorithm;
-    v.name = r.get("name", v.name);
-    v.accumulation = r.get("accumulation", v.accumulation, 1, 1 << 20);
-    v.doc = c.doc;
-    v.file = f;
-    // The remaining keys are checked by the algorithm's registry entry (validate_algorithm).
-  }
-  {
-    SectionReader r(section_table(doc, "eval", f), "eval", f);
-    c.eval.every = r.get("every", c.eval.every, 0);
-    c.eval.limit = r.get("limit", c.eval.limit, 0);
-    r.finish();
-  }
-  {
-    SectionReader r(section_table(doc, "checkpoint", f), "checkpoint", f);
-    c.checkpoint.every = r.get("every", c.checkpoint.every, 0);
-    c.checkpoint.keep = r.get("keep", c.checkpoint.keep, 1, 1000);
-    c.checkpoint.enabled = r.get("enabled", c.checkpoint.enabled);
-    r.finish();
-  }
+  const std::string tokens_where = read_run(c, doc, f);
+  read_data(c, doc, f, tokens_where);
+  read_model(c, doc, f);
+  read_optimizer(c, doc, f);
+  read_schedule(c, doc, f);
+  read_algorithm(c, doc, f);
+  read_eval(c, doc, f);
+  read_checkpoint(c, doc, f);
 }
 
 template <class T>
@@ -335,6 +473,8 @@ std::string Config::resolved_toml() const {
                                 {"seed", run.seed},
                                 {"steps", run.steps},
                                 {"epochs", run.epochs},
+                                {"samples", run.samples},
+                                {"tokens", run.tokens},
                                 {"out", run.out},
                                 {"log_every", run.log_every},
                                 {"threads", run.threads},
@@ -378,9 +518,28 @@ std::string Config::resolved_toml() const {
                                      {"step_size", schedule.step_size},
                                      {"gamma", schedule.gamma},
                                      {"min_lr", schedule.min_lr}});
-  toml::table alg = algorithm.section() ? *algorithm.section() : toml::table{};
-  alg.insert_or_assign("name", algorithm.name);
-  alg.insert_or_assign("accumulation", algorithm.accumulation);
+  // [algorithm]: name, the common accumulation, and one table per algorithm. The selected
+  // algorithm's options (flat keys and --set included) all go into its table; every table holds
+  // `accumulation` where its algorithm's differs from the common one. So the file reproduces the
+  // run, and switching algorithm.name on it gives what switching gave on the original.
+  const toml::table* section = algorithm.section();
+  const toml::node* common_node = section ? section->get("accumulation") : nullptr;
+  const int64_t common = common_node ? common_node->value_or(int64_t{1}) : 1;
+  toml::table alg{{"name", algorithm.name}, {"accumulation", common}};
+  auto put = [&](const std::string& name, toml::table t, int64_t accumulation) {
+    if (accumulation == common)
+      t.erase("accumulation");
+    else
+      t.insert_or_assign("accumulation", accumulation);
+    if (!t.empty()) alg.insert_or_assign(name, std::move(t));
+  };
+  toml::table own;
+  const SectionReader options = algorithm_reader(algorithm);
+  for (const SectionReader::Entry& e : options.entries()) own.insert_or_assign(e.key, *e.node);
+  put(algorithm.name, std::move(own), algorithm.accumulation);
+  for (const std::string& other : algorithm.table_names())
+    if (other != algorithm.name)
+      put(other, *section->get(other)->as_table(), algorithm.for_table(other).accumulation);
   doc.insert("algorithm", std::move(alg));
   doc.insert("eval", toml::table{{"every", eval.every}, {"limit", eval.limit}});
   doc.insert("checkpoint", toml::table{{"every", checkpoint.every},
@@ -405,6 +564,12 @@ Config parse_config(const std::string& toml_text, const std::string& source_name
   for (const std::string& o : overrides) apply_override(*c.doc, o);
   read_sections(c);
   return c;
+}
+
+void validate_for_world(const Config& cfg, int64_t world) {
+  if (!cfg.run.worker_speed.empty() && static_cast<int64_t>(cfg.run.worker_speed.size()) != world)
+    throw ConfigError(fmt::format("run.worker_speed has {} entries; the job has {} workers",
+                                  cfg.run.worker_speed.size(), world));
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {

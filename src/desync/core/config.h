@@ -6,9 +6,18 @@
 // rejects unknown keys, wrong types and out-of-range values with a ConfigError whose one-line
 // message names the key, the file and line (or the override), and the valid choices.
 //
-// The [algorithm] section is shared by all algorithms: `name` and `accumulation` are common,
-// any other key belongs to the selected algorithm, which reads it through a SectionReader
-// (see algorithms/registry.h) so that its keys are validated like every other key.
+// The [algorithm] section holds the common keys `name` and `accumulation`, and one table per
+// algorithm, [algorithm.<name>], with that algorithm's own keys; only the selected algorithm's
+// table applies to the run, but every table is validated against its algorithm's keys (by
+// make_algorithm, algorithms/registry.h). Keys of the selected algorithm may also sit directly
+// in [algorithm] (the older, flat form). Precedence, for the selected algorithm:
+//   - an own key set both flat and in the table: a --set value beats the file's; two values from
+//     the same source (both in the file, or both --set) are an error;
+//   - `accumulation` in [algorithm] is the default of every algorithm; a table's `accumulation`
+//     replaces it for that algorithm, unless the [algorithm] value comes from --set and the
+//     table's from the file (--set beats the file).
+// Algorithms read their keys through algorithm_options() (a SectionReader over the merged view)
+// so that their keys are validated like every other key.
 #pragma once
 
 #include <toml++/toml.h>
@@ -24,8 +33,15 @@ namespace desync {
 struct RunConfig {
   std::string name = "run";
   int64_t seed = 0;
-  int64_t steps = 0;     // optimizer steps; 0 = derive from epochs
-  double epochs = 1.0;   // used when steps = 0
+  // The length of the run: `steps` optimizer steps when > 0; else the data budget, which is
+  // `samples` examples or `tokens` tokens (text) when one is > 0, else `epochs` passes over the
+  // training split. The trainer converts a data budget to global micro-batches, which every
+  // algorithm consumes exactly. samples and tokens are exclusive; tokens needs data.dataset =
+  // "text".
+  int64_t steps = 0;     // optimizer steps; 0 = from the data budget
+  double epochs = 1.0;   // used when steps, samples and tokens are 0
+  int64_t samples = 0;   // training examples (all workers together); 0 = unset
+  int64_t tokens = 0;    // training tokens (sequence datasets only); 0 = unset
   std::string out = "";  // run directory; "" = runs/<name>
   int64_t log_every = 50;
   int64_t threads = 0;          // intra-op threads per worker; 0 = cores / local workers
@@ -91,15 +107,27 @@ struct ScheduleConfig {
 
 struct AlgorithmConfig {
   std::string name = "single";
-  int64_t accumulation = 1;                // micro-batches accumulated per optimizer step
+  // Micro-batches accumulated per optimizer step: the algorithm's table's value or [algorithm]'s
+  // (see the precedence above).
+  int64_t accumulation = 1;
   std::shared_ptr<const toml::table> doc;  // the whole document (keeps source positions)
   std::string file;                        // where it came from, for messages
+  // True for the run's algorithm, whose options also include the flat keys of [algorithm];
+  // false for a config made by for_table() to validate another algorithm's table.
+  bool selected = true;
 
-  // The [algorithm] table, for algorithm-specific keys; null if the file has none.
+  // The [algorithm] table (common keys, flat keys, per-algorithm tables); null if none.
   const toml::table* section() const {
     const toml::node* n = doc ? doc->get("algorithm") : nullptr;
     return n ? n->as_table() : nullptr;
   }
+  // The table [algorithm.<name>] of this algorithm; null if none.
+  const toml::table* table() const;
+  // The names of the per-algorithm tables of [algorithm], in order.
+  std::vector<std::string> table_names() const;
+  // The config algorithm `other` would get from its table [algorithm.<other>] (flat keys
+  // excluded), to validate that table when another algorithm is selected.
+  AlgorithmConfig for_table(const std::string& other) const;
 };
 
 struct EvalConfig {
@@ -134,7 +162,17 @@ struct Config {
 // Values are checked for type and range; errors name `section.key`, file and line.
 class SectionReader {
  public:
+  // A key, its value, and the section that messages name it by.
+  struct Entry {
+    std::string key;
+    const toml::node* node;
+    std::string section;
+  };
+
   SectionReader(const toml::table* table, std::string section, std::string file);
+  // A view assembled from several tables (the selected algorithm's table plus the flat keys of
+  // [algorithm]); `section` names keys not present. Keys must be unique.
+  SectionReader(std::vector<Entry> entries, std::string section, std::string file);
 
   bool get(const char* key, bool fallback);
   int64_t get(const char* key, int64_t fallback, int64_t min = std::numeric_limits<int64_t>::min(),
@@ -153,25 +191,45 @@ class SectionReader {
   // Throws ConfigError for the first key that no get() asked for, listing the valid keys.
   void finish() const;
 
-  // "file:line" of a key if it is present, else the file.
+  // "file:line" of a key if it is present ("--set" for an override), else the file.
   std::string where(const char* key) const;
 
+  // finish() also stores the keys asked for in *sink (the registry learns each algorithm's
+  // keys this way). The sink must outlive the reader.
+  void record_keys(std::vector<std::string>* sink) { sink_ = sink; }
+
+  const std::vector<Entry>& entries() const { return entries_; }
+
  private:
+  const Entry* entry(const char* key) const;
   const toml::node* find(const char* key);
   [[noreturn]] void fail(const char* key, const std::string& what) const;
 
-  const toml::table* table_;
+  std::vector<Entry> entries_;
   std::string section_;
   std::string file_;
   std::vector<std::string> known_;
+  std::vector<std::string>* sink_ = nullptr;
 };
 
-// Parses `path`, applies overrides of the form "section.key=value" (value in TOML syntax;
-// a bare word is taken as a string) and validates everything. Throws ConfigError.
+// The options of cfg's algorithm: its table [algorithm.<name>] and, when cfg.selected, the flat
+// keys of [algorithm] (name, accumulation and tables excluded); throws ConfigError when a key is
+// set in both from the same source. Algorithms use algorithm_options() (registry.h), which
+// wraps this.
+SectionReader algorithm_reader(const AlgorithmConfig& cfg);
+
+// Parses `path`, applies overrides of the form "section.key=value" or, into a table,
+// "section.table.key=value" (algorithm.ddp.bucket_cap_mb=10; value in TOML syntax, a bare word
+// is taken as a string) and validates everything but the algorithms' own keys, which
+// make_algorithm() checks. Throws ConfigError.
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 
 // Same, from TOML text (tests, and `desync train` on a resolved config).
 Config parse_config(const std::string& toml_text, const std::string& source_name,
                     const std::vector<std::string>& overrides = {});
+
+// The checks that need the job's world size (workers on all nodes): run.worker_speed has one
+// entry per worker. Throws ConfigError. Call once the world size is known.
+void validate_for_world(const Config& cfg, int64_t world);
 
 }  // namespace desync

@@ -1,6 +1,6 @@
 // Runs an algorithm on N in-process ranks (FakeWorld) the way the Trainer would, for
-// equivalence tests: every rank builds the same seeded model, reads its shard of the stream,
-// and takes `steps` steps.
+// equivalence tests: every rank is assembled by assemble_run() (the same seeded model, its
+// shard of the stream), set up, and takes `steps` steps.
 #pragma once
 
 #include <functional>
@@ -11,6 +11,7 @@
 #include "desync/algorithms/registry.h"
 #include "desync/comm/fake_communicator.h"
 #include "desync/data/dataset.h"
+#include "desync/train/assemble.h"
 
 namespace desync::testing {
 
@@ -42,6 +43,16 @@ inline Config tiny_config(std::vector<std::string> overrides) {
   return parse_config("", "test.toml", base);
 }
 
+// A tiny seeded model with 4 classes: tiny_config()'s MLP on 12 features or, with
+// `batch_norm`, a one-block BatchNorm CNN on 1x8x8 images.
+inline StagedModel tiny_model(bool batch_norm = false) {
+  Config cfg = tiny_config({});
+  torch::manual_seed(0);
+  if (!batch_norm) return make_model(cfg.model, {{12}, 4});
+  Config cnn = tiny_config({"model.name=\"cnn\"", "model.channels=[2]"});
+  return make_model(cnn.model, {{1, 8, 8}, 4});
+}
+
 // Flat copy of all parameters.
 inline torch::Tensor flat_params(StagedModel& m) {
   std::vector<torch::Tensor> v;
@@ -68,27 +79,29 @@ inline void perturb_by_rank(int64_t rank, StagedModel& model) {
   for (auto& p : model->parameters()) p.add_(at::normal(0.0, 0.1, p.sizes(), gen, p.options()));
 }
 
-// Trains `steps` steps on `world` fake ranks and returns every rank's final state.
-inline std::vector<RankState> run_on_fake_world(const Config& cfg, int64_t world, int64_t steps,
+// Trains `steps` steps on `world` fake ranks and returns every rank's final state. Each rank is
+// assembled as the Trainer assembles it (train/assemble.h), with run.steps = `steps`.
+inline std::vector<RankState> run_on_fake_world(const Config& base, int64_t world, int64_t steps,
                                                 const DatasetSplits& data,
                                                 const FakeRunOptions& options = {}) {
+  Config cfg = base;
+  cfg.run.steps = steps;
   std::vector<RankState> ranks(world);
+  std::vector<RunParts> parts;
   for (int64_t r = 0; r < world; ++r) {  // models built one after another: same init
-    torch::manual_seed(static_cast<uint64_t>(cfg.run.seed));
-    ranks[r].model =
-        make_model(cfg.model, ModelInput{data.train.example_shape(), data.train.num_classes});
-    ranks[r].algorithm = make_algorithm(cfg.algorithm);
-    const bool whole = options.identical_data || !ranks[r].algorithm->shards_data();
-    ranks[r].batches =
-        std::make_unique<MicroBatchSource>(data.train, cfg.data.batch_size, whole ? 0 : r,
-                                           whole ? 1 : world, static_cast<uint64_t>(cfg.run.seed),
-                                           TransformOptions{cfg.data.normalize, cfg.data.augment});
-    ranks[r].schedule = std::make_unique<Schedule>(cfg.schedule, cfg.optimizer.lr, steps);
+    parts.push_back(assemble_run(cfg, data, r, world));
+    if (options.identical_data)
+      parts[r].batches = std::make_unique<MicroBatchSource>(
+          data.train, cfg.data.batch_size, 0, 1, static_cast<uint64_t>(cfg.run.seed),
+          TransformOptions{cfg.data.normalize, cfg.data.augment});
+    ranks[r].model = parts[r].model;
+    ranks[r].algorithm = std::move(parts[r].algorithm);
+    parts[r].algorithm = nullptr;
   }
   auto fake = FakeWorld::create(world);
   fake->run([&](int64_t r, Communicator& comm) {
     RankState& s = ranks[r];
-    Context ctx{cfg, comm, s.model, *s.batches, *s.schedule, 0};
+    Context ctx = make_context(cfg, comm, parts[r]);
     if (options.before_setup) options.before_setup(r, s.model);
     s.algorithm->setup(ctx);
     s.setup_stats = comm.total_stats();
@@ -100,6 +113,10 @@ inline std::vector<RankState> run_on_fake_world(const Config& cfg, int64_t world
     s.algorithm->finish(ctx);
     s.stats = comm.total_stats();
   });
+  for (int64_t r = 0; r < world; ++r) {
+    ranks[r].batches = std::move(parts[r].batches);
+    ranks[r].schedule = std::move(parts[r].schedule);
+  }
   return ranks;
 }
 

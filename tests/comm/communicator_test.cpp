@@ -4,6 +4,7 @@
 
 #include <thread>
 
+#include "desync/comm/comm_thread.h"
 #include "desync/comm/fake_communicator.h"
 #include "desync/comm/gloo_communicator.h"
 #include "desync/comm/launcher.h"
@@ -238,6 +239,38 @@ TEST(Communicator, EmulatedLatencyDelaysCompletion) {
     side->all_reduce(torch::ones({1}));
     EXPECT_GE(c.stats().wait_seconds, 0.1);
     EXPECT_GE(side->stats().wait_seconds, 0.1);  // splits inherit it
+  });
+}
+
+}  // namespace
+}  // namespace desync
+
+namespace desync {
+namespace {
+
+// Waits on the training thread's channels block training; a comm thread's waits overlap it,
+// except the training thread's wait to join it; a server's wait for a request is idle.
+TEST(Communicator, TimeDividesIntoBlockedOverlappedAndIdle) {
+  auto world = FakeWorld::create(2);
+  world->run([](int64_t r, Communicator& c) {
+    c.set_emulated_latency(0.05);
+    CommThread thread(c, "comm-thread");
+    auto server = c.split("server", Caller::kBackgroundThread);
+    thread.start([&] { thread.channel().all_reduce(torch::ones({1})); });
+    thread.join();
+    c.all_reduce(torch::ones({1}));
+    server->all_reduce(torch::ones({1}));
+    server->record_idle(0.75 * server->stats().wait_seconds);  // most of it: a request's wait
+
+    const CommStats main = c.stats(), bg = thread.channel().stats(), srv = server->stats();
+    EXPECT_GE(main.wait_seconds, 0.05);
+    EXPECT_GE(bg.wait_seconds, 0.05);
+    EXPECT_GT(bg.join_wait_seconds, 0.0);
+    const CommTime t = c.time();
+    EXPECT_DOUBLE_EQ(t.blocked, main.wait_seconds + bg.join_wait_seconds);
+    EXPECT_DOUBLE_EQ(t.overlapped, bg.wait_seconds + 0.25 * srv.wait_seconds);
+    EXPECT_DOUBLE_EQ(t.idle, 0.75 * srv.wait_seconds);
+    EXPECT_EQ(thread.channel().caller(), Caller::kBackgroundThread);
   });
 }
 

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "desync/algorithms/registry.h"
 #include "desync/core/checkpoint.h"
 #include "desync/report/metrics.h"
 #include "test_util.h"
@@ -57,6 +58,17 @@ TEST(Cli, VersionAndList) {
   EXPECT_EQ(l.status, 0);
   for (const char* w : {"single", "mlp", "cnn", "resnet18", "fashion-mnist", "cifar10"})
     EXPECT_NE(l.output.find(w), std::string::npos) << w;
+}
+
+TEST(Cli, ListNamesEveryRegisteredAlgorithm) {
+  auto l = testing::run_command(desync("list"));
+  ASSERT_EQ(l.status, 0) << l.output;
+  ASSERT_FALSE(algorithm_registry().empty());
+  // Each algorithm opens an indented line of its own: "  <name>  <family>  <summary>".
+  for (const AlgorithmInfo& info : algorithm_registry())
+    EXPECT_NE(l.output.find("\n  " + info.name + " "), std::string::npos)
+        << info.name << " is not listed in:\n"
+        << l.output;
 }
 
 TEST(Cli, HelpExitsZero) {

@@ -1,5 +1,5 @@
 // StagedModel and make_model: stage layout, forward over stage ranges, parameter bookkeeping,
-// output shapes and the ResNet-18 parameter count derived by hand.
+// output shapes, deep copies and the ResNet-18 parameter count derived by hand.
 #include "desync/models/staged_model.h"
 
 #include <gtest/gtest.h>
@@ -9,10 +9,14 @@
 #include <string>
 #include <vector>
 
+#include "algorithms/fake_run.h"
 #include "desync/core/error.h"
 
 namespace desync {
 namespace {
+
+using testing::flat_params;
+using testing::tiny_model;
 
 ModelConfig model_config(const std::string& name) {
   ModelConfig cfg;
@@ -246,6 +250,24 @@ TEST(StagedModelTest, ResNetStageCanBeCloned) {
   torch::NoGradGuard no_grad;
   copy->parameters()[0].add_(1.0);
   EXPECT_FALSE(torch::equal(copy->parameters()[0], model->stage(2)->parameters()[0]));
+}
+
+TEST(StagedModel, CloneIsADeepCopy) {
+  StagedModel model = tiny_model(/*batch_norm=*/true);
+  StagedModel copy = model->clone_model();
+  ASSERT_EQ(copy->num_stages(), model->num_stages());
+  EXPECT_TRUE(torch::equal(flat_params(copy), flat_params(model)));
+  torch::Tensor x = torch::randn({3, 1, 8, 8});
+  model->eval();
+  copy->eval();
+  EXPECT_TRUE(torch::allclose(copy->forward(x), model->forward(x)));
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : copy->parameters()) p.add_(1.0);
+  }
+  EXPECT_FALSE(torch::equal(flat_params(copy), flat_params(model)));
+  ASSERT_EQ(copy->named_bufs().size(), model->named_bufs().size());
+  EXPECT_NE(copy->named_bufs()[0].second.data_ptr(), model->named_bufs()[0].second.data_ptr());
 }
 
 TEST(StagedModelTest, UnknownModelNameIsAConfigErrorListingChoices) {

@@ -131,6 +131,7 @@ int run_compare(const CompareArgs& args) {
   write_file_atomic(args.out, html);
   std::fputs(compare_table(runs, target).c_str(), stdout);
   std::fflush(stdout);
+  for (const std::string& w : budget_warnings(runs)) std::fprintf(stderr, "%s\n", w.c_str());
   std::fprintf(stderr, "wrote %s\n", args.out.c_str());
   return 0;
 }

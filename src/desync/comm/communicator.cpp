@@ -202,10 +202,32 @@ void Communicator::barrier() {
   Tracer::instance().span("barrier", "wait", t0, t1);
 }
 
-std::shared_ptr<Communicator> Communicator::split(const std::string& name) {
+std::shared_ptr<Communicator> Communicator::split(const std::string& name, Caller caller) {
   splits_.push_back(do_split(name));
   splits_.back()->set_emulated_latency(latency_seconds_);
+  splits_.back()->caller_ = caller;
   return splits_.back();
+}
+
+void Communicator::record_idle(double seconds) {
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  stats_.idle_seconds += seconds;
+}
+
+void Communicator::record_join_wait(double seconds) {
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  stats_.join_wait_seconds += seconds;
+}
+
+CommTime Communicator::time() const {
+  const CommStats s = stats();
+  CommTime t;
+  const double busy = s.wait_seconds - s.idle_seconds;
+  (caller_ == Caller::kTrainingThread ? t.blocked : t.overlapped) += busy;
+  t.blocked += s.join_wait_seconds;
+  t.idle += s.idle_seconds;
+  for (const auto& c : splits_) t += c->time();
+  return t;
 }
 
 CommStats Communicator::stats() const {

@@ -18,9 +18,15 @@
 // records a trace span (see core/trace.h): "<op>" from issue to completion as seen by the
 // caller, and "wait" for the blocked part.
 //
-// Thread-safety: one thread issues calls on a Communicator; stats() and total_stats() may be
-// read from any thread. A thread that communicates concurrently with another uses its own
-// channel: split() returns a communicator over the same ranks whose calls are ordered
+// Time: a channel knows which thread issues its calls (Caller). Waits on a training-thread
+// channel block training; waits on a background channel overlap it, except the time the
+// training thread spends joining that background thread (record_join_wait) and the time a
+// background server spends waiting for a request (record_idle: idle, not communication).
+// time() adds these up over a channel and its splits; docs/observability.md defines each figure.
+//
+// Thread-safety: one thread issues calls on a Communicator; stats(), total_stats() and time()
+// may be read from any thread. A thread that communicates concurrently with another uses its
+// own channel: split() returns a communicator over the same ranks whose calls are ordered
 // independently (a second process group).
 #pragma once
 
@@ -38,12 +44,18 @@ struct CommStats {
   int64_t bytes_sent = 0;
   int64_t bytes_received = 0;
   double wait_seconds = 0.0;  // time the caller was blocked in calls and waits
+  // Of wait_seconds, the time a server thread waited in a call for a request to arrive.
+  double idle_seconds = 0.0;
+  // Time the training thread waited for this channel's background thread to finish.
+  double join_wait_seconds = 0.0;
   int64_t calls = 0;
 
   CommStats& operator+=(const CommStats& o) {
     bytes_sent += o.bytes_sent;
     bytes_received += o.bytes_received;
     wait_seconds += o.wait_seconds;
+    idle_seconds += o.idle_seconds;
+    join_wait_seconds += o.join_wait_seconds;
     calls += o.calls;
     return *this;
   }
@@ -51,7 +63,32 @@ struct CommStats {
     bytes_sent -= o.bytes_sent;
     bytes_received -= o.bytes_received;
     wait_seconds -= o.wait_seconds;
+    idle_seconds -= o.idle_seconds;
+    join_wait_seconds -= o.join_wait_seconds;
     calls -= o.calls;
+    return *this;
+  }
+};
+
+// Who issues a channel's calls.
+enum class Caller { kTrainingThread, kBackgroundThread };
+
+// How a rank's communication time divides, over a channel and its splits.
+struct CommTime {
+  double blocked = 0.0;     // the training thread waited: in calls, or joining a comm thread
+  double overlapped = 0.0;  // background threads waited in calls while training went on
+  double idle = 0.0;        // background servers waited for requests
+
+  CommTime& operator+=(const CommTime& o) {
+    blocked += o.blocked;
+    overlapped += o.overlapped;
+    idle += o.idle;
+    return *this;
+  }
+  CommTime& operator-=(const CommTime& o) {
+    blocked -= o.blocked;
+    overlapped -= o.overlapped;
+    idle -= o.idle;
     return *this;
   }
 };
@@ -103,12 +140,23 @@ class Communicator {
   void barrier();
 
   // A communicator over the same ranks with an independent order of calls. Collective: every
-  // rank calls split() with the same name in the same order. Its traffic is counted in its
-  // own stats(); total_stats() adds up a communicator and all its splits.
-  std::shared_ptr<Communicator> split(const std::string& name);
+  // rank calls split() with the same name in the same order (`caller` may differ by rank). Its
+  // traffic is counted in its own stats(); total_stats() adds up a communicator and all its
+  // splits.
+  std::shared_ptr<Communicator> split(const std::string& name,
+                                      Caller caller = Caller::kTrainingThread);
+  Caller caller() const { return caller_; }
+
+  // Called by the thread that issued the call: `seconds` of its last blocked call were spent
+  // waiting for a request to serve, not for the network.
+  void record_idle(double seconds);
+  // The training thread waited `seconds` for this channel's background thread (CommThread).
+  void record_join_wait(double seconds);
 
   CommStats stats() const;
   CommStats total_stats() const;
+  // Blocked, overlapped and idle time of this channel and all its splits.
+  CommTime time() const;
 
   // Emulated network latency: every call completes no earlier than `seconds` after it was
   // issued (the waiting counts as communication wait). For benchmarks on one machine; splits
@@ -133,6 +181,7 @@ class Communicator {
 
   mutable std::mutex stats_mu_;  // stats may be read by another thread than the caller's
   CommStats stats_;
+  Caller caller_ = Caller::kTrainingThread;
   double latency_seconds_ = 0.0;
   std::vector<std::shared_ptr<Communicator>> splits_;
 };

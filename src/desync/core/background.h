@@ -1,4 +1,5 @@
-// Runs one function on a background thread: the communication thread of overlapped algorithms.
+// Runs one function on a background thread (a communication thread: see comm/comm_thread.h,
+// or a server of an asynchronous method).
 //
 // start(fn) launches it; done() tells, without blocking, whether it has returned; join() waits,
 // says how long it waited (and records it as a "join_comm_thread" wait span in the trace), and

@@ -19,8 +19,8 @@ std::string clock_text(double seconds) {
 Progress::Progress(int64_t total_steps, int64_t every, bool tty)
     : total_(total_steps), every_(every), tty_(tty) {}
 
-std::string Progress::line(int64_t done, double loss, double lr, double sps, bool bar) const {
-  double frac = total_ > 0 ? static_cast<double>(done) / static_cast<double>(total_) : 1.0;
+std::string Progress::line(int64_t done, double frac, double loss, double lr, double sps,
+                           bool bar) const {
   double elapsed = clock_.seconds();
   double eta = frac > 0 ? elapsed * (1.0 - frac) / frac : -1.0;
   std::string head;
@@ -29,20 +29,25 @@ std::string Progress::line(int64_t done, double loss, double lr, double sps, boo
     int filled = static_cast<int>(frac * kWidth);
     head = "[" + std::string(filled, '#') + std::string(kWidth - filled, '.') + "] ";
   }
-  return fmt::format("{}step {}/{} ({:.0f}%)  loss {:.4f}  lr {:.3g}  {:.0f} samples/s  {} left",
-                     head, done, total_, 100.0 * frac, loss, lr, sps, clock_text(eta));
+  const std::string of_total = total_ > 0 ? fmt::format("/{}", total_) : "";
+  return fmt::format("{}step {}{} ({:.0f}%)  loss {:.4f}  lr {:.3g}  {:.0f} samples/s  {} left",
+                     head, done, of_total, 100.0 * frac, loss, lr, sps, clock_text(eta));
 }
 
-void Progress::update(int64_t done, double loss, double lr, double sps) {
+void Progress::update(int64_t done, double loss, double lr, double sps, double fraction) {
+  const double frac = fraction >= 0.0 ? fraction
+                      : total_ > 0    ? static_cast<double>(done) / static_cast<double>(total_)
+                                      : 1.0;
+  const bool last = frac >= 1.0;
   if (tty_) {
     double now = clock_.seconds();
-    if (done != total_ && now - last_draw_ < 0.1) return;
+    if (!last && now - last_draw_ < 0.1) return;
     last_draw_ = now;
-    std::fprintf(stderr, "\r\033[K%s", line(done, loss, lr, sps, true).c_str());
+    std::fprintf(stderr, "\r\033[K%s", line(done, frac, loss, lr, sps, true).c_str());
     std::fflush(stderr);
     drawn_ = true;
-  } else if (done % every_ == 0 || done == total_) {
-    std::fprintf(stderr, "%s\n", line(done, loss, lr, sps, false).c_str());
+  } else if (done % every_ == 0 || last) {
+    std::fprintf(stderr, "%s\n", line(done, frac, loss, lr, sps, false).c_str());
     std::fflush(stderr);
   }
 }

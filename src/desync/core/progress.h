@@ -15,14 +15,17 @@ namespace desync {
 class Progress {
  public:
   Progress(int64_t total_steps, int64_t every, bool tty);
-  // Called after every step.
-  void update(int64_t step_done, double loss, double lr, double samples_per_second);
+  // Called after every step. `fraction` is how much of the run is done (by default
+  // step_done / total_steps; a run counted in data passes the share of its budget consumed).
+  void update(int64_t step_done, double loss, double lr, double samples_per_second,
+              double fraction = -1.0);
   // Prints a line that must not be overwritten by the bar (evaluation results, warnings).
   void note(const std::string& line);
   void finish();
 
  private:
-  std::string line(int64_t step_done, double loss, double lr, double sps, bool bar) const;
+  std::string line(int64_t step_done, double frac, double loss, double lr, double sps,
+                   bool bar) const;
 
   int64_t total_, every_;
   bool tty_;

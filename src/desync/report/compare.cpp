@@ -130,6 +130,26 @@ double comparison_target(const std::vector<RunData>& runs, double requested) {
   return lowest;
 }
 
+std::vector<std::string> budget_warnings(const std::vector<RunData>& runs) {
+  auto samples_of = [](const RunData& r) {
+    auto it = r.summary.find("samples");
+    return it != r.summary.end() && it->is_number() ? it->get<double>() : NAN;
+  };
+  double most = 0;
+  for (const RunData& r : runs)
+    if (samples_of(r) > most) most = samples_of(r);
+  std::vector<std::string> out;
+  for (const RunData& r : runs) {
+    const double n = samples_of(r);
+    if (!std::isfinite(n) || most <= 0 || n >= 0.99 * most) continue;
+    out.push_back(fmt::format(
+        "warning: {} consumed {:.0f} samples, {:.1f}% fewer than the largest run ({:.0f}); "
+        "compare at equal budgets (run.samples, run.epochs)",
+        r.name, n, 100.0 * (most - n) / most, most));
+  }
+  return out;
+}
+
 std::string compare_table(const std::vector<RunData>& runs, double target) {
   std::vector<std::vector<std::string>> table = {header(target)};
   for (const RunData& r : runs) table.push_back(cells(r, target));
@@ -169,6 +189,8 @@ std::string compare_html(const std::vector<RunData>& runs, double target) {
             "</code>";
   body += ". Time to target and the time axes are training time (evaluation excluded). " +
           std::string(std::isfinite(target) ? "" : "No run has an evaluation. ") + "</p>";
+  for (const std::string& w : budget_warnings(runs))
+    body += "<p class=\"notes\"><strong>" + html_escape(w) + "</strong></p>";
 
   auto overlay = [&](const char* id, const char* title, const char* type, const char* value,
                      const char* x, const char* x_label, const char* y_label) {

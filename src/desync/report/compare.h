@@ -11,6 +11,8 @@
 //   waiting/rank         mean over ranks of the seconds training was blocked on communication
 //   peak RSS             max over ranks of the peak resident set size
 // The target is given, or else the lowest final accuracy among the runs (every run reached it).
+// Runs compared at different data budgets are not comparable: budget_warnings() names each run
+// whose consumed samples differ by more than 1% from the largest, and the command prints them.
 // The page overlays loss and test accuracy against steps and training time, and the mean bytes
 // sent per rank against training time (chart ids compare-loss-vs-step, compare-accuracy-vs-step,
 // compare-loss-vs-time, compare-accuracy-vs-time, compare-bytes).
@@ -28,6 +30,8 @@ double comparison_target(const std::vector<RunData>& runs, double requested);
 
 // A Markdown table (columns padded, so it also reads on a terminal).
 std::string compare_table(const std::vector<RunData>& runs, double target);
+// One line per run whose summary's `samples` differ from the largest by more than 1%.
+std::vector<std::string> budget_warnings(const std::vector<RunData>& runs);
 std::string compare_html(const std::vector<RunData>& runs, double target);
 
 }  // namespace desync

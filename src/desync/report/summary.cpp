@@ -2,6 +2,8 @@
 
 #include <fmt/core.h>
 
+#include <algorithm>
+
 namespace desync {
 namespace {
 
@@ -59,6 +61,99 @@ std::string summary_table(const nlohmann::json& s) {
       std::to_string(s.value("seed", int64_t{0})));
   out += fmt::format("  run directory   {}\n", s.value("run_dir", ""));
   return out;
+}
+
+}  // namespace desync
+
+namespace desync {
+namespace {
+
+// Named per-rank values, gathered from every rank with one all-reduce of a [world, K] matrix
+// (each rank fills its row). Every rank adds the same names in the same order.
+class RankTable {
+ public:
+  void add(const std::string& name, double value) {
+    names_.push_back(name);
+    values_.push_back(value);
+  }
+  // Collective: after it, column(name) holds every rank's value in rank order.
+  void gather(Communicator& comm) {
+    const auto k = static_cast<int64_t>(values_.size());
+    all_ = torch::zeros({comm.world_size(), k}, torch::kFloat64);
+    all_[comm.rank()].copy_(torch::tensor(values_, torch::kFloat64));
+    comm.all_reduce(all_);
+  }
+  std::vector<double> column(const std::string& name) const {
+    auto i = static_cast<int64_t>(std::find(names_.begin(), names_.end(), name) - names_.begin());
+    torch::Tensor c = all_.select(1, i).contiguous();
+    return std::vector<double>(c.data_ptr<double>(), c.data_ptr<double>() + c.numel());
+  }
+  std::vector<int64_t> ints(const std::string& name) const {
+    std::vector<double> c = column(name);
+    return std::vector<int64_t>(c.begin(), c.end());
+  }
+
+ private:
+  std::vector<std::string> names_;
+  std::vector<double> values_;
+  torch::Tensor all_;
+};
+
+}  // namespace
+
+void add_rank_figures(nlohmann::json& summary, Communicator& comm, const RankFigures& mine) {
+  const std::vector<std::pair<const char*, double>> scalars = {
+      {"samples_per_rank", static_cast<double>(mine.samples)},
+      {"micro_batches", static_cast<double>(mine.micro_batches)},
+      {"bytes_sent", static_cast<double>(mine.training.bytes_sent)},
+      {"bytes_received", static_cast<double>(mine.training.bytes_received)},
+      {"comm_wait_seconds", mine.comm_time.blocked},
+      {"overlapped_comm_seconds", mine.comm_time.overlapped},
+      {"peak_rss_bytes", static_cast<double>(mine.peak_rss_bytes)},
+      {"comm_in_flight_seconds", mine.comm_in_flight_seconds},
+      {"eval_bytes_sent", static_cast<double>(mine.eval_bytes_sent)},
+      {"train_loss", mine.has_train_loss ? mine.train_loss : 0.0},
+      {"has_train_loss", mine.has_train_loss ? 1.0 : 0.0}};
+  const std::vector<std::pair<const char*, double>> times = {
+      {"window", mine.window_seconds},    {"compute", mine.time.compute},
+      {"optimizer", mine.time.optimizer}, {"wait", mine.time.wait},
+      {"eval", mine.time.eval},           {"checkpoint", mine.time.checkpoint},
+      {"other", mine.time.other}};
+  RankTable t;
+  for (const auto& [name, v] : scalars) t.add(name, v);
+  for (const auto& [name, v] : times) t.add(std::string("time.") + name, v);
+  for (const auto& [name, v] : mine.algorithm.memory)
+    t.add("memory." + name, static_cast<double>(v));
+  for (const auto& [name, v] : mine.algorithm.counts)
+    t.add("counts." + name, static_cast<double>(v));
+  t.gather(comm);
+
+  for (const char* name :
+       {"samples_per_rank", "bytes_sent", "bytes_received", "peak_rss_bytes", "eval_bytes_sent"})
+    summary[name] = t.ints(name);
+  for (const char* name :
+       {"comm_wait_seconds", "overlapped_comm_seconds", "comm_in_flight_seconds"})
+    summary[name] = t.column(name);
+  int64_t samples = 0;
+  for (int64_t s : t.ints("samples_per_rank")) samples += s;
+  summary["samples"] = samples;
+  int64_t micro_batches = 0;
+  for (int64_t n : t.ints("micro_batches")) micro_batches += n;
+  summary["micro_batches"] = micro_batches;
+  double loss_sum = 0.0, loss_ranks = 0.0;  // the mean over the ranks that computed losses
+  std::vector<double> losses = t.column("train_loss"), has = t.column("has_train_loss");
+  for (size_t r = 0; r < losses.size(); ++r) loss_sum += losses[r], loss_ranks += has[r];
+  summary["train_loss"] = loss_sum / std::max(1.0, loss_ranks);
+  nlohmann::json breakdown = nlohmann::json::object();
+  for (const auto& [name, v] : times) breakdown[name] = t.column(std::string("time.") + name);
+  summary["time_breakdown_seconds"] = breakdown;
+  nlohmann::json memory = nlohmann::json::object(), counts = nlohmann::json::object();
+  for (const auto& entry : mine.algorithm.memory)
+    memory[entry.first] = t.ints("memory." + entry.first);
+  for (const auto& entry : mine.algorithm.counts)
+    counts[entry.first] = t.ints("counts." + entry.first);
+  summary["memory_bytes"] = memory;
+  summary["algorithm_stats"] = counts;
 }
 
 }  // namespace desync

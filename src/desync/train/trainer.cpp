@@ -2,12 +2,10 @@
 
 #include <fmt/core.h>
 
-#include <deque>
+#include <optional>
 #include <thread>
 
-#include "desync/algorithms/algorithm.h"
 #include "desync/algorithms/common.h"
-#include "desync/algorithms/registry.h"
 #include "desync/core/checkpoint.h"
 #include "desync/core/error.h"
 #include "desync/core/fault.h"
@@ -15,18 +13,15 @@
 #include "desync/core/progress.h"
 #include "desync/core/system.h"
 #include "desync/core/trace.h"
-#include "desync/data/batch_source.h"
 #include "desync/data/dataset.h"
-#include "desync/models/staged_model.h"
-#include "desync/optim/schedule.h"
 #include "desync/report/metrics.h"
 #include "desync/report/run_report.h"
 #include "desync/report/summary.h"
+#include "desync/train/assemble.h"
+#include "desync/train/trainer_state.h"
 
 namespace desync {
 namespace {
-
-constexpr size_t kTrainLossWindow = 100;  // summary's train_loss: mean of the last N steps
 
 // Mean loss and accuracy of `model` on `data`, with the examples split across ranks.
 EvalResult evaluate(StagedModel model, const Dataset& data, const Config& cfg, Communicator& comm) {
@@ -60,38 +55,308 @@ EvalResult evaluate(StagedModel model, const Dataset& data, const Config& cfg, C
   return r;
 }
 
-// Every rank's `value`, in rank order (all-reduce of a one-hot vector: works on any backend).
-std::vector<double> per_rank(Communicator& comm, double value) {
-  torch::Tensor v = torch::zeros({comm.world_size()}, torch::kFloat64);
-  v[comm.rank()] = value;
-  comm.all_reduce(v);
-  return std::vector<double>(v.data_ptr<double>(), v.data_ptr<double>() + v.numel());
-}
+// What rank 0 logs every run.log_every steps, over all ranks (one all-reduce).
+struct StepLog {
+  double loss = 0.0;         // the step's loss, weighted by the micro-batches each rank consumed
+  int64_t samples = 0;       // global samples consumed so far
+  bool interrupted = false;  // some rank was interrupted (ranks must agree on where to stop)
+  std::vector<int64_t> bytes_sent_per_rank;  // training bytes each rank has sent so far
+};
 
-nlohmann::json eval_metrics_json(const std::vector<std::pair<std::string, double>>& extras) {
-  nlohmann::json j = nlohmann::json::object();
-  for (const auto& [name, value] : extras) j[name] = value;
-  return j;
-}
-
-std::vector<int64_t> as_ints(const std::vector<double>& v) {
-  return std::vector<int64_t>(v.begin(), v.end());
-}
-
-void save_model(const StagedModel& model, Archive& a) {
-  for (const auto& [name, t] : model->named_params()) a.put("model.param." + name, t);
-  for (const auto& [name, t] : model->named_bufs()) a.put("model.buffer." + name, t);
-}
-
-void load_model(StagedModel& model, const Archive& a) {
-  for (auto& [name, t] : model->named_params()) a.copy_into("model.param." + name, t);
-  for (auto& [name, t] : model->named_bufs()) a.copy_into("model.buffer." + name, t);
+StepLog gather_step_log(Communicator& comm, const StepReport& report, int64_t samples,
+                        int64_t bytes_sent) {
+  const int64_t world = comm.world_size();
+  enum { kLossSum, kMicroBatches, kSamples, kInterrupted, kBytes };
+  torch::Tensor t = torch::zeros({kBytes + world}, torch::kFloat64);
+  {
+    auto a = t.accessor<double, 1>();
+    a[kLossSum] = report.loss * static_cast<double>(report.micro_batches);
+    a[kMicroBatches] = static_cast<double>(report.micro_batches);
+    a[kSamples] = static_cast<double>(samples);
+    a[kInterrupted] = interrupted() ? 1.0 : 0.0;
+    a[kBytes + comm.rank()] = static_cast<double>(bytes_sent);
+  }
+  if (world > 1) comm.all_reduce(t);
+  auto a = t.accessor<double, 1>();
+  StepLog log;
+  log.loss = a[kLossSum] / std::max(1.0, a[kMicroBatches]);
+  log.samples = static_cast<int64_t>(a[kSamples]);
+  log.interrupted = a[kInterrupted] > 0;
+  for (int64_t r = 0; r < world; ++r)
+    log.bytes_sent_per_rank.push_back(static_cast<int64_t>(a[kBytes + r]));
+  return log;
 }
 
 int64_t intra_op_threads(const Config& cfg, int64_t local_workers) {
   if (cfg.run.threads > 0) return cfg.run.threads;
   int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
   return std::max<int64_t>(1, cores / std::max<int64_t>(1, local_workers));
+}
+
+// One run on this rank: what assemble_run() built, the loop's state, and the outputs.
+class Run {
+ public:
+  Run(const Config& cfg, Communicator& comm, const TrainOptions& opts, const std::string& dir)
+      : cfg_(cfg),
+        comm_(comm),
+        opts_(opts),
+        dir_(dir),
+        leader_(comm.rank() == 0),
+        data_(load_dataset(cfg.data, static_cast<uint64_t>(cfg.run.seed))),
+        parts_(assemble_run(cfg, data_, comm.rank(), comm.world_size())),
+        // Evaluation traffic (test-set totals, models averaged for evaluation) has its own
+        // channel, so that the bytes and waits reported for training exclude it.
+        eval_comm_(comm.split("eval")),
+        ctx_(make_context(cfg, comm, parts_)),
+        store_(dir + "/checkpoints", comm.rank(), comm.world_size()),
+        // A run whose consumption varies has no known step count: it shows the budget's share.
+        progress_(parts_.budget.varies && parts_.budget.counts_data() ? 0 : parts_.budget.steps,
+                  cfg.run.log_every, stderr_is_tty()) {
+    ctx_.eval_comm = eval_comm_.get();
+    parts_.algorithm->setup(ctx_);
+  }
+
+  void resume();
+  void train();
+  nlohmann::json finish();
+
+ private:
+  void say(const std::string& line) {
+    if (leader_ && opts_.show_progress) progress_.note(line);
+  }
+  int64_t global_micro_batches(const StepReport& report);
+  void log_step(const StepReport& report);
+  EvalResult evaluate_and_log();
+  void checkpoint() {
+    TraceSpan span("checkpoint", "checkpoint");
+    store_.write(state_.step,
+                 checkpoint_archive(cfg_.algorithm.name, comm_.world_size(), state_,
+                                    state_.wall_seconds + wall_.seconds(), parts_.model,
+                                    *parts_.algorithm, *parts_.batches),
+                 cfg_.checkpoint.keep);
+  }
+  RankFigures rank_figures(int64_t begin_us, int64_t end_us) const;
+  nlohmann::json summary(const std::optional<EvalResult>& final_eval);
+
+  const Config& cfg_;
+  Communicator& comm_;
+  const TrainOptions& opts_;
+  const std::string dir_;
+  const bool leader_;
+  Stopwatch wall_;
+  DatasetSplits data_;
+  RunParts parts_;
+  std::shared_ptr<Communicator> eval_comm_;
+  Context ctx_;
+  CheckpointStore store_;
+  Progress progress_;
+  TrainerState state_;
+  std::unique_ptr<MetricsWriter> metrics_;
+  std::vector<std::pair<std::string, double>> eval_extras_;  // the last evaluation's
+  bool stopped_ = false;
+  Stopwatch window_;            // since the last logged step
+  int64_t window_samples_ = 0;  // global samples at the window's start
+  double shown_loss_ = 0.0, shown_sps_ = 0.0;
+};
+
+void Run::resume() {
+  // Every rank must continue from the same step: the newest one that all ranks have intact.
+  auto warn = [&](const std::string& w) { say("warning: " + w); };
+  auto loaded = store_.load_latest(warn);
+  torch::Tensor newest = torch::zeros({comm_.world_size()}, torch::kFloat64);  // one slot a rank
+  newest[comm_.rank()] = loaded ? static_cast<double>(loaded->step) : -1.0;
+  comm_.all_reduce(newest);
+  const auto agreed = static_cast<int64_t>(newest.min().item<double>());
+  if (agreed >= 0 && loaded && loaded->step != agreed) loaded = store_.load_latest(warn, agreed);
+  if (agreed < 0 || !loaded || loaded->step != agreed)
+    throw CheckpointError(fmt::format(
+        "--resume: no intact checkpoint common to all {} ranks in {}/checkpoints; start without "
+        "--resume",
+        comm_.world_size(), dir_));
+  restore_checkpoint(loaded->archive, cfg_.algorithm.name, state_, parts_.model, *parts_.algorithm,
+                     *parts_.batches);
+  window_samples_ = state_.samples * comm_.world_size();
+  say(fmt::format("resumed from step {} of {}", state_.step, parts_.budget.steps));
+}
+
+// Micro-batches all ranks consumed in the step that produced `report`, as far as the budget
+// needs to know: counted across ranks only when consumption varies and the budget is data.
+int64_t Run::global_micro_batches(const StepReport& report) {
+  if (!parts_.budget.varies || !parts_.budget.counts_data()) return parts_.budget.per_step;
+  torch::Tensor n = torch::full({1}, static_cast<double>(report.micro_batches), torch::kFloat64);
+  comm_.all_reduce(n);
+  return static_cast<int64_t>(n.item<double>());
+}
+
+void Run::log_step(const StepReport& report) {
+  CommStats training = comm_.total_stats();
+  training -= eval_comm_->total_stats();
+  StepLog log = gather_step_log(comm_, report, state_.samples, training.bytes_sent);
+  if (comm_.world_size() > 1) stopped_ = log.interrupted;
+  const double lr = parts_.schedule->lr(state_.step - 1);
+  const double sps =
+      static_cast<double>(log.samples - window_samples_) / std::max(1e-9, window_.seconds());
+  if (leader_) {
+    const StreamPosition pos = parts_.batches->position();
+    const double epoch = static_cast<double>(pos.epoch) +
+                         static_cast<double>(pos.batch) / parts_.batches->batches_per_epoch();
+    metrics_->write({{"type", "train"},
+                     {"step", state_.step},
+                     {"epoch", epoch},
+                     {"loss", log.loss},
+                     {"lr", lr},
+                     {"samples", log.samples},
+                     {"samples_per_second", sps},
+                     {"elapsed", state_.train_seconds},
+                     {"bytes_sent_per_rank", log.bytes_sent_per_rank}});
+  }
+  shown_loss_ = log.loss;
+  shown_sps_ = sps;
+  window_samples_ = log.samples;
+  window_.reset();
+}
+
+EvalResult Run::evaluate_and_log() {
+  TraceSpan span("eval", "eval");
+  EvalResult r = evaluate(parts_.algorithm->model_for_eval(ctx_), data_.test, cfg_, *eval_comm_);
+  eval_extras_ = parts_.algorithm->report().eval_metrics;
+  if (leader_) {
+    nlohmann::json record = {{"type", "eval"},
+                             {"step", state_.step},
+                             {"test_loss", r.loss},
+                             {"test_accuracy", r.accuracy},
+                             {"elapsed", state_.train_seconds}};
+    std::string extras;
+    for (const auto& [name, value] : eval_extras_) {
+      record[name] = value;
+      extras += fmt::format("  {} {:.4g}", name, value);
+    }
+    metrics_->write(record);
+    say(fmt::format("eval  step {}  test loss {:.4f}  test accuracy {:.4f}{}", state_.step, r.loss,
+                    r.accuracy, extras));
+  }
+  return r;
+}
+
+void Run::train() {
+  const Budget& budget = parts_.budget;
+  if (leader_)
+    metrics_ =
+        std::make_unique<MetricsWriter>(dir_ + "/metrics.jsonl", opts_.resume ? state_.step : -1);
+  if (state_.step == 0)
+    say(fmt::format("training {} · {} · {} · {} worker{} · {} → {}", cfg_.algorithm.name,
+                    cfg_.model.name, cfg_.data.dataset, comm_.world_size(),
+                    comm_.world_size() == 1 ? "" : "s",
+                    budget.varies && budget.counts_data()
+                        ? fmt::format("{} micro-batches", budget.micro_batches)
+                        : fmt::format("{} steps", budget.steps),
+                    dir_));
+  const std::optional<Fault> fault = fault_from_env();
+  window_samples_ = state_.samples * comm_.world_size();
+  while (!budget.spent(state_.step, state_.budget_used)) {
+    ctx_.step = state_.step;
+    ctx_.micro_batches_left = budget.left(state_.budget_used);
+    Stopwatch step_clock;
+    StepReport report = parts_.algorithm->step(ctx_);
+    state_.train_seconds += step_clock.seconds();
+    const int64_t consumed = global_micro_batches(report);
+    state_.add_step(report, consumed);
+    maybe_inject_fault(fault, comm_.rank(), state_.step);
+    const bool last = budget.spent(state_.step, state_.budget_used) || consumed == 0;
+
+    if (comm_.world_size() == 1) stopped_ = interrupted();
+    if (state_.step % cfg_.run.log_every == 0 || last) log_step(report);
+    if (leader_ && opts_.show_progress)
+      progress_.update(state_.step, shown_loss_, parts_.schedule->lr(state_.step - 1), shown_sps_,
+                       budget.fraction(state_.step, state_.budget_used));
+    if (last) break;
+    if (cfg_.eval.every > 0 && state_.step % cfg_.eval.every == 0) evaluate_and_log();
+    if (cfg_.checkpoint.enabled &&
+        (stopped_ || (cfg_.checkpoint.every > 0 && state_.step % cfg_.checkpoint.every == 0)))
+      checkpoint();
+    if (stopped_) break;
+  }
+  if (leader_ && opts_.show_progress) progress_.finish();
+  parts_.algorithm->finish(ctx_);
+}
+
+RankFigures Run::rank_figures(int64_t begin_us, int64_t end_us) const {
+  RankFigures f;
+  f.samples = state_.samples;
+  f.micro_batches = state_.micro_batches;
+  f.training = comm_.total_stats();
+  f.training -= eval_comm_->total_stats();
+  f.comm_time = comm_.time();
+  f.comm_time -= eval_comm_->time();
+  f.eval_bytes_sent = eval_comm_->total_stats().bytes_sent;
+  f.comm_in_flight_seconds = Tracer::instance().busy_seconds("comm", begin_us, end_us);
+  f.peak_rss_bytes = peak_rss_bytes();
+  f.algorithm = parts_.algorithm->report();
+  f.window_seconds = static_cast<double>(end_us - begin_us) * 1e-6;
+  f.time = Tracer::instance().thread_time(begin_us, end_us);
+  f.train_loss = state_.mean_recent_loss();
+  f.has_train_loss = !state_.recent_losses.empty();
+  return f;
+}
+
+nlohmann::json Run::summary(const std::optional<EvalResult>& final_eval) {
+  // Where each rank's time went since the run started, from its trace (see core/trace.h).
+  const int64_t now_us = Tracer::now_us();
+  const RankFigures mine =
+      rank_figures(now_us - static_cast<int64_t>(wall_.seconds() * 1e6), now_us);
+  const Budget& budget = parts_.budget;
+  nlohmann::json s = {
+      {"algorithm", cfg_.algorithm.name},
+      {"model", cfg_.model.name},
+      {"dataset", cfg_.data.dataset},
+      {"workers", comm_.world_size()},
+      {"steps", state_.step},
+      {"total_steps", budget.steps},
+      {"budget",
+       {{"micro_batches",
+         budget.counts_data() ? nlohmann::json(budget.micro_batches) : nlohmann::json()},
+        {"samples", budget.counts_data()
+                        ? nlohmann::json(budget.micro_batches * cfg_.data.batch_size)
+                        : nlohmann::json()},
+        {"steps", budget.steps}}},
+      {"test_accuracy", final_eval ? nlohmann::json(final_eval->accuracy) : nlohmann::json()},
+      {"test_loss", final_eval ? nlohmann::json(final_eval->loss) : nlohmann::json()},
+      {"wall_seconds", state_.wall_seconds + wall_.seconds()},
+      {"train_seconds", state_.train_seconds},
+      {"eval_metrics", nlohmann::json::object()},
+      {"parameters", parts_.model->parameter_count()},
+      {"seed", cfg_.run.seed},
+      {"interrupted", stopped_},
+      {"run_dir", dir_}};
+  for (const auto& [name, value] : eval_extras_) s["eval_metrics"][name] = value;
+  add_rank_figures(s, comm_, mine);
+  const auto samples = s["samples"].get<int64_t>();
+  s["epochs"] = static_cast<double>(samples) / static_cast<double>(data_.train.size());
+  s["samples_per_second"] = static_cast<double>(samples) / std::max(1e-9, state_.train_seconds);
+  return s;
+}
+
+nlohmann::json Run::finish() {
+  std::optional<EvalResult> final_eval;
+  if (!stopped_) {
+    final_eval = evaluate_and_log();
+    if (cfg_.checkpoint.enabled) checkpoint();
+  } else {
+    say(fmt::format("interrupted: checkpoint written at step {}; continue with --resume",
+                    state_.step));
+  }
+  nlohmann::json s = summary(final_eval);
+  if (leader_) write_file_atomic(dir_ + "/summary.json", s.dump(2) + "\n");
+  make_dirs(dir_);
+  Tracer::instance().write(fmt::format("{}/trace-rank{}.json", dir_, comm_.rank()), comm_.rank());
+  if (leader_) {
+    try {
+      write_run_report(dir_);
+    } catch (const std::exception& e) {  // the run itself succeeded; say so and go on
+      std::fprintf(stderr, "warning: report.html not written: %s\n", e.what());
+    }
+  }
+  return s;
 }
 
 }  // namespace
@@ -104,328 +369,17 @@ Trainer::Trainer(Config config, Communicator& comm, TrainOptions options)
     : cfg_(std::move(config)), comm_(comm), opts_(options), run_dir_(run_dir_of(cfg_)) {}
 
 nlohmann::json Trainer::run() {
-  Stopwatch wall;
   Tracer::instance().clear();
-  const int64_t rank = comm_.rank(), world = comm_.world_size();
-  const bool leader = rank == 0;
   at::set_num_threads(static_cast<int>(intra_op_threads(cfg_, opts_.local_workers)));
   comm_.set_emulated_latency(cfg_.run.comm_latency_ms * 1e-3);
-
-  if (leader) {
+  if (comm_.rank() == 0) {
     make_dirs(run_dir_);
     write_file_atomic(run_dir_ + "/config.toml", cfg_.resolved_toml());
   }
-
-  // Everything random below (synthetic data, initial weights) follows from the seed.
-  torch::manual_seed(static_cast<uint64_t>(cfg_.run.seed));
-  DatasetSplits data = load_dataset(cfg_.data, static_cast<uint64_t>(cfg_.run.seed));
-  StagedModel model =
-      make_model(cfg_.model, ModelInput{data.train.example_shape(), data.train.num_classes});
-  std::unique_ptr<Algorithm> algorithm = make_algorithm(cfg_.algorithm);
-  const bool shard = algorithm->shards_data();  // pipelines: rank 0 reads the whole stream
-  MicroBatchSource batches(data.train, cfg_.data.batch_size, shard ? rank : 0, shard ? world : 1,
-                           static_cast<uint64_t>(cfg_.run.seed),
-                           TransformOptions{cfg_.data.normalize, cfg_.data.augment});
-
-  const int64_t accumulation = cfg_.algorithm.accumulation;
-  int64_t total_steps = cfg_.run.steps;
-  if (total_steps == 0) {
-    double micro = cfg_.run.epochs * static_cast<double>(batches.batches_per_epoch());
-    total_steps = std::max<int64_t>(1, static_cast<int64_t>(micro / accumulation));
-  }
-  Schedule schedule(cfg_.schedule, cfg_.optimizer.lr, total_steps);
-  // Evaluation traffic (the test-set totals, models averaged for evaluation) has its own
-  // channel, so that the bytes and waits reported for training exclude it.
-  std::shared_ptr<Communicator> eval_comm = comm_.split("eval");
-  Context ctx{cfg_, comm_, model, batches, schedule, 0};
-  ctx.eval_comm = eval_comm.get();
-  if (!cfg_.run.worker_speed.empty()) {
-    if (static_cast<int64_t>(cfg_.run.worker_speed.size()) != world)
-      throw ConfigError(fmt::format("run.worker_speed has {} entries; the job has {} workers",
-                                    cfg_.run.worker_speed.size(), world));
-    ctx.compute_stretch = 1.0 / cfg_.run.worker_speed[rank];
-  }
-  algorithm->setup(ctx);
-
-  // State that a checkpoint carries besides the model and the algorithm.
-  int64_t start_step = 0, samples = 0;  // samples: consumed by this rank
-  double train_seconds = 0.0, wall_before = 0.0, idle_seconds = 0.0, idle_in_split_calls = 0.0;
-  std::deque<double> recent_losses;
-
-  CheckpointStore store(run_dir_ + "/checkpoints", rank, world);
-  Progress progress(total_steps, cfg_.run.log_every, stderr_is_tty());
-  auto say = [&](const std::string& line) {
-    if (leader && opts_.show_progress) progress.note(line);
-  };
-
-  if (opts_.resume) {
-    // Every rank must continue from the same step: the newest one that all ranks have intact.
-    auto warn = [&](const std::string& w) { say("warning: " + w); };
-    auto loaded = store.load_latest(warn);
-    std::vector<double> newest = per_rank(comm_, loaded ? static_cast<double>(loaded->step) : -1.0);
-    auto agreed = static_cast<int64_t>(*std::min_element(newest.begin(), newest.end()));
-    if (agreed >= 0 && loaded && loaded->step != agreed) loaded = store.load_latest(warn, agreed);
-    if (agreed < 0 || !loaded || loaded->step != agreed)
-      throw CheckpointError(fmt::format(
-          "--resume: no intact checkpoint common to all {} ranks in {}/checkpoints; start without "
-          "--resume",
-          world, run_dir_));
-    const Archive& a = loaded->archive;
-    if (a.string("meta.algorithm") != cfg_.algorithm.name)
-      throw CheckpointError(
-          fmt::format("--resume: the checkpoint was written by algorithm '{}', "
-                      "the config selects '{}'",
-                      a.string("meta.algorithm"), cfg_.algorithm.name));
-    load_model(model, a);
-    algorithm->load(a);
-    batches.seek({a.integer("sampler.epoch"), a.integer("sampler.batch")});
-    {
-      auto gen = at::detail::getDefaultCPUGenerator();
-      std::lock_guard<std::mutex> lock(gen.mutex());
-      gen.set_state(a.tensor("rng.torch"));
-    }
-    start_step = loaded->step;
-    samples = a.integer("trainer.samples");
-    idle_seconds = a.real("trainer.idle_seconds");
-    train_seconds = a.real("trainer.train_seconds");
-    wall_before = a.real("trainer.wall_seconds");
-    torch::Tensor losses = a.tensor("trainer.recent_losses");
-    for (int64_t i = 0; i < losses.numel(); ++i) recent_losses.push_back(losses[i].item<double>());
-    say(fmt::format("resumed from step {} of {}", start_step, total_steps));
-  }
-
-  std::unique_ptr<MetricsWriter> metrics;
-  if (leader)
-    metrics = std::make_unique<MetricsWriter>(run_dir_ + "/metrics.jsonl",
-                                              opts_.resume ? start_step : -1);
-
-  auto checkpoint = [&](int64_t step) {
-    TraceSpan span("checkpoint", "checkpoint");
-    Archive a;
-    a.put("meta.step", step);
-    a.put("meta.algorithm", cfg_.algorithm.name);
-    a.put("meta.world_size", world);
-    save_model(model, a);
-    algorithm->save(a);
-    a.put("sampler.epoch", batches.position().epoch);
-    a.put("sampler.batch", batches.position().batch);
-    a.put("rng.torch", at::detail::getDefaultCPUGenerator().get_state());
-    a.put("trainer.samples", samples);
-    a.put("trainer.idle_seconds", idle_seconds);
-    a.put("trainer.train_seconds", train_seconds);
-    a.put("trainer.wall_seconds", wall_before + wall.seconds());
-    a.put("trainer.recent_losses",
-          torch::tensor(std::vector<double>(recent_losses.begin(), recent_losses.end()),
-                        torch::kFloat64));
-    store.write(step, a, cfg_.checkpoint.keep);
-  };
-
-  std::vector<std::pair<std::string, double>> eval_extras;  // the last evaluation's
-  auto eval_record = [&](int64_t step) {
-    TraceSpan span("eval", "eval");
-    EvalResult r = evaluate(algorithm->model_for_eval(ctx), data.test, cfg_, *eval_comm);
-    eval_extras = algorithm->eval_metrics();
-    if (leader) {
-      nlohmann::json record = {{"type", "eval"},
-                               {"step", step},
-                               {"test_loss", r.loss},
-                               {"test_accuracy", r.accuracy},
-                               {"elapsed", train_seconds}};
-      std::string extras;
-      for (const auto& [name, value] : eval_extras) {
-        record[name] = value;
-        extras += fmt::format("  {} {:.4g}", name, value);
-      }
-      metrics->write(record);
-      say(fmt::format("eval  step {}  test loss {:.4f}  test accuracy {:.4f}{}", step, r.loss,
-                      r.accuracy, extras));
-    }
-    return r;
-  };
-
-  const std::optional<Fault> fault = fault_from_env();
-  bool stopped = false;
-  int64_t step = start_step;
-  int64_t window_samples = samples * world;  // global samples at the window's start (estimate)
-  Stopwatch window;
-  double shown_loss = 0.0, shown_sps = 0.0;
-  if (leader && opts_.show_progress && start_step == 0)
-    say(fmt::format("training {} · {} · {} · {} worker{} · {} steps → {}", cfg_.algorithm.name,
-                    cfg_.model.name, cfg_.data.dataset, world, world == 1 ? "" : "s", total_steps,
-                    run_dir_));
-  while (step < total_steps) {
-    ctx.step = step;
-    Stopwatch step_clock;
-    StepReport report = algorithm->step(ctx);
-    train_seconds += step_clock.seconds();
-    ++step;
-    maybe_inject_fault(fault, rank, step);
-    samples += report.samples;  // this rank's; ranks may differ (ACCO, uneven workers)
-    idle_seconds += report.idle_seconds;
-    idle_in_split_calls += report.idle_in_split_calls;
-    if (report.micro_batches > 0) {  // a step may consume nothing (a worker with fewer steps)
-      recent_losses.push_back(report.loss);
-      if (recent_losses.size() > kTrainLossWindow) recent_losses.pop_front();
-    }
-
-    if (world == 1) stopped = interrupted();
-    if (step % cfg_.run.log_every == 0 || step == total_steps) {
-      // Over all ranks: the step's loss, weighted by micro-batches, the samples consumed, and
-      // whether any rank was interrupted (ranks must agree on the step at which they stop).
-      // Then one slot per rank: the training bytes it has sent so far.
-      torch::Tensor t = torch::zeros({4 + world}, torch::kFloat64);
-      {
-        auto a = t.accessor<double, 1>();
-        a[0] = report.loss * static_cast<double>(report.micro_batches);
-        a[1] = static_cast<double>(report.micro_batches);
-        a[2] = static_cast<double>(samples);
-        a[3] = interrupted() ? 1.0 : 0.0;
-        a[4 + rank] = static_cast<double>(comm_.total_stats().bytes_sent -
-                                          eval_comm->total_stats().bytes_sent);
-      }
-      if (world > 1) {
-        comm_.all_reduce(t);
-        stopped = t[3].item<double>() > 0;
-      }
-      double loss = t[0].item<double>() / std::max(1.0, t[1].item<double>());
-      auto global_samples = static_cast<int64_t>(t[2].item<double>());
-      double lr = schedule.lr(step - 1);
-      double sps = (global_samples - window_samples) / std::max(1e-9, window.seconds());
-      if (leader) {
-        double epoch = static_cast<double>(batches.position().epoch) +
-                       static_cast<double>(batches.position().batch) / batches.batches_per_epoch();
-        metrics->write({{"type", "train"},
-                        {"step", step},
-                        {"epoch", epoch},
-                        {"loss", loss},
-                        {"lr", lr},
-                        {"samples", global_samples},
-                        {"samples_per_second", sps},
-                        {"elapsed", train_seconds},
-                        {"bytes_sent_per_rank",
-                         as_ints(std::vector<double>(t.data_ptr<double>() + 4,
-                                                     t.data_ptr<double>() + 4 + world))}});
-      }
-      shown_loss = loss;
-      shown_sps = sps;
-      window_samples = global_samples;
-      window.reset();
-    }
-    if (leader && opts_.show_progress)
-      progress.update(step, shown_loss, schedule.lr(step - 1), shown_sps);
-
-    if (step == total_steps) break;
-    if (cfg_.eval.every > 0 && step % cfg_.eval.every == 0) eval_record(step);
-    if (cfg_.checkpoint.enabled &&
-        (stopped || (cfg_.checkpoint.every > 0 && step % cfg_.checkpoint.every == 0)))
-      checkpoint(step);
-    if (stopped) break;
-  }
-  if (leader && opts_.show_progress) progress.finish();
-  algorithm->finish(ctx);
-
-  nlohmann::json summary;
-  EvalResult final_eval;
-  if (!stopped) {
-    final_eval = eval_record(step);
-    if (cfg_.checkpoint.enabled) checkpoint(step);
-  } else {
-    say(fmt::format("interrupted: checkpoint written at step {}; continue with --resume", step));
-  }
-
-  double train_loss = 0.0;
-  for (double l : recent_losses) train_loss += l;
-  if (!recent_losses.empty()) train_loss /= static_cast<double>(recent_losses.size());
-  if (world > 1) {  // the mean over the ranks that computed losses (pipelines: the last one)
-    torch::Tensor t =
-        torch::tensor({train_loss, recent_losses.empty() ? 0.0 : 1.0}, torch::kFloat64);
-    comm_.all_reduce(t);
-    train_loss = t[0].item<double>() / std::max(1.0, t[1].item<double>());
-  }
-
-  // Waiting that blocked training: the main channel's waits plus waits for a background comm
-  // thread. Communication of background threads is reported as overlapped.
-  CommStats cs = comm_.total_stats();
-  cs -= eval_comm->total_stats();
-  const double main_wait = comm_.stats().wait_seconds;  // before the calls below add to it
-  std::vector<double> sent = per_rank(comm_, static_cast<double>(cs.bytes_sent));
-  std::vector<double> received = per_rank(comm_, static_cast<double>(cs.bytes_received));
-  std::vector<double> waited = per_rank(comm_, main_wait + idle_seconds);
-  std::vector<double> overlapped =
-      per_rank(comm_, cs.wait_seconds - main_wait - idle_in_split_calls -
-                          algorithm->background_idle_seconds());
-  std::vector<double> rank_samples = per_rank(comm_, static_cast<double>(samples));
-  int64_t global_samples = 0;
-  for (double v : rank_samples) global_samples += static_cast<int64_t>(v);
-  std::vector<double> rss = per_rank(comm_, static_cast<double>(peak_rss_bytes()));
-  nlohmann::json memory = nlohmann::json::object();
-  for (const auto& [name, bytes] : algorithm->memory())
-    memory[name] = as_ints(per_rank(comm_, static_cast<double>(bytes)));
-  nlohmann::json algorithm_stats = nlohmann::json::object();
-  for (const auto& [name, count] : algorithm->stats())
-    algorithm_stats[name] = as_ints(per_rank(comm_, static_cast<double>(count)));
-
-  // Where each rank's time went since the run started, from its trace (see core/trace.h).
-  const int64_t now_us = Tracer::now_us();
-  const int64_t begin_us = now_us - static_cast<int64_t>(wall.seconds() * 1e6);
-  const Tracer::ThreadTime tt = Tracer::instance().thread_time(begin_us, now_us);
-  nlohmann::json time_breakdown = {
-      {"window", per_rank(comm_, static_cast<double>(now_us - begin_us) * 1e-6)},
-      {"compute", per_rank(comm_, tt.compute)},
-      {"optimizer", per_rank(comm_, tt.optimizer)},
-      {"wait", per_rank(comm_, tt.wait)},
-      {"eval", per_rank(comm_, tt.eval)},
-      {"checkpoint", per_rank(comm_, tt.checkpoint)},
-      {"other", per_rank(comm_, tt.other)}};
-  std::vector<double> in_flight =
-      per_rank(comm_, Tracer::instance().busy_seconds("comm", begin_us, now_us));
-  // Evaluation traffic, kept out of bytes_sent but on the wire all the same (netbed's check).
-  std::vector<double> eval_sent =
-      per_rank(comm_, static_cast<double>(eval_comm->total_stats().bytes_sent));
-
-  double wall_seconds = wall_before + wall.seconds();
-  summary = {
-      {"algorithm", cfg_.algorithm.name},
-      {"model", cfg_.model.name},
-      {"dataset", cfg_.data.dataset},
-      {"workers", world},
-      {"steps", step},
-      {"total_steps", total_steps},
-      {"samples", global_samples},
-      {"samples_per_rank", as_ints(rank_samples)},
-      {"epochs", static_cast<double>(global_samples) / static_cast<double>(data.train.size())},
-      {"test_accuracy", stopped ? nlohmann::json() : nlohmann::json(final_eval.accuracy)},
-      {"test_loss", stopped ? nlohmann::json() : nlohmann::json(final_eval.loss)},
-      {"train_loss", train_loss},
-      {"wall_seconds", wall_seconds},
-      {"train_seconds", train_seconds},
-      {"samples_per_second", global_samples / std::max(1e-9, train_seconds)},
-      {"peak_rss_bytes", as_ints(rss)},
-      {"bytes_sent", as_ints(sent)},
-      {"bytes_received", as_ints(received)},
-      {"comm_wait_seconds", waited},
-      {"overlapped_comm_seconds", overlapped},
-      {"memory_bytes", memory},
-      {"algorithm_stats", algorithm_stats},
-      {"eval_metrics", eval_metrics_json(eval_extras)},
-      {"parameters", model->parameter_count()},
-      {"seed", cfg_.run.seed},
-      {"interrupted", stopped},
-      {"run_dir", run_dir_}};
-  summary["time_breakdown_seconds"] = std::move(time_breakdown);
-  summary["comm_in_flight_seconds"] = in_flight;
-  summary["eval_bytes_sent"] = as_ints(eval_sent);
-  if (leader) write_file_atomic(run_dir_ + "/summary.json", summary.dump(2) + "\n");
-  make_dirs(run_dir_);
-  Tracer::instance().write(fmt::format("{}/trace-rank{}.json", run_dir_, rank), rank);
-  if (leader) {
-    try {
-      write_run_report(run_dir_);
-    } catch (const std::exception& e) {  // the run itself succeeded; say so and go on
-      std::fprintf(stderr, "warning: report.html not written: %s\n", e.what());
-    }
-  }
-  return summary;
+  Run run(cfg_, comm_, opts_, run_dir_);
+  if (opts_.resume) run.resume();
+  run.train();
+  return run.finish();
 }
 
 }  // namespace desync

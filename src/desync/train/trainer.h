@@ -1,9 +1,12 @@
 // The Trainer: the loop around an Algorithm.
 //
-// It builds what a run needs from the Config (data, model seeded identically on every rank,
-// schedule, algorithm, micro-batch source sharded by rank), then runs the step budget:
+// Trainer::run() reads as its steps: assemble the run from the Config (train/assemble.h: data,
+// model seeded identically on every rank, algorithm, micro-batch source, budget, schedule), set
+// the algorithm up, resume if asked (train/trainer_state.h), step until the budget is spent
+// (train/budget.h: steps, or micro-batches of data that every algorithm consumes alike) with
 // progress on rank 0, metrics every run.log_every steps, evaluation every eval.every steps and
-// at the end, checkpoints every checkpoint.every steps and at the end, and summary.json. It
+// checkpoints every checkpoint.every steps, then finish, evaluate, checkpoint, and write
+// summary.json (report/summary.h gathers the per-rank figures), the traces and report.html. It
 // resumes bit-exactly from the newest intact checkpoint, and on SIGINT/SIGTERM stops cleanly
 // with a checkpoint: a single worker after the step in hand; several workers at the next
 // logging step (run.log_every), where they agree to stop at the same step.

@@ -32,7 +32,7 @@ TEST(Adpsgd, OneAveragingLeavesBothEndsAtTheMeanAndThenTheGradientStep) {
       average_with_passive(comm, a, buffer, 1);
       a.sub_(g, gamma);
     } else {
-      EXPECT_TRUE(serve_one_request(comm, b, buffer, 0, mu, nullptr));
+      EXPECT_TRUE(serve_one_request(comm, b, buffer, 0, mu));
     }
   });
   torch::Tensor mid = (x0 + x1) / 2;

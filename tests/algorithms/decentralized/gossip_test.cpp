@@ -9,33 +9,7 @@ namespace desync {
 namespace {
 
 using testing::flat_params;
-using testing::tiny_config;
-
-StagedModel tiny_model(bool batch_norm = false) {
-  Config cfg = tiny_config({});
-  torch::manual_seed(0);
-  if (!batch_norm) return make_model(cfg.model, {{12}, 4});
-  Config cnn = tiny_config({"model.name=\"cnn\"", "model.channels=[2]"});
-  return make_model(cnn.model, {{1, 8, 8}, 4});
-}
-
-TEST(StagedModel, CloneIsADeepCopy) {
-  StagedModel model = tiny_model(/*batch_norm=*/true);
-  StagedModel copy = model->clone_model();
-  ASSERT_EQ(copy->num_stages(), model->num_stages());
-  EXPECT_TRUE(torch::equal(flat_params(copy), flat_params(model)));
-  torch::Tensor x = torch::randn({3, 1, 8, 8});
-  model->eval();
-  copy->eval();
-  EXPECT_TRUE(torch::allclose(copy->forward(x), model->forward(x)));
-  {
-    torch::NoGradGuard no_grad;
-    for (auto& p : copy->parameters()) p.add_(1.0);
-  }
-  EXPECT_FALSE(torch::equal(flat_params(copy), flat_params(model)));
-  ASSERT_EQ(copy->named_bufs().size(), model->named_bufs().size());
-  EXPECT_NE(copy->named_bufs()[0].second.data_ptr(), model->named_bufs()[0].second.data_ptr());
-}
+using testing::tiny_model;
 
 TEST(Consensus, AveragesParametersAndBuffersAndMeasuresTheSpread) {
   auto fake = FakeWorld::create(2);

@@ -2,11 +2,18 @@
 
 #include <gtest/gtest.h>
 
+#include <ostream>
+
 #include "algorithms/fake_run.h"
-#include "desync/algorithms/pipeline/delayed_pipeline.h"
 #include "desync/core/error.h"
 
 namespace desync {
+
+// How gtest prints a schedule entry: F3, B0.
+void PrintTo(const PipeOp& op, std::ostream* os) {
+  *os << (op.kind == PipeOp::Kind::kForward ? "F" : "B") << op.micro_batch;
+}
+
 namespace {
 
 using testing::flat_params;
@@ -16,7 +23,7 @@ using testing::run_on_fake_world;
 using testing::tiny_config;
 
 int64_t stat(RankState& s, const std::string& name) {
-  for (auto& [n, v] : s.algorithm->stats())
+  for (auto& [n, v] : s.algorithm->report().counts)
     if (n == name) return v;
   ADD_FAILURE() << "no stat " << name;
   return -1;
@@ -60,9 +67,10 @@ TEST(Pipeline, SchedulesKeepTheSpecsNumberOfMicroBatchesInFlight) {
       for (int64_t s = 0; s < j; ++s)
         for (bool gpipe : {true, false}) {
           int64_t in_flight = 0, peak = 0, forwards = 0, backwards = 0;
-          for (int64_t op : Pipeline::schedule(gpipe, s, j, m)) {
-            in_flight += op > 0 ? 1 : -1;
-            (op > 0 ? forwards : backwards) += 1;
+          for (const PipeOp& op : Pipeline::schedule(gpipe, s, j, m)) {
+            const bool forward = op.kind == PipeOp::Kind::kForward;
+            in_flight += forward ? 1 : -1;
+            (forward ? forwards : backwards) += 1;
             peak = std::max(peak, in_flight);
             ASSERT_GE(in_flight, 0);
           }
@@ -70,6 +78,29 @@ TEST(Pipeline, SchedulesKeepTheSpecsNumberOfMicroBatchesInFlight) {
           EXPECT_EQ(backwards, m);
           EXPECT_EQ(peak, gpipe ? m : std::min(j - s, m)) << "J=" << j << " M=" << m << " s=" << s;
         }
+}
+
+TEST(Pipeline, SchedulesRunTheSpecsOrderOfForwardsAndBackwards) {
+  const auto f = [](int64_t i) { return PipeOp{PipeOp::Kind::kForward, i}; };
+  const auto b = [](int64_t i) { return PipeOp{PipeOp::Kind::kBackward, i}; };
+  // GPipe: all forwards, then the backwards in reverse order, on every rank.
+  const std::vector<PipeOp> gpipe = {f(0), f(1), f(2), b(2), b(1), b(0)};
+  EXPECT_EQ(Pipeline::schedule(true, 0, 2, 3), gpipe);
+  EXPECT_EQ(Pipeline::schedule(true, 1, 2, 3), gpipe);
+  // 1F1B, J = 3, M = 4: J-1-s warm-up forwards, then alternating, then the remaining backwards.
+  EXPECT_EQ(Pipeline::schedule(false, 0, 3, 4),
+            std::vector<PipeOp>({f(0), f(1), f(2), b(0), f(3), b(1), b(2), b(3)}));
+  EXPECT_EQ(Pipeline::schedule(false, 1, 3, 4),
+            std::vector<PipeOp>({f(0), f(1), b(0), f(2), b(1), f(3), b(2), b(3)}));
+  EXPECT_EQ(Pipeline::schedule(false, 2, 3, 4),
+            std::vector<PipeOp>({f(0), b(0), f(1), b(1), f(2), b(2), f(3), b(3)}));
+}
+
+TEST(Pipeline, DeclaresThatRankZeroReadsOneAccumulationPerStep) {
+  auto algorithm = make_algorithm(
+      tiny_config({"algorithm.name=\"pipeline\"", "algorithm.accumulation=6"}).algorithm);
+  EXPECT_EQ(algorithm->traits().data, AlgorithmTraits::Data::kFirstRank);
+  EXPECT_EQ(algorithm->traits().accumulations_per_step, 1);  // M = accumulation per step
 }
 
 // GPipe and 1F1B equal sequential backprop with accumulation over M micro-batches.

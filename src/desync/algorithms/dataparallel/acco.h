@@ -1,6 +1,6 @@
 // `acco`: Accumulate While You Communicate.
-// Reference: arXiv 2406.02613 (`edouardoyallon/acco`); spec:
-// shared/algorithms/data-parallel-sharded.md §4.
+// Reference: "ACCO: Accumulate While You Communicate for Communication-Overlapped Sharded LLM
+// Training" (arXiv 2406.02613); docs/algorithms/acco.md.
 //
 // Sharded (ZeRO-1-style) training in which communication never stalls compute. One optimizer
 // step is two rounds, each overlapping communication with gradient accumulation:
@@ -24,25 +24,29 @@
 //
 // Options: fixed_count (false; true = exactly `accumulation` micro-batches per round, the comm
 // thread waited for: deterministic, for tests). `accumulation` is n_acc. The comm thread has its
-// own channel (comm.split("acco")).
+// own channel (CommThread "acco").
+//
+// Budget: a step consumes a varying number of micro-batches (at least 2 n_acc per worker), so
+// under a data budget (ctx.micro_batches_left) each worker stops accumulating at its share of
+// what is left, and the run ends when the budget is spent.
 #pragma once
 
 #include <memory>
 
 #include "desync/algorithms/algorithm.h"
 #include "desync/algorithms/dataparallel/sharded.h"
-#include "desync/core/background.h"
+#include "desync/comm/comm_thread.h"
 
 namespace desync {
 
 class Acco : public Algorithm {
  public:
-  explicit Acco(bool fixed_count) : fixed_count_(fixed_count) {}
+  Acco(int64_t accumulation, bool fixed_count);
   void setup(Context& ctx) override;
   StepReport step(Context& ctx) override;
   void save(Archive& archive) const override;
   void load(const Archive& archive) override;
-  MemoryReport memory() const override;
+  AlgorithmReport report() const override;
 
   // Micro-batches this rank accumulated in each round of the last step (for tests and traces).
   const std::vector<int64_t>& last_round_counts() const { return last_counts_; }
@@ -52,7 +56,7 @@ class Acco : public Algorithm {
 
   bool fixed_count_;
   int64_t n_acc_ = 1;
-  std::shared_ptr<Communicator> comm_;
+  int64_t quota_ = -1;  // micro-batches this rank may still take in this step; -1 = no limit
   std::unique_ptr<FlatParameters> flat_;  // P (params) and G (grads)
   std::unique_ptr<ParameterShard> shard_;
   torch::Tensor buffer_;     // B
@@ -61,7 +65,7 @@ class Acco : public Algorithm {
   int64_t real_steps_ = 0;
   bool started_ = false;
   std::vector<int64_t> last_counts_;
-  BackgroundTask comm_thread_;
+  std::unique_ptr<CommThread> comm_thread_;
 };
 
 }  // namespace desync

@@ -135,13 +135,13 @@ void Ddp::save(Archive& archive) const { save_optimizer(*optimizer_, archive); }
 
 void Ddp::load(const Archive& archive) { load_optimizer(*optimizer_, archive); }
 
-MemoryReport Ddp::memory() const {
-  MemoryReport report = model_state_memory(*flat_, *optimizer_);
+AlgorithmReport Ddp::report() const {
+  MemoryReport memory = model_state_memory(*flat_, *optimizer_);
   int64_t comm_buffers = 0;
   if (opts_.comm_dtype != torch::kFloat32)  // low-precision copy + received chunks
     comm_buffers = 2 * flat_->padded_numel() * c10::elementSize(opts_.comm_dtype);
-  report.emplace_back("comm_buffers", comm_buffers);
-  return report;
+  memory.emplace_back("comm_buffers", comm_buffers);
+  return {.memory = memory};
 }
 
 }  // namespace desync

@@ -1,6 +1,6 @@
 // `ddp`: synchronous data parallelism with bucketed all-reduce overlapped with backward.
 // Reference: "PyTorch Distributed: Experiences on Accelerating Data Parallel Training"
-// (arXiv 2006.15704); spec: shared/algorithms/data-parallel-sharded.md §1.
+// (arXiv 2006.15704); docs/algorithms/ddp.md.
 //
 //   setup:  broadcast parameters and buffers from rank 0
 //           buckets = parameters in reverse registration order, cut at first_bucket_mb for the
@@ -85,7 +85,7 @@ class Ddp : public Algorithm {
   StepReport step(Context& ctx) override;
   void save(Archive& archive) const override;
   void load(const Archive& archive) override;
-  MemoryReport memory() const override;
+  AlgorithmReport report() const override;
 
   const GradReducer& reducer() const { return *reducer_; }
 

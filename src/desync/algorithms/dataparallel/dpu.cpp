@@ -10,12 +10,11 @@ std::unique_ptr<Algorithm> make_dpu(const AlgorithmConfig& cfg) {
   SectionReader r = algorithm_options(cfg);
   int64_t n_warmup = r.get("n_warmup", int64_t{0}, 0);
   r.finish();
-  return std::make_unique<Dpu>(n_warmup);
+  return std::make_unique<Dpu>(cfg.accumulation, n_warmup);
 }
 
 void Dpu::setup(Context& ctx) {
-  accumulation_ = ctx.config.algorithm.accumulation;
-  comm_ = ctx.comm.split("dpu");
+  comm_thread_ = std::make_unique<CommThread>(ctx.comm, "dpu");
   flat_ = make_replicated_flat(ctx, ctx.comm.world_size());
   shard_ = std::make_unique<ParameterShard>(ctx, *flat_, /*master_is_view=*/false);
   prev_ = torch::zeros_like(flat_->grads_flat());
@@ -35,7 +34,7 @@ StepReport Dpu::step(Context& ctx) {
     TraceSpan span("dpu_warmup_step", "phase");
     grads.zero_();
     StepReport report = accumulate_gradients(ctx, accumulation_);
-    update(ctx, *comm_, grads, flat_->params_flat());
+    update(ctx, ctx.comm, grads, flat_->params_flat());
     return report;
   }
   StepReport boot;
@@ -47,16 +46,16 @@ StepReport Dpu::step(Context& ctx) {
     have_prev_ = true;
   }
   grads.zero_();
-  comm_thread_.start([&] {  // prev_: G_prev, then theta
+  comm_thread_->start([&] {  // prev_: G_prev, then theta
     TraceSpan span("dpu_delayed_update", "phase");
-    update(ctx, *comm_, prev_, prev_);
+    update(ctx, comm_thread_->channel(), prev_, prev_);
   });
   StepReport report;
   {
     TraceSpan span("dpu_gradients", "phase");
     report = accumulate_gradients(ctx, accumulation_);
   }
-  report.idle_seconds = comm_thread_.join();
+  comm_thread_->join();
   flat_->params_flat().copy_(prev_);  // P <- theta_{t+1}
   prev_.copy_(grads);                 // G_prev <- G_cur
   boot += report;
@@ -75,11 +74,12 @@ void Dpu::load(const Archive& archive) {
   archive.copy_into("dpu.prev", prev_);
 }
 
-MemoryReport Dpu::memory() const {
+AlgorithmReport Dpu::report() const {
   int64_t elem = flat_->params_flat().element_size();
-  MemoryReport r = {{"parameters", flat_->padded_numel() * elem},
-                    {"gradients", 2 * flat_->padded_numel() * elem}};  // G_cur and G_prev
-  for (auto& entry : shard_->memory()) r.push_back(entry);
+  AlgorithmReport r;
+  r.memory = {{"parameters", flat_->padded_numel() * elem},
+              {"gradients", 2 * flat_->padded_numel() * elem}};  // G_cur and G_prev
+  for (auto& entry : shard_->memory()) r.memory.push_back(entry);
   return r;
 }
 

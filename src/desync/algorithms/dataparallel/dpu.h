@@ -1,6 +1,6 @@
 // `dpu`: delayed parameter update with a non-delayed warm-up.
-// Reference: the DPU of "ZeRO-Offload" (arXiv 2101.06840); spec:
-// shared/algorithms/data-parallel-sharded.md §3.
+// Reference: the delayed parameter update of "ZeRO-Offload" (arXiv 2101.06840);
+// docs/algorithms/dpu.md.
 //
 //   t <  n_warmup: an ordinary ZeRO-1 step
 //   t >= n_warmup: theta_{t+1} = Opt(theta_t, g(theta_{t-1}))
@@ -11,7 +11,8 @@
 //     join; P <- theta_{t+1}; G_prev <- G_cur
 //
 // The communication and the optimizer step are hidden behind the next step's gradients, at the
-// price of a gradient one step stale. The comm thread has its own channel (comm.split("dpu")).
+// price of a gradient one step stale. The comm thread has its own channel (CommThread "dpu");
+// warm-up steps communicate on the training thread's ctx.comm.
 // Options: n_warmup (0).
 #pragma once
 
@@ -19,30 +20,29 @@
 
 #include "desync/algorithms/algorithm.h"
 #include "desync/algorithms/dataparallel/sharded.h"
-#include "desync/core/background.h"
+#include "desync/comm/comm_thread.h"
 
 namespace desync {
 
 class Dpu : public Algorithm {
  public:
-  explicit Dpu(int64_t n_warmup) : n_warmup_(n_warmup) {}
+  Dpu(int64_t accumulation, int64_t n_warmup) : n_warmup_(n_warmup), accumulation_(accumulation) {}
   void setup(Context& ctx) override;
   StepReport step(Context& ctx) override;
   void save(Archive& archive) const override;
   void load(const Archive& archive) override;
-  MemoryReport memory() const override;
+  AlgorithmReport report() const override;
 
  private:
   void update(Context& ctx, Communicator& comm, const torch::Tensor& grads, torch::Tensor dst);
 
   int64_t n_warmup_;
   int64_t accumulation_ = 1;
-  std::shared_ptr<Communicator> comm_;  // the comm thread's channel
   std::unique_ptr<FlatParameters> flat_;
   std::unique_ptr<ParameterShard> shard_;
   torch::Tensor prev_;  // G_prev, then the staging buffer for theta_{t+1}
   bool have_prev_ = false;
-  BackgroundTask comm_thread_;
+  std::unique_ptr<CommThread> comm_thread_;
 };
 
 }  // namespace desync

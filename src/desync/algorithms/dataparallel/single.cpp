@@ -35,6 +35,8 @@ void Single::save(Archive& archive) const { save_optimizer(*optimizer_, archive)
 
 void Single::load(const Archive& archive) { load_optimizer(*optimizer_, archive); }
 
-MemoryReport Single::memory() const { return model_state_memory(*flat_, *optimizer_); }
+AlgorithmReport Single::report() const {
+  return {.memory = model_state_memory(*flat_, *optimizer_)};
+}
 
 }  // namespace desync

@@ -23,7 +23,7 @@ class Single : public Algorithm {
   StepReport step(Context& ctx) override;
   void save(Archive& archive) const override;
   void load(const Archive& archive) override;
-  MemoryReport memory() const override;
+  AlgorithmReport report() const override;
 
  private:
   int64_t accumulation_ = 1;

@@ -30,12 +30,12 @@ StepReport Zero1::step(Context& ctx) {
 void Zero1::save(Archive& archive) const { shard_->save(archive, "shard."); }
 void Zero1::load(const Archive& archive) { shard_->load(archive, "shard."); }
 
-MemoryReport Zero1::memory() const {
+AlgorithmReport Zero1::report() const {
   int64_t elem = flat_->params_flat().element_size();
   MemoryReport r = {{"parameters", flat_->padded_numel() * elem},
                     {"gradients", flat_->padded_numel() * elem}};
   for (auto& entry : shard_->memory()) r.push_back(entry);
-  return r;
+  return {.memory = r};
 }
 
 }  // namespace desync

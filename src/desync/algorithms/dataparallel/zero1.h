@@ -1,6 +1,6 @@
 // `zero1`: data parallelism with optimizer-state sharding (ZeRO stage 1).
 // Reference: "ZeRO: Memory Optimizations Toward Training Trillion Parameter Models"
-// (arXiv 1910.02054); spec: shared/algorithms/data-parallel-sharded.md §2.
+// (arXiv 1910.02054); docs/algorithms/zero1.md.
 //
 //   per step:
 //     G <- sum over accumulation micro-batches of grad(loss_k / accumulation)   (no comm)
@@ -26,7 +26,7 @@ class Zero1 : public Algorithm {
   StepReport step(Context& ctx) override;
   void save(Archive& archive) const override;
   void load(const Archive& archive) override;
-  MemoryReport memory() const override;
+  AlgorithmReport report() const override;
 
  private:
   int64_t accumulation_ = 1;

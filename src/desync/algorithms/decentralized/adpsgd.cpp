@@ -29,11 +29,11 @@ void average_with_passive(Communicator& channel, torch::Tensor& x, torch::Tensor
 }
 
 bool serve_one_request(Communicator& channel, torch::Tensor& x, torch::Tensor& buffer, int64_t peer,
-                       std::mutex& mu, std::atomic<int64_t>* idle_us) {
+                       std::mutex& mu) {
   torch::Tensor request = torch::zeros({1});
   int64_t t0 = Tracer::now_us();
   channel.recv(request, peer, kRequestTag);
-  if (idle_us) *idle_us += Tracer::now_us() - t0;
+  channel.record_idle(static_cast<double>(Tracer::now_us() - t0) * 1e-6);
   if (request.item<float>() == 0.0f) return false;
   channel.recv(buffer, peer, kActiveTag);
   TraceSpan span("serve_average", "comm");
@@ -51,8 +51,10 @@ void Adpsgd::setup(Context& ctx) {
   seed_ = static_cast<uint64_t>(ctx.config.run.seed);
   // Ring edge (i, i+1) runs on channel "even" when i is even, "odd" otherwise; an edge joins an
   // active and a passive rank only when i and i+1 differ in parity.
-  std::shared_ptr<Communicator> even = ctx.comm.split("adpsgd-even");
-  std::shared_ptr<Communicator> odd = ctx.comm.split("adpsgd-odd");
+  // An active rank uses its edges from the training thread, a passive one from its servers.
+  const Caller caller = active_ ? Caller::kTrainingThread : Caller::kBackgroundThread;
+  std::shared_ptr<Communicator> even = ctx.comm.split("adpsgd-even", caller);
+  std::shared_ptr<Communicator> odd = ctx.comm.split("adpsgd-odd", caller);
   auto edge_from = [&](int64_t i) -> std::shared_ptr<Communicator> {
     int64_t j = (i + 1) % n;
     if (n < 2 || i % 2 == j % 2) return nullptr;
@@ -80,8 +82,7 @@ void Adpsgd::setup(Context& ctx) {
 }
 
 void Adpsgd::serve(Edge edge, torch::Tensor buffer) {
-  while (serve_one_request(*edge.channel, x_, buffer, edge.peer, mu_, &server_idle_us_))
-    ++averagings_;
+  while (serve_one_request(*edge.channel, x_, buffer, edge.peer, mu_)) ++averagings_;
 }
 
 StepReport Adpsgd::step(Context& ctx) {
@@ -96,11 +97,8 @@ StepReport Adpsgd::step(Context& ctx) {
     std::mt19937_64 pick(seed_ * 1000003ULL + static_cast<uint64_t>(ctx.comm.rank()) * 7919ULL +
                          static_cast<uint64_t>(ctx.step));
     const Edge& e = edges_[pick() % edges_.size()];
-    int64_t t0 = Tracer::now_us();
     average_with_passive(*e.channel, x_, buffer_, e.peer);
     ++averagings_;
-    report.idle_seconds = static_cast<double>(Tracer::now_us() - t0) * 1e-6;
-    report.idle_in_split_calls = report.idle_seconds;
   }
   std::lock_guard<std::mutex> lock(mu_);
   apply_update(ctx, *flat_, *optimizer_);
@@ -126,10 +124,6 @@ StagedModel Adpsgd::model_for_eval(Context& ctx) {
   return consensus_->average(ctx.eval_channel(), parameters(), ctx.model);
 }
 
-std::vector<std::pair<std::string, double>> Adpsgd::eval_metrics() const {
-  return {{"consensus_distance", consensus_->distance()}};
-}
-
 void Adpsgd::save(Archive& archive) const {
   std::lock_guard<std::mutex> lock(mu_);
   archive.put("adpsgd.x", x_.clone());
@@ -142,14 +136,14 @@ void Adpsgd::load(const Archive& archive) {
   load_optimizer(*optimizer_, archive);
 }
 
-MemoryReport Adpsgd::memory() const {
+AlgorithmReport Adpsgd::report() const {
   MemoryReport r = model_state_memory(*flat_, *optimizer_);
   int64_t elem = x_.element_size();
   r.push_back({"local_copy", x_.numel() * elem});
   r.push_back(
       {"receive_buffers",
        (buffer_.numel() + static_cast<int64_t>(server_buffers_.size()) * x_.numel()) * elem});
-  return r;
+  return {.memory = r, .eval_metrics = {{"consensus_distance", consensus_->distance()}}};
 }
 
 }  // namespace desync

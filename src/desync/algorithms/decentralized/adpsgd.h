@@ -1,6 +1,6 @@
 // `adpsgd`: asynchronous decentralized SGD with pairwise averaging (AD-PSGD).
 // Reference: "Asynchronous Decentralized Parallel Stochastic Gradient Descent" (arXiv
-// 1710.06952); spec: shared/algorithms/local-updates-and-gossip.md §3.
+// 1710.06952); docs/algorithms/adpsgd.md.
 //
 //   active worker (even rank), every step:      passive worker (odd rank), every step:
 //     x_hat <- x_i; g <- grad F_i(x_hat; xi)      x_hat <- x_i; g <- grad F_i(x_hat; xi)
@@ -42,13 +42,9 @@ class Adpsgd : public Algorithm {
   StepReport step(Context& ctx) override;
   void finish(Context& ctx) override;
   StagedModel model_for_eval(Context& ctx) override;
-  std::vector<std::pair<std::string, double>> eval_metrics() const override;
   void save(Archive& archive) const override;
   void load(const Archive& archive) override;
-  MemoryReport memory() const override;
-  double background_idle_seconds() const override {
-    return static_cast<double>(server_idle_us_) * 1e-6;
-  }
+  AlgorithmReport report() const override;
 
   // A snapshot of x_i.
   torch::Tensor parameters() const;
@@ -71,7 +67,6 @@ class Adpsgd : public Algorithm {
   mutable std::mutex mu_;                 // guards x_ and the optimizer state
   std::vector<torch::Tensor> server_buffers_;
   std::atomic<int64_t> averagings_{0};
-  std::atomic<int64_t> server_idle_us_{0};  // servers' time waiting for requests
   bool finished_ = false;
   std::unique_ptr<Consensus> consensus_;
   // Last, so that destruction joins the servers before what they use goes away.
@@ -83,9 +78,9 @@ class Adpsgd : public Algorithm {
 void average_with_passive(Communicator& channel, torch::Tensor& x, torch::Tensor& buffer,
                           int64_t peer);
 // The passive side of one request: returns false on a stop request; otherwise receives x_a,
-// then under `mu` sends x and sets x <- (x + x_a) / 2. Adds the time spent waiting for the
-// request to *idle_us (if not null).
+// then under `mu` sends x and sets x <- (x + x_a) / 2. The time spent waiting for the request
+// is recorded on `channel` as idle (Communicator::record_idle).
 bool serve_one_request(Communicator& channel, torch::Tensor& x, torch::Tensor& buffer, int64_t peer,
-                       std::mutex& mu, std::atomic<int64_t>* idle_us);
+                       std::mutex& mu);
 
 }  // namespace desync

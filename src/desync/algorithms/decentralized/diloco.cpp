@@ -72,12 +72,12 @@ void Diloco::load(const Archive& archive) {
   archive.copy_into("diloco.global", global_);
 }
 
-MemoryReport Diloco::memory() const {
+AlgorithmReport Diloco::report() const {
   MemoryReport r = model_state_memory(*flat_, *inner_);
   int64_t elem = global_.element_size();
   r.push_back({"global_copy", global_.numel() * elem});
   r.push_back({"outer_state", (outer_->state_numel() + delta_.numel()) * elem});
-  return r;
+  return {.memory = r};
 }
 
 }  // namespace desync

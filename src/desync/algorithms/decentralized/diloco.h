@@ -1,6 +1,6 @@
 // `diloco`: local inner steps, then an outer Nesterov step on the averaged pseudo-gradient.
-// Reference: DiLoCo (arXiv 2311.08105), OpenDiLoCo (arXiv 2407.07852); spec:
-// shared/algorithms/local-updates-and-gossip.md §1.
+// Reference: DiLoCo (arXiv 2311.08105), OpenDiLoCo (arXiv 2407.07852);
+// docs/algorithms/diloco.md.
 //
 //   theta_i <- theta                                    (broadcast from rank 0 at setup)
 //   every step:    theta_i <- InnerOpt(theta_i, grad f(x ~ D_i, theta_i))   ([optimizer], local)
@@ -39,7 +39,7 @@ class Diloco : public Algorithm {
   StagedModel model_for_eval(Context& ctx) override;
   void save(Archive& archive) const override;
   void load(const Archive& archive) override;
-  MemoryReport memory() const override;
+  AlgorithmReport report() const override;
 
   const torch::Tensor& global() const { return global_; }
   Optimizer& inner_optimizer() { return *inner_; }

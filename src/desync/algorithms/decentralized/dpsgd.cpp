@@ -38,17 +38,13 @@ StagedModel Dpsgd::model_for_eval(Context& ctx) {
   return consensus_->average(ctx.eval_channel(), flat_->params_flat(), ctx.model);
 }
 
-std::vector<std::pair<std::string, double>> Dpsgd::eval_metrics() const {
-  return {{"consensus_distance", consensus_->distance()}};
-}
-
 void Dpsgd::save(Archive& archive) const { save_optimizer(*optimizer_, archive); }
 void Dpsgd::load(const Archive& archive) { load_optimizer(*optimizer_, archive); }
 
-MemoryReport Dpsgd::memory() const {
+AlgorithmReport Dpsgd::report() const {
   MemoryReport r = model_state_memory(*flat_, *optimizer_);
   r.push_back({"receive_buffers", exchange_->buffer_bytes()});
-  return r;
+  return {.memory = r, .eval_metrics = {{"consensus_distance", consensus_->distance()}}};
 }
 
 }  // namespace desync

@@ -1,6 +1,6 @@
 // `dpsgd`: synchronous gossip SGD (D-PSGD), the decentralized baseline with no collective.
 // Reference: "Can Decentralized Algorithms Outperform Centralized Algorithms?" (arXiv
-// 1705.09056); spec: shared/algorithms/local-updates-and-gossip.md §2.
+// 1705.09056); docs/algorithms/dpsgd.md.
 //
 //   every step (round = step):
 //     send x_i to the round's peers, receive x_j         (posted first: overlaps the gradient)
@@ -29,10 +29,9 @@ class Dpsgd : public Algorithm {
   void setup(Context& ctx) override;
   StepReport step(Context& ctx) override;
   StagedModel model_for_eval(Context& ctx) override;
-  std::vector<std::pair<std::string, double>> eval_metrics() const override;
   void save(Archive& archive) const override;
   void load(const Archive& archive) override;
-  MemoryReport memory() const override;
+  AlgorithmReport report() const override;
 
  private:
   std::string topology_kind_;

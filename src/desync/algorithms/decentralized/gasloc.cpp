@@ -105,10 +105,6 @@ StagedModel Gasloc::model_for_eval(Context& ctx) {
   return consensus_->average(ctx.eval_channel(), flat_->params_flat(), ctx.model);
 }
 
-std::vector<std::pair<std::string, double>> Gasloc::eval_metrics() const {
-  return {{"consensus_distance", consensus_->distance()}};
-}
-
 void Gasloc::save(Archive& archive) const {
   save_optimizer(*inner_, archive, "inner.");
   archive.put("gasloc.start", start_);
@@ -121,13 +117,13 @@ void Gasloc::load(const Archive& archive) {
   archive.copy_into("gasloc.prev", prev_);
 }
 
-MemoryReport Gasloc::memory() const {
+AlgorithmReport Gasloc::report() const {
   MemoryReport r = model_state_memory(*flat_, *inner_);
   int64_t elem = start_.element_size();
   r.push_back({"round_start_copy", start_.numel() * elem});
   r.push_back({"outer_state", (prev_.numel() + proposal_.numel()) * elem});
   r.push_back({"receive_buffers", exchange_->buffer_bytes()});
-  return r;
+  return {.memory = r, .eval_metrics = {{"consensus_distance", consensus_->distance()}}};
 }
 
 }  // namespace desync

@@ -1,6 +1,6 @@
 // `gasloc`: gossip with local updates and outer momentum — DiLoCo without the all-reduce.
 // Reference: "Unifying Local Communications and Local Updates for LLM Pretraining" (arXiv
-// 2606.11081); spec: shared/algorithms/local-updates-and-gossip.md §4.
+// 2606.11081); docs/algorithms/gasloc.md.
 //
 //   round t (H trainer steps; worker i takes H_i inner steps spread evenly over them):
 //     theta_start <- theta_i
@@ -44,14 +44,18 @@ struct GaslocOptions {
 
 class Gasloc : public Algorithm {
  public:
-  explicit Gasloc(GaslocOptions options) : opts_(std::move(options)) {}
+  // Workers with fewer inner steps than H consume less in some steps: the Trainer then counts
+  // the ranks' consumption (at most `accumulation` each per step) against the budget.
+  explicit Gasloc(GaslocOptions options)
+      : Algorithm({.consumption_varies =
+                       !options.local_steps_per_worker.empty() || options.local_steps_from_speed}),
+        opts_(std::move(options)) {}
   void setup(Context& ctx) override;
   StepReport step(Context& ctx) override;
   StagedModel model_for_eval(Context& ctx) override;
-  std::vector<std::pair<std::string, double>> eval_metrics() const override;
   void save(Archive& archive) const override;
   void load(const Archive& archive) override;
-  MemoryReport memory() const override;
+  AlgorithmReport report() const override;
 
   int64_t my_local_steps() const { return my_steps_; }
   const torch::Tensor& proposal() const { return proposal_; }  // x_i of the last round

@@ -2,33 +2,36 @@
 
 #include <fmt/format.h>
 
+#include <utility>
+
 #include "desync/algorithms/common.h"
 #include "desync/algorithms/registry.h"
 #include "desync/core/error.h"
 
 namespace desync {
 
-std::unique_ptr<Algorithm> make_delayed_pipeline(const std::string& mode,
+std::unique_ptr<Algorithm> make_delayed_pipeline(std::unique_ptr<const MemoryPolicy> policy,
                                                  const AlgorithmConfig& cfg) {
   SectionReader r = algorithm_options(cfg);
-  PipelineOptions o = read_pipeline_options(r, /*with_schedule=*/false);
+  PlacementOptions o = read_placement_options(r);
   r.finish();
-  return std::make_unique<DelayedPipeline>(mode, o);
+  return std::make_unique<DelayedPipeline>(std::move(policy), o, cfg.accumulation);
 }
 
+DelayedPipeline::DelayedPipeline(std::unique_ptr<const MemoryPolicy> policy,
+                                 PlacementOptions placement, int64_t k)
+    : Algorithm(pipeline_traits()),
+      policy_(std::move(policy)),
+      placement_(std::move(placement)),
+      k_(k) {}
+
 void DelayedPipeline::setup(Context& ctx) {
-  k_ = ctx.config.algorithm.accumulation;
   const int64_t s = ctx.comm.rank(), j = ctx.comm.world_size();
-  ranges_ = place_pipeline(ctx, opts_);
+  ranges_ = place_pipeline(ctx, placement_);
   const StageRange mine = ranges_[s];
-  stage_ = std::make_unique<DelayedStage>(ctx.config, ctx.model, mine, s == 0, s == j - 1, k_,
-                                          make_stage_memory(mode_, ctx.model, mine));
-  MicroBatch probe =
-      take_range(ctx.batches.dataset(), 0, ctx.batches.batch_size(), ctx.config.data.normalize);
-  auto shapes = boundary_shapes(ctx.model, probe.inputs);
-  link_ = std::make_unique<PipeLink>(ctx.comm, shapes[mine.begin], shapes[mine.end],
-                                     probe.targets.sizes().vec(),
-                                     /*backward_carries_x=*/mode_ == "petra");
+  stage_ =
+      std::make_unique<DelayedStage>(ctx.config, ctx.model, mine, s == 0, s == j - 1, k_, *policy_);
+  link_ = make_pipe_link(ctx, mine, /*backward_carries_x=*/policy_->rebuilds_inputs());
 }
 
 void DelayedPipeline::run_tick(Context& ctx, int64_t t, StepReport& report) {
@@ -46,7 +49,10 @@ void DelayedPipeline::run_tick(Context& ctx, int64_t t, StepReport& report) {
     }
     PipeMessage out = stage_->forward(in, t);
     if (s == j - 1) {
-      report += StepReport{stage_->loss(), 0, 1};
+      StepReport head;
+      head.loss = stage_->loss();
+      head.micro_batches = 1;
+      report += head;
       if (s > 0) link_->send_backward(out);
     } else {
       link_->send_forward(out);
@@ -89,24 +95,22 @@ void DelayedPipeline::load(const Archive& archive) {
   throw CheckpointError(fmt::format(
       "--resume is not supported for {}: the micro-batches in flight between pipeline stages "
       "are not checkpointed; start a new run (the checkpoint's weights are complete)",
-      mode_));
+      policy_->name()));
 }
 
-MemoryReport DelayedPipeline::memory() const {
-  MemoryReport r = model_state_memory(stage_->flat(), stage_->optimizer());
-  r.push_back({"input_buffers", stage_->counters().peak_input_bytes});
-  r.push_back({"weight_stashes", stage_->counters().peak_stash_bytes});
-  return r;
-}
-
-std::vector<std::pair<std::string, int64_t>> DelayedPipeline::stats() const {
+AlgorithmReport DelayedPipeline::report() const {
   const StageCounters& c = stage_->counters();
-  return {{"reversible", stage_->reversible() ? 1 : 0},
-          {"peak_buffered_inputs", c.peak_buffered_inputs},
-          {"peak_stashed_params", c.peak_stashed_params},
-          {"min_delay_ticks", c.min_delay_ticks},
-          {"max_delay_ticks", c.max_delay_ticks},
-          {"updates", c.updates}};
+  AlgorithmReport r;
+  r.memory = model_state_memory(stage_->flat(), stage_->optimizer());
+  r.memory.push_back({"input_buffers", c.peak_input_bytes});
+  r.memory.push_back({"weight_stashes", c.peak_stash_bytes});
+  r.counts = {{"reversible", stage_->reversible() ? 1 : 0},
+              {"peak_buffered_inputs", c.peak_buffered_inputs},
+              {"peak_stashed_params", c.peak_stashed_params},
+              {"min_delay_ticks", c.min_delay_ticks},
+              {"max_delay_ticks", c.max_delay_ticks},
+              {"updates", c.updates}};
+  return r;
 }
 
 }  // namespace desync

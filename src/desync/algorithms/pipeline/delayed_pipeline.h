@@ -1,11 +1,16 @@
-// The multi-process runtime of the delayed-gradient pipelines (`pipedream`, `dsp`, `petra`).
+// The multi-process runtime of the delayed-gradient pipelines: one DelayedStage per rank, with
+// the MemoryPolicy of the method it runs (delayed_stage.h).
 //
-// Rank s (of J) runs one DelayedStage (delayed_stage.h) over its range of model stages. One
-// trainer step feeds k = `accumulation` micro-batches into the pipeline: k ticks, in each of
-// which the rank does the forward due at that tick (receiving from s-1, or reading the data on
-// rank 0), then the backward due (receiving from s+1), then its pending update. Messages sent in
-// tick t are received in tick t+1, so the runtime computes exactly what the TickSimulator does.
-// After the last step, finish() drains the pipeline (the backwards still owed).
+// Contract: computes exactly what the TickSimulator computes for the same policy, k and data;
+// rank 0 reads the whole stream (k micro-batches per step), the others read none; step() talks
+// to the neighbouring ranks only (point-to-point, no collective). Docs: docs/pipelines.md.
+//
+// Rank s (of J) runs one DelayedStage over its range of model stages. One trainer step feeds
+// k = `accumulation` micro-batches into the pipeline: k ticks, in each of which the rank does
+// the forward due at that tick (receiving from s-1, or reading the data on rank 0), then the
+// backward due (receiving from s+1), then its pending update. Messages sent in tick t are
+// received in tick t+1. After the last step, finish() drains the pipeline (the backwards still
+// owed).
 //
 // Checkpoints hold each stage's parameters and optimizer state, but not the micro-batches in
 // flight between stages, so a run cannot be resumed (load() says so).
@@ -13,36 +18,38 @@
 #pragma once
 
 #include <memory>
-#include <string>
 
 #include "desync/algorithms/algorithm.h"
 #include "desync/algorithms/pipeline/delayed_stage.h"
-#include "desync/algorithms/pipeline/pipeline.h"
+#include "desync/algorithms/pipeline/stages.h"
 
 namespace desync {
 
 class DelayedPipeline : public Algorithm {
  public:
-  DelayedPipeline(std::string mode, PipelineOptions options)
-      : mode_(std::move(mode)), opts_(std::move(options)) {}
-  bool shards_data() const override { return false; }
+  // `k`: micro-batches per step and backwards per update (`accumulation`).
+  DelayedPipeline(std::unique_ptr<const MemoryPolicy> policy, PlacementOptions placement,
+                  int64_t k);
   void setup(Context& ctx) override;
   StepReport step(Context& ctx) override;
   void finish(Context& ctx) override;
   StagedModel model_for_eval(Context& ctx) override;
   void save(Archive& archive) const override;
-  void load(const Archive& archive) override;
-  MemoryReport memory() const override;
-  std::vector<std::pair<std::string, int64_t>> stats() const override;
+  void load(const Archive& archive) override;  // throws CheckpointError
+  // memory: the rank's model state, "input_buffers" and "weight_stashes" (peak bytes);
+  // counts: reversible, peak_buffered_inputs, peak_stashed_params, min_delay_ticks,
+  // max_delay_ticks, updates.
+  AlgorithmReport report() const override;
 
+  const MemoryPolicy& policy() const { return *policy_; }
   DelayedStage& stage() { return *stage_; }
 
  private:
   void run_tick(Context& ctx, int64_t t, StepReport& report);
 
-  std::string mode_;
-  PipelineOptions opts_;
-  int64_t k_ = 1;
+  std::unique_ptr<const MemoryPolicy> policy_;
+  PlacementOptions placement_;
+  int64_t k_;
   std::vector<StageRange> ranges_;
   std::unique_ptr<DelayedStage> stage_;
   std::unique_ptr<PipeLink> link_;
@@ -50,8 +57,9 @@ class DelayedPipeline : public Algorithm {
   bool finished_ = false;
 };
 
-// Reads the pipeline options of `cfg` and builds the runtime for `mode`.
-std::unique_ptr<Algorithm> make_delayed_pipeline(const std::string& mode,
+// Reads the placement options of `cfg` and builds the runtime with `policy`: the factory body
+// of every delayed-gradient method.
+std::unique_ptr<Algorithm> make_delayed_pipeline(std::unique_ptr<const MemoryPolicy> policy,
                                                  const AlgorithmConfig& cfg);
 
 }  // namespace desync

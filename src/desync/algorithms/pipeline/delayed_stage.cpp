@@ -5,23 +5,10 @@
 #include <algorithm>
 
 #include "desync/algorithms/common.h"
-#include "desync/algorithms/pipeline/pipeline.h"
 #include "desync/core/error.h"
 #include "desync/core/trace.h"
 
 namespace desync {
-
-std::unique_ptr<StageMemory> make_pipedream_memory();
-std::unique_ptr<StageMemory> make_dsp_memory();
-std::unique_ptr<StageMemory> make_petra_memory(StagedModel model, StageRange range);
-
-std::unique_ptr<StageMemory> make_stage_memory(const std::string& mode, StagedModel model,
-                                               StageRange range) {
-  if (mode == "pipedream") return make_pipedream_memory();
-  if (mode == "dsp") return make_dsp_memory();
-  if (mode == "petra") return make_petra_memory(std::move(model), range);
-  throw Error("unknown delayed-pipeline mode " + mode);
-}
 
 void StageMemory::push_input(int64_t id, const torch::Tensor& x) {
   inputs_[id] = x;
@@ -51,14 +38,14 @@ torch::Tensor StageMemory::pop_params(int64_t id) {
 }
 
 DelayedStage::DelayedStage(const Config& config, StagedModel model, StageRange range, bool first,
-                           bool last, int64_t k, std::unique_ptr<StageMemory> memory)
+                           bool last, int64_t k, const MemoryPolicy& policy)
     : config_(config),
       model_(std::move(model)),
       range_(range),
       first_(first),
       last_(last),
       k_(k),
-      memory_(std::move(memory)) {
+      memory_(policy.make_memory(model_, range_)) {
   flat_ = std::make_unique<FlatParameters>(model_->parameters_of(range_.begin, range_.end));
   optimizer_ = make_optimizer(config_.optimizer,
                               param_slots(named_params_of(model_, *flat_), config_.optimizer));
@@ -139,13 +126,12 @@ void DelayedStage::end_tick(double lr) {
 }
 
 TickSimulator::TickSimulator(const Config& config, const std::vector<StagedModel>& models,
-                             const std::vector<StageRange>& ranges, const std::string& mode,
+                             const std::vector<StageRange>& ranges, const MemoryPolicy& policy,
                              int64_t k) {
   const auto j = static_cast<int64_t>(ranges.size());
   for (int64_t s = 0; s < j; ++s)
-    stages_.push_back(
-        std::make_unique<DelayedStage>(config, models[s], ranges[s], s == 0, s == j - 1, k,
-                                       make_stage_memory(mode, models[s], ranges[s])));
+    stages_.push_back(std::make_unique<DelayedStage>(config, models[s], ranges[s], s == 0,
+                                                     s == j - 1, k, policy));
 }
 
 std::vector<double> TickSimulator::run(const std::vector<MicroBatch>& batches,

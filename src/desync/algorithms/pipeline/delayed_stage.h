@@ -1,26 +1,27 @@
-// One stage of a delayed-gradient pipeline (PipeDream, DSP, PETRA), and the tick simulator.
+// One stage of a delayed-gradient pipeline, its memory policy, and the tick simulator.
 //
-// Spec: shared/algorithms/pipelines-and-petra.md §2-3. There is no flush: every stage updates
-// its parameters after every k backwards. In tick t every stage that has a message does its
-// forward, then every stage that has one does its backward, then every stage applies its
-// pending update. With J stages (s = 0..J-1), micro-batch b is forwarded by stage s at tick
-// b + s and backpropagated at tick b + 2J - s - 2, a delay of 2(J-1-s) ticks.
+// Contract: a DelayedStage computes one pipeline stage's forward, backward and update,
+// independent of how messages travel; a MemoryPolicy decides what the stage keeps between the
+// forward and the backward of a micro-batch, and is the only thing that tells the delayed methods
+// apart (each method's file defines its own). TickSimulator runs J stages in one process: the
+// deterministic ground truth that the multi-process runtime (delayed_pipeline.h) must reproduce.
+// Docs: docs/pipelines.md (the tick model) and each method's page under docs/algorithms/.
 //
-// DelayedStage is the computation of one stage, independent of how messages travel:
+// There is no flush: every stage updates its parameters after every k backwards. In tick t every
+// stage that has a message does its forward, then every stage that has one does its backward,
+// then every stage applies its pending update. With J stages (s = 0..J-1), micro-batch b is
+// forwarded by stage s at tick b + s and backpropagated at tick b + 2J - s - 2, a delay of
+// 2(J-1-s) ticks.
 //
 //   forward(in):   (not last) memory.on_forward(id, x); y = F(x) without graph; -> next stage
 //                  (last)     loss = CE(F(x), labels); backward; -> (id, x, dx) to the previous
 //   backward(in):  x = memory.input_for_backward(id, rebuilt output); theta = current, or the
-//                  stash (PipeDream); y = F(x) with graph; backward with dy; -> (id, x, dx)
+//                  weights stashed at the forward; y = F(x) with graph; backward with dy;
+//                  -> (id, x, dx)
 //   end_tick(lr):  after every k backwards: theta <- Opt(theta, grads / k)
 //
-// The StageMemory policy is what tells the methods apart (pipedream.cpp, dsp.cpp, petra.cpp).
-// Passes that do not count (forward without graph, inversion) leave BatchNorm running
-// statistics untouched; the recomputation in the backward updates them, once per micro-batch.
-//
-// TickSimulator runs J DelayedStages in one process, tick by tick, with messages delivered at
-// the next tick: the deterministic ground truth the multi-process runtime (delayed_pipeline.h)
-// must reproduce.
+// Passes that do not count (forward without graph, inversion) leave BatchNorm running statistics
+// untouched; the recomputation in the backward updates them, once per micro-batch.
 //
 // Thread-safety: none.
 #pragma once
@@ -29,6 +30,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "desync/algorithms/pipeline/stages.h"
@@ -42,12 +44,12 @@ class StageMemory {
   // Called at the forward of micro-batch `id` with the stage's input and current parameters.
   virtual void on_forward(int64_t id, const torch::Tensor& input, const torch::Tensor& params) = 0;
   // The input to recompute the backward of `id` from. `output` is the stage's output as rebuilt
-  // by the next stage (when needs_rebuilt_output()), else undefined.
+  // by the next stage (when the policy rebuilds inputs), else undefined.
   virtual torch::Tensor input_for_backward(int64_t id, const torch::Tensor& output) = 0;
-  // The parameters the forward of `id` used, to recompute with (PipeDream's stash), or an
+  // The parameters the forward of `id` used, to recompute with (a weight stash), or an
   // undefined tensor: the current parameters.
   virtual torch::Tensor params_for_backward(int64_t id) { return {}; }
-  // Whether this stage rebuilds its input by inverting its output (PETRA, reversible stages).
+  // Whether this stage rebuilds its input by inverting its output (reversible stages).
   virtual bool inverts() const { return false; }
 
   int64_t buffered_inputs() const { return static_cast<int64_t>(inputs_.size()); }
@@ -57,7 +59,7 @@ class StageMemory {
 
  protected:
   void push_input(int64_t id, const torch::Tensor& x);
-  torch::Tensor pop_input(int64_t id);
+  torch::Tensor pop_input(int64_t id);  // REQUIRES: `id` is the oldest buffered input
   void push_params(int64_t id, const torch::Tensor& params);
   torch::Tensor pop_params(int64_t id);
 
@@ -66,10 +68,22 @@ class StageMemory {
   int64_t input_bytes_ = 0, stash_bytes_ = 0;
 };
 
-// Builds the memory policy of `mode` ("pipedream" | "dsp" | "petra") for the stage of `model`
-// in `range` (PETRA inverts reversible stages, so it needs the model).
-std::unique_ptr<StageMemory> make_stage_memory(const std::string& mode, StagedModel model,
-                                               StageRange range);
+// A delayed-gradient method's memory policy: the StageMemory each stage gets, and the
+// properties of the method that the runtime needs. Stateless and immutable once built; one
+// instance serves every stage.
+class MemoryPolicy {
+ public:
+  virtual ~MemoryPolicy() = default;
+  // The registered name of the algorithm the policy belongs to, for messages.
+  virtual std::string name() const = 0;
+  // A fresh StageMemory for the stage that owns model stages `range` of `model` (a policy that
+  // inverts stages needs the model to do it).
+  virtual std::unique_ptr<StageMemory> make_memory(StagedModel model, StageRange range) const = 0;
+  // Whether the stages rebuild their inputs from the output the next stage rebuilt (by
+  // inversion): then every backward message carries the sender's rebuilt input along with the
+  // gradient, so that the stage below can keep rebuilding.
+  virtual bool rebuilds_inputs() const { return false; }
+};
 
 struct StageCounters {
   int64_t peak_buffered_inputs = 0;
@@ -82,8 +96,10 @@ struct StageCounters {
 
 class DelayedStage {
  public:
+  // The stage that owns model stages `range` of `model`, updating every `k` backwards, with the
+  // StageMemory that `policy` makes for it (the policy is not kept).
   DelayedStage(const Config& config, StagedModel model, StageRange range, bool first, bool last,
-               int64_t k, std::unique_ptr<StageMemory> memory);
+               int64_t k, const MemoryPolicy& policy);
 
   // `in` carries (id, input, labels). On the last stage the result is the backward message for
   // the previous stage (and loss() the micro-batch's loss); otherwise the forward message.
@@ -122,8 +138,9 @@ class DelayedStage {
 // J stages in one process. Stage s owns model stages ranges[s] of its own copy of the model.
 class TickSimulator {
  public:
+  // Every stage gets the StageMemory `policy` makes for it (the policy is not kept).
   TickSimulator(const Config& config, const std::vector<StagedModel>& models,
-                const std::vector<StageRange>& ranges, const std::string& mode, int64_t k);
+                const std::vector<StageRange>& ranges, const MemoryPolicy& policy, int64_t k);
 
   // Feeds `batches` (micro-batches in order) and runs ticks until every backward is done.
   // lr(t) gives the learning rate used for updates at tick t. Returns the losses in order.

@@ -1,15 +1,8 @@
-// `dsp`: a delayed-gradient pipeline that buffers stage inputs and recomputes with the current
-// weights. Reference: "On the Acceleration of Deep Learning Model Parallelism with Staleness"
-// (Diversely Stale Parameters, arXiv 1909.02625); spec:
-// shared/algorithms/pipelines-and-petra.md §2.
-//
-//   forward of b:   Buf.push(x_b); y = F(x_b; theta) without graph; send y
-//   backward of b:  x_b = Buf.pop(); recompute F(x_b; theta_now) with graph; VJP with dy
-//
-// The gradient is that of the current weights at a stale input: 2(J-1-s) ticks old at stage s.
-// Memory: up to 2(J-1-s)+1 buffered inputs, no weight copies.
+#include "desync/algorithms/pipeline/dsp.h"
+
+#include <string>
+
 #include "desync/algorithms/pipeline/delayed_pipeline.h"
-#include "desync/algorithms/registry.h"
 
 namespace desync {
 namespace {
@@ -24,12 +17,20 @@ class DspMemory : public StageMemory {
   }
 };
 
+class DspPolicy : public MemoryPolicy {
+ public:
+  std::string name() const override { return "dsp"; }
+  std::unique_ptr<StageMemory> make_memory(StagedModel, StageRange) const override {
+    return std::make_unique<DspMemory>();
+  }
+};
+
 }  // namespace
 
-std::unique_ptr<StageMemory> make_dsp_memory() { return std::make_unique<DspMemory>(); }
+std::unique_ptr<const MemoryPolicy> dsp_policy() { return std::make_unique<DspPolicy>(); }
 
 std::unique_ptr<Algorithm> make_dsp(const AlgorithmConfig& cfg) {
-  return make_delayed_pipeline("dsp", cfg);
+  return make_delayed_pipeline(dsp_policy(), cfg);
 }
 
 }  // namespace desync

@@ -1,21 +1,9 @@
-// `petra`: Parallel End-to-end Training with Reversible Architectures.
-// Reference: arXiv 2406.02052 (and the simulation in stephane-rivaud/PETRA); spec:
-// shared/algorithms/pipelines-and-petra.md §3.
-//
-//   forward of b:   (non-reversible stage) Buf.push(x_b)
-//                   y = F(x_b; theta) without graph; send (y, b, labels)
-//   backward of b:  receive (y_rec, dy) from the next stage
-//                   x_rec = reversible ? F^{-1}(y_rec; theta_now) : Buf.pop()
-//                   recompute F(x_rec; theta_now) with graph; VJP with dy
-//                   send (x_rec, dx) to the previous stage
-//
-// One parameter version per stage, no weight stash, and no activation buffer on reversible
-// stages: they rebuild their input from the output the next stage rebuilt, with the current
-// weights, so the reconstruction is approximate once the weights moved (errors compound down
-// the pipeline). Non-reversible stages (stem, downsampling, head) keep up to 2(J-1-s)+1 inputs.
-// Inversion leaves BatchNorm running statistics untouched; the recomputation updates them.
+#include "desync/algorithms/pipeline/petra.h"
+
+#include <string>
+#include <utility>
+
 #include "desync/algorithms/pipeline/delayed_pipeline.h"
-#include "desync/algorithms/registry.h"
 #include "desync/models/reversible.h"
 
 namespace desync {
@@ -46,14 +34,21 @@ class PetraMemory : public StageMemory {
   bool reversible_ = false;
 };
 
+class PetraPolicy : public MemoryPolicy {
+ public:
+  std::string name() const override { return "petra"; }
+  std::unique_ptr<StageMemory> make_memory(StagedModel model, StageRange range) const override {
+    return std::make_unique<PetraMemory>(std::move(model), range);
+  }
+  bool rebuilds_inputs() const override { return true; }
+};
+
 }  // namespace
 
-std::unique_ptr<StageMemory> make_petra_memory(StagedModel model, StageRange range) {
-  return std::make_unique<PetraMemory>(std::move(model), range);
-}
+std::unique_ptr<const MemoryPolicy> petra_policy() { return std::make_unique<PetraPolicy>(); }
 
 std::unique_ptr<Algorithm> make_petra(const AlgorithmConfig& cfg) {
-  return make_delayed_pipeline("petra", cfg);
+  return make_delayed_pipeline(petra_policy(), cfg);
 }
 
 }  // namespace desync

@@ -1,8 +1,7 @@
 #include "desync/algorithms/pipeline/pipeline.h"
 
-#include <fmt/format.h>
-
 #include <algorithm>
+#include <utility>
 
 #include "desync/algorithms/common.h"
 #include "desync/algorithms/registry.h"
@@ -10,74 +9,47 @@
 
 namespace desync {
 
-PipelineOptions read_pipeline_options(SectionReader& r, bool with_schedule) {
-  PipelineOptions o;
-  if (with_schedule) o.gpipe = r.get_choice("schedule", "1f1b", {"1f1b", "gpipe"}) == "gpipe";
-  o.stages_per_rank = r.get("stages_per_rank", o.stages_per_rank, 1);
-  o.balance_measured = r.get_choice("balance", "count", {"count", "measured"}) == "measured";
-  return o;
-}
-
-std::vector<StageRange> place_pipeline(Context& ctx, const PipelineOptions& o) {
-  const int64_t n = ctx.model->num_stages();
-  std::vector<double> costs(n, 1.0);
-  if (o.balance_measured && o.stages_per_rank.empty()) {
-    MicroBatch probe =
-        take_range(ctx.batches.dataset(), 0, ctx.batches.batch_size(), ctx.config.data.normalize);
-    costs = measure_stage_costs(ctx.model, probe.inputs, ctx.comm);
-  }
-  return place_stages(n, ctx.comm.world_size(), o.stages_per_rank, costs);
-}
-
-std::vector<std::pair<std::string, torch::Tensor>> named_params_of(const StagedModel& model,
-                                                                   const FlatParameters& flat) {
-  std::vector<std::pair<std::string, torch::Tensor>> named;
-  for (auto& [name, p] : model->named_params())
-    for (const auto& q : flat.params())
-      if (p.is_same(q)) named.emplace_back(name, p);
-  return named;
-}
-
 std::unique_ptr<Algorithm> make_pipeline(const AlgorithmConfig& cfg) {
   SectionReader r = algorithm_options(cfg);
-  PipelineOptions o = read_pipeline_options(r, /*with_schedule=*/true);
+  PipelineOptions o;
+  o.gpipe = r.get_choice("schedule", "1f1b", {"1f1b", "gpipe"}) == "gpipe";
+  o.placement = read_placement_options(r);
   r.finish();
-  return std::make_unique<Pipeline>(o);
+  return std::make_unique<Pipeline>(o, cfg.accumulation);
 }
 
-std::vector<int64_t> Pipeline::schedule(bool gpipe, int64_t s, int64_t j, int64_t m) {
-  std::vector<int64_t> ops;
+Pipeline::Pipeline(PipelineOptions options, int64_t micro_batches)
+    : Algorithm(pipeline_traits()), opts_(std::move(options)), micro_batches_(micro_batches) {}
+
+std::vector<PipeOp> Pipeline::schedule(bool gpipe, int64_t s, int64_t j, int64_t m) {
+  using Kind = PipeOp::Kind;
+  std::vector<PipeOp> ops;
   if (gpipe) {
-    for (int64_t b = 0; b < m; ++b) ops.push_back(b + 1);
-    for (int64_t b = m - 1; b >= 0; --b) ops.push_back(-(b + 1));
+    for (int64_t b = 0; b < m; ++b) ops.push_back({Kind::kForward, b});
+    for (int64_t b = m - 1; b >= 0; --b) ops.push_back({Kind::kBackward, b});
     return ops;
   }
   const int64_t warmup = std::min(j - 1 - s, m);
   int64_t next_f = 0, next_b = 0;
-  for (; next_f < warmup; ++next_f) ops.push_back(next_f + 1);
+  for (; next_f < warmup; ++next_f) ops.push_back({Kind::kForward, next_f});
   while (next_f < m) {  // steady state: one forward, one backward
-    ops.push_back(++next_f);
-    ops.push_back(-(++next_b));
+    ops.push_back({Kind::kForward, next_f++});
+    ops.push_back({Kind::kBackward, next_b++});
   }
-  while (next_b < m) ops.push_back(-(++next_b));
+  while (next_b < m) ops.push_back({Kind::kBackward, next_b++});
   return ops;
 }
 
 void Pipeline::setup(Context& ctx) {
-  micro_batches_ = ctx.config.algorithm.accumulation;
   const int64_t s = ctx.comm.rank(), j = ctx.comm.world_size();
-  ranges_ = place_pipeline(ctx, opts_);
+  ranges_ = place_pipeline(ctx, opts_.placement);
   mine_ = ranges_[s];
   first_ = s == 0;
   last_ = s == j - 1;
   flat_ = std::make_unique<FlatParameters>(ctx.model->parameters_of(mine_.begin, mine_.end));
   optimizer_ =
       ctx.make_optimizer(param_slots(named_params_of(ctx.model, *flat_), ctx.config.optimizer));
-  MicroBatch probe =
-      take_range(ctx.batches.dataset(), 0, ctx.batches.batch_size(), ctx.config.data.normalize);
-  auto shapes = boundary_shapes(ctx.model, probe.inputs);
-  link_ = std::make_unique<PipeLink>(ctx.comm, shapes[mine_.begin], shapes[mine_.end],
-                                     probe.targets.sizes().vec(), /*backward_carries_x=*/false);
+  link_ = make_pipe_link(ctx, mine_, /*backward_carries_x=*/false);
 }
 
 void Pipeline::forward(Context& ctx, int64_t b, StepReport& report) {
@@ -131,11 +103,11 @@ void Pipeline::backward(int64_t step, int64_t b) {
 StepReport Pipeline::step(Context& ctx) {
   const int64_t s = ctx.comm.rank(), j = ctx.comm.world_size();
   StepReport report;
-  for (int64_t op : schedule(opts_.gpipe, s, j, micro_batches_)) {
-    if (op > 0)
-      forward(ctx, op - 1, report);
+  for (const PipeOp& op : schedule(opts_.gpipe, s, j, micro_batches_)) {
+    if (op.kind == PipeOp::Kind::kForward)
+      forward(ctx, op.micro_batch, report);
     else
-      backward(ctx.step, -op - 1);
+      backward(ctx.step, op.micro_batch);
   }
   if (report.micro_batches > 0) report.loss /= static_cast<double>(report.micro_batches);
   {
@@ -157,16 +129,14 @@ StagedModel Pipeline::model_for_eval(Context& ctx) {
 void Pipeline::save(Archive& archive) const { save_optimizer(*optimizer_, archive); }
 void Pipeline::load(const Archive& archive) { load_optimizer(*optimizer_, archive); }
 
-MemoryReport Pipeline::memory() const {
-  MemoryReport r = model_state_memory(*flat_, *optimizer_);
-  r.push_back({"activations", peak_activation_bytes_});
+AlgorithmReport Pipeline::report() const {
+  AlgorithmReport r;
+  r.memory = model_state_memory(*flat_, *optimizer_);
+  r.memory.push_back({"activations", peak_activation_bytes_});
+  r.counts = {{"stage_begin", mine_.begin},
+              {"stage_end", mine_.end},
+              {"peak_in_flight_micro_batches", peak_in_flight_}};
   return r;
-}
-
-std::vector<std::pair<std::string, int64_t>> Pipeline::stats() const {
-  return {{"stage_begin", mine_.begin},
-          {"stage_end", mine_.end},
-          {"peak_in_flight_micro_batches", peak_in_flight_}};
 }
 
 }  // namespace desync

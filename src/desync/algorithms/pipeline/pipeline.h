@@ -1,6 +1,12 @@
 // `pipeline`: exact backprop across a pipeline of ranks, with a flush every step.
-// References: GPipe (arXiv 1811.06965), 1F1B / PipeDream-Flush (arXiv 2006.09503); spec:
-// shared/algorithms/pipelines-and-petra.md §1.
+//
+// Contract: the gradients equal sequential backprop's with accumulation over M micro-batches;
+// rank 0 reads the whole stream (M micro-batches per step), the others read none; step() is
+// collective over all ranks (point-to-point with the neighbours, and one scalar all-reduce when
+// clipping). Resumes exactly, because nothing is in flight between steps.
+// References: "GPipe: Efficient Training of Giant Neural Networks using Pipeline Parallelism"
+// (arXiv 1811.06965); 1F1B / PipeDream-Flush, "Memory-Efficient Pipeline-Parallel DNN Training"
+// (arXiv 2006.09503). Docs: docs/algorithms/pipeline.md, docs/pipelines.md.
 //
 // Rank s (of J) owns a contiguous range of model stages. One step is M = `accumulation`
 // micro-batches; rank 0 reads them, the labels travel forward with the activations, the last
@@ -16,13 +22,14 @@
 // After the last backward every rank takes its optimizer step on its own stages (gradient
 // clipping uses the global norm, one scalar all-reduce). Both schedules compute exactly the
 // gradients of sequential backprop with accumulation over M; they differ in how many
-// micro-batches a rank keeps in flight (GPipe M; 1F1B min(J-s, M)), which memory() reports.
+// micro-batches a rank keeps in flight (GPipe M; 1F1B min(J-s, M)), which report() shows.
 // Options: schedule ("1f1b" | "gpipe"), stages_per_rank ([] = balanced), balance ("count" |
 // "measured").
 #pragma once
 
 #include <map>
 #include <memory>
+#include <vector>
 
 #include "desync/algorithms/algorithm.h"
 #include "desync/algorithms/pipeline/stages.h"
@@ -30,39 +37,41 @@
 namespace desync {
 
 struct PipelineOptions {
-  bool gpipe = false;
-  std::vector<int64_t> stages_per_rank;
-  bool balance_measured = false;
+  bool gpipe = false;  // schedule = "gpipe"; else 1F1B
+  PlacementOptions placement;
 };
 
-// How the pipeline methods place stages; used by all of them.
-PipelineOptions read_pipeline_options(SectionReader& r, bool with_schedule);
-std::vector<StageRange> place_pipeline(Context& ctx, const PipelineOptions& o);
-// The model's named parameters that `flat` holds (a rank's stages), for param_slots().
-std::vector<std::pair<std::string, torch::Tensor>> named_params_of(const StagedModel& model,
-                                                                   const FlatParameters& flat);
+// One entry of a rank's schedule: the forward F_b or the backward B_b of micro-batch b.
+struct PipeOp {
+  enum class Kind { kForward, kBackward } kind;
+  int64_t micro_batch;
+
+  bool operator==(const PipeOp& o) const { return kind == o.kind && micro_batch == o.micro_batch; }
+  bool operator!=(const PipeOp& o) const { return !(*this == o); }
+};
 
 class Pipeline : public Algorithm {
  public:
-  explicit Pipeline(PipelineOptions options) : opts_(std::move(options)) {}
-  bool shards_data() const override { return false; }
+  // `micro_batches`: M, the micro-batches of one step (`accumulation`).
+  Pipeline(PipelineOptions options, int64_t micro_batches);
   void setup(Context& ctx) override;
   StepReport step(Context& ctx) override;
   StagedModel model_for_eval(Context& ctx) override;
   void save(Archive& archive) const override;
   void load(const Archive& archive) override;
-  MemoryReport memory() const override;
-  std::vector<std::pair<std::string, int64_t>> stats() const override;
+  // memory: the rank's model state and "activations" (the peak bytes of boundary tensors kept);
+  // counts: stage_begin, stage_end, peak_in_flight_micro_batches.
+  AlgorithmReport report() const override;
 
-  // The schedule of rank s of J for M micro-batches: +b+1 is F_b, -(b+1) is B_b.
-  static std::vector<int64_t> schedule(bool gpipe, int64_t s, int64_t j, int64_t m);
+  // The schedule of rank s of J for M micro-batches, in order.
+  static std::vector<PipeOp> schedule(bool gpipe, int64_t s, int64_t j, int64_t m);
 
  private:
   void forward(Context& ctx, int64_t b, StepReport& report);
   void backward(int64_t step, int64_t b);
 
   PipelineOptions opts_;
-  int64_t micro_batches_ = 1;  // M
+  int64_t micro_batches_;  // M
   std::vector<StageRange> ranges_;
   StageRange mine_;
   bool first_ = false, last_ = false;
@@ -76,5 +85,8 @@ class Pipeline : public Algorithm {
   std::map<int64_t, InFlight> in_flight_;
   int64_t peak_in_flight_ = 0, peak_activation_bytes_ = 0, activation_bytes_ = 0;
 };
+
+// The registry's factory: reads schedule and the placement options.
+std::unique_ptr<Algorithm> make_pipeline(const AlgorithmConfig& cfg);
 
 }  // namespace desync

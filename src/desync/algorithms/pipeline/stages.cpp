@@ -61,6 +61,40 @@ std::vector<StageRange> place_stages(int64_t num_stages, int64_t ranks,
   return out;
 }
 
+PlacementOptions read_placement_options(SectionReader& r) {
+  PlacementOptions o;
+  o.stages_per_rank = r.get("stages_per_rank", o.stages_per_rank, 1);
+  o.balance_measured = r.get_choice("balance", "count", {"count", "measured"}) == "measured";
+  return o;
+}
+
+std::vector<StageRange> place_pipeline(Context& ctx, const PlacementOptions& o) {
+  const int64_t n = ctx.model->num_stages();
+  std::vector<double> costs(n, 1.0);
+  if (o.balance_measured && o.stages_per_rank.empty()) {
+    MicroBatch probe =
+        take_range(ctx.batches.dataset(), 0, ctx.batches.batch_size(), ctx.config.data.normalize);
+    costs = measure_stage_costs(ctx.model, probe.inputs, ctx.comm);
+  }
+  return place_stages(n, ctx.comm.world_size(), o.stages_per_rank, costs);
+}
+
+AlgorithmTraits pipeline_traits() {
+  AlgorithmTraits traits;
+  traits.data = AlgorithmTraits::Data::kFirstRank;
+  traits.accumulations_per_step = 1;
+  return traits;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> named_params_of(const StagedModel& model,
+                                                                   const FlatParameters& flat) {
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (auto& [name, p] : model->named_params())
+    for (const auto& q : flat.params())
+      if (p.is_same(q)) named.emplace_back(name, p);
+  return named;
+}
+
 std::vector<double> measure_stage_costs(StagedModel& model, const torch::Tensor& inputs,
                                         Communicator& comm) {
   const int64_t n = model->num_stages();
@@ -203,6 +237,14 @@ void PipeLink::wait_sends() {
   for (auto& [work, tensor] : pending_) work->wait();
   pending_.clear();
   older_ = 0;
+}
+
+std::unique_ptr<PipeLink> make_pipe_link(Context& ctx, StageRange mine, bool backward_carries_x) {
+  MicroBatch probe =
+      take_range(ctx.batches.dataset(), 0, ctx.batches.batch_size(), ctx.config.data.normalize);
+  auto shapes = boundary_shapes(ctx.model, probe.inputs);
+  return std::make_unique<PipeLink>(ctx.comm, shapes[mine.begin], shapes[mine.end],
+                                    probe.targets.sizes().vec(), backward_carries_x);
 }
 
 }  // namespace desync

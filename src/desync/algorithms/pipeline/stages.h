@@ -1,25 +1,32 @@
-// What the pipeline methods share: stage placement, messages between neighbouring stages, and
-// the bookkeeping around a stage's part of the model.
+// What the pipeline methods share: stage placement and its options, messages between
+// neighbouring stages, and the bookkeeping around a stage's part of the model. Used by the
+// exact pipeline (pipeline.h) and the delayed-gradient runtime (delayed_pipeline.h); see
+// docs/pipelines.md.
 //
 // A pipeline runs one StagedModel across the ranks: rank r owns a contiguous range of model
-// stages (place_stages), computes its forward on what rank r-1 sends and its backward on what
-// rank r+1 sends back. Every rank builds the whole model from the same seed, so the stages it
-// does not own are simply unused; for evaluation the owners broadcast their stages to everyone
-// (share_stages).
+// stages (place_stages, place_pipeline), computes its forward on what rank r-1 sends and its
+// backward on what rank r+1 sends back. Every rank builds the whole model from the same seed, so
+// the stages it does not own are simply unused; for evaluation the owners broadcast their stages
+// to everyone (share_stages). Rank 0 reads the whole data stream (pipeline_traits).
 //
 // PipeLink carries the messages: forward (micro-batch id, activation, labels) to rank+1, and
-// backward (id, activation gradient, and for PETRA the rebuilt activation) to rank-1, as tagged
-// point-to-point sends whose shapes both ends know from the model (boundary_shapes). A receiver
-// checks the id it expected. Sends are asynchronous; wait_sends() completes those issued so far.
+// backward (id, activation gradient, and, when the stages rebuild their inputs, the rebuilt
+// activation) to rank-1, as tagged point-to-point sends whose shapes both ends know from the
+// model (boundary_shapes). A receiver checks the id it expected. Sends are asynchronous;
+// wait_sends() completes those issued so far.
 //
 // BufferSnapshot keeps BatchNorm running statistics from being updated by passes that do not
 // count (a forward without graph, an inversion): it saves the buffers and puts them back.
+//
+// Thread-safety: none; a PipeLink belongs to one rank's training thread.
 #pragma once
 
 #include <torch/torch.h>
 
 #include <deque>
 #include <memory>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "desync/algorithms/algorithm.h"
@@ -46,6 +53,29 @@ std::vector<double> measure_stage_costs(StagedModel& model, const torch::Tensor&
 // shapes[i] is the input of model stage i, shapes[num_stages] the output.
 std::vector<std::vector<int64_t>> boundary_shapes(StagedModel& model, const torch::Tensor& inputs);
 
+// How the pipelines place stages on ranks: the [algorithm] keys stages_per_rank ([] = balanced)
+// and balance ("count" | "measured"; see docs/pipelines.md#placement).
+struct PlacementOptions {
+  std::vector<int64_t> stages_per_rank;
+  bool balance_measured = false;
+};
+
+// Reads stages_per_rank and balance from `r`.
+PlacementOptions read_placement_options(SectionReader& r);
+
+// The ranges of model stages of every rank of ctx.comm: stages_per_rank when given, else the
+// balanced split (by count, or by stage costs measured on one micro-batch, which is collective
+// on ctx.comm). Call from setup(); consumes no data.
+std::vector<StageRange> place_pipeline(Context& ctx, const PlacementOptions& o);
+
+// What a pipeline declares: rank 0 reads the whole stream, `accumulation` micro-batches per step
+// (GPipe/1F1B: the M of a flush; delayed pipelines: the k fed per step); the others read none.
+AlgorithmTraits pipeline_traits();
+
+// The model's named parameters that `flat` holds (a rank's stages), for param_slots().
+std::vector<std::pair<std::string, torch::Tensor>> named_params_of(const StagedModel& model,
+                                                                   const FlatParameters& flat);
+
 // Broadcasts the parameters and buffers of every model stage from the rank that owns it.
 void share_stages(StagedModel& model, const std::vector<StageRange>& ranges, Communicator& comm);
 
@@ -60,7 +90,7 @@ class BufferSnapshot {
 
 struct PipeMessage {
   int64_t id = -1;
-  torch::Tensor x;       // forward: the activation; backward: the rebuilt activation (PETRA)
+  torch::Tensor x;       // forward: the activation; backward: the rebuilt activation, if any
   torch::Tensor labels;  // forward only
   torch::Tensor grad;    // backward only
 };
@@ -68,6 +98,7 @@ struct PipeMessage {
 class PipeLink {
  public:
   // `in_shape`: this rank's input activation; `out_shape`: its output; `labels`: a label batch.
+  // `backward_carries_x`: backward messages carry the rebuilt activation as well.
   PipeLink(Communicator& comm, std::vector<int64_t> in_shape, std::vector<int64_t> out_shape,
            std::vector<int64_t> label_shape, bool backward_carries_x);
 
@@ -90,5 +121,9 @@ class PipeLink {
   std::deque<std::pair<std::shared_ptr<Work>, torch::Tensor>> pending_;
   size_t older_ = 0;  // pending sends issued before the last wait_older_sends()
 };
+
+// The PipeLink of rank ctx.comm.rank(), which owns model stages `mine`, with the boundary shapes
+// measured on one micro-batch of ctx.batches.dataset() (read directly, not consumed).
+std::unique_ptr<PipeLink> make_pipe_link(Context& ctx, StageRange mine, bool backward_carries_x);
 
 }  // namespace desync

@@ -2,9 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include "algorithms/fake_run.h"
 #include "desync/algorithms/common.h"
 #include "desync/core/error.h"
-#include "fake_run.h"
 
 namespace desync {
 namespace {

@@ -1,0 +1,30 @@
+#include "desync/train/assemble.h"
+
+#include "desync/algorithms/registry.h"
+
+namespace desync {
+
+RunParts assemble_run(const Config& cfg, const DatasetSplits& data, int64_t rank, int64_t world) {
+  validate_for_world(cfg, world);
+  RunParts p;
+  torch::manual_seed(static_cast<uint64_t>(cfg.run.seed));
+  p.model = make_model(cfg.model, ModelInput{data.train.example_shape(), data.train.num_classes});
+  p.algorithm = make_algorithm(cfg.algorithm);
+  const bool sharded = p.algorithm->traits().data == AlgorithmTraits::Data::kSharded;
+  const int64_t readers = sharded ? world : 1;
+  p.batches = std::make_unique<MicroBatchSource>(
+      data.train, cfg.data.batch_size, sharded ? rank : 0, readers,
+      static_cast<uint64_t>(cfg.run.seed), TransformOptions{cfg.data.normalize, cfg.data.augment});
+  p.budget = make_budget(cfg, p.algorithm->traits(), readers, p.batches->batches_per_epoch());
+  p.schedule = std::make_unique<Schedule>(cfg.schedule, cfg.optimizer.lr, p.budget.steps);
+  return p;
+}
+
+Context make_context(const Config& cfg, Communicator& comm, RunParts& parts) {
+  Context ctx{cfg, comm, parts.model, *parts.batches, *parts.schedule};
+  if (!cfg.run.worker_speed.empty()) ctx.compute_stretch = 1.0 / cfg.run.worker_speed[comm.rank()];
+  ctx.micro_batches_left = parts.budget.left(0);
+  return ctx;
+}
+
+}  // namespace desync

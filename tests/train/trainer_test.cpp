@@ -66,6 +66,21 @@ TEST(Trainer, WritesRunDirectory) {
   EXPECT_GT(s["peak_rss_bytes"][0].get<int64_t>(), 0);
 }
 
+TEST(Trainer, EvalLimitAppliesToPeriodicEvaluationsAndFinalFullToTheLast) {
+  for (bool final_full : {false, true}) {
+    testing::TempDir dir;
+    nlohmann::json s = train(
+        tiny_job(dir.path(), {"eval.every=10", "eval.limit=100",
+                              std::string("eval.final_full=") + (final_full ? "true" : "false")}));
+    std::vector<int64_t> examples;
+    for (const auto& r : read_metrics(dir.file("metrics.jsonl")))
+      if (r["type"] == "eval") examples.push_back(r["test_examples"].get<int64_t>());
+    const int64_t last = final_full ? 512 : 100;
+    EXPECT_EQ(examples, (std::vector<int64_t>{100, 100, 100, last})) << final_full;
+    EXPECT_EQ(s["test_examples"], last) << final_full;
+  }
+}
+
 TEST(Trainer, SameSeedSameLosses) {
   testing::TempDir a, b;
   train(tiny_job(a.path()));

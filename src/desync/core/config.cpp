@@ -428,6 +428,7 @@ void read_eval(Config& c, const toml::table& doc, const std::string& f) {
   SectionReader r(section_table(doc, "eval", f), "eval", f);
   c.eval.every = r.get("every", c.eval.every, 0);
   c.eval.limit = r.get("limit", c.eval.limit, 0);
+  c.eval.final_full = r.get("final_full", c.eval.final_full);
   r.finish();
 }
 
@@ -541,7 +542,9 @@ std::string Config::resolved_toml() const {
     if (other != algorithm.name)
       put(other, *section->get(other)->as_table(), algorithm.for_table(other).accumulation);
   doc.insert("algorithm", std::move(alg));
-  doc.insert("eval", toml::table{{"every", eval.every}, {"limit", eval.limit}});
+  doc.insert(
+      "eval",
+      toml::table{{"every", eval.every}, {"limit", eval.limit}, {"final_full", eval.final_full}});
   doc.insert("checkpoint", toml::table{{"every", checkpoint.every},
                                        {"keep", checkpoint.keep},
                                        {"enabled", checkpoint.enabled}});

@@ -131,8 +131,9 @@ struct AlgorithmConfig {
 };
 
 struct EvalConfig {
-  int64_t every = 0;  // evaluate every N steps; 0 = only at the end
-  int64_t limit = 0;  // evaluate on the first N test examples; 0 = all
+  int64_t every = 0;        // evaluate every N steps; 0 = only at the end
+  int64_t limit = 0;        // evaluate on the first N test examples; 0 = all
+  bool final_full = false;  // the final evaluation uses the whole test split, whatever `limit`
 };
 
 struct CheckpointConfig {

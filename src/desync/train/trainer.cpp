@@ -23,10 +23,12 @@
 namespace desync {
 namespace {
 
-// Mean loss and accuracy of `model` on `data`, with the examples split across ranks.
-EvalResult evaluate(StagedModel model, const Dataset& data, const Config& cfg, Communicator& comm) {
+// Mean loss and accuracy of `model` on the first `limit` examples of `data` (0 = all), with the
+// examples split across ranks.
+EvalResult evaluate(StagedModel model, const Dataset& data, int64_t limit, const Config& cfg,
+                    Communicator& comm) {
   int64_t n = data.size();
-  if (cfg.eval.limit > 0) n = std::min(n, cfg.eval.limit);
+  if (limit > 0) n = std::min(n, limit);
   int64_t per_rank = (n + comm.world_size() - 1) / comm.world_size();
   int64_t begin = std::min(n, comm.rank() * per_rank);
   int64_t end = std::min(n, begin + per_rank);
@@ -126,7 +128,7 @@ class Run {
   }
   int64_t global_micro_batches(const StepReport& report);
   void log_step(const StepReport& report);
-  EvalResult evaluate_and_log();
+  EvalResult evaluate_and_log(int64_t limit);
   void checkpoint() {
     TraceSpan span("checkpoint", "checkpoint");
     store_.write(state_.step,
@@ -216,15 +218,17 @@ void Run::log_step(const StepReport& report) {
   window_.reset();
 }
 
-EvalResult Run::evaluate_and_log() {
+EvalResult Run::evaluate_and_log(int64_t limit) {
   TraceSpan span("eval", "eval");
-  EvalResult r = evaluate(parts_.algorithm->model_for_eval(ctx_), data_.test, cfg_, *eval_comm_);
+  EvalResult r =
+      evaluate(parts_.algorithm->model_for_eval(ctx_), data_.test, limit, cfg_, *eval_comm_);
   eval_extras_ = parts_.algorithm->report().eval_metrics;
   if (leader_) {
     nlohmann::json record = {{"type", "eval"},
                              {"step", state_.step},
                              {"test_loss", r.loss},
                              {"test_accuracy", r.accuracy},
+                             {"test_examples", r.examples},
                              {"elapsed", state_.train_seconds}};
     std::string extras;
     for (const auto& [name, value] : eval_extras_) {
@@ -270,7 +274,8 @@ void Run::train() {
       progress_.update(state_.step, shown_loss_, parts_.schedule->lr(state_.step - 1), shown_sps_,
                        budget.fraction(state_.step, state_.budget_used));
     if (last) break;
-    if (cfg_.eval.every > 0 && state_.step % cfg_.eval.every == 0) evaluate_and_log();
+    if (cfg_.eval.every > 0 && state_.step % cfg_.eval.every == 0)
+      evaluate_and_log(cfg_.eval.limit);
     if (cfg_.checkpoint.enabled &&
         (stopped_ || (cfg_.checkpoint.every > 0 && state_.step % cfg_.checkpoint.every == 0)))
       checkpoint();
@@ -321,6 +326,7 @@ nlohmann::json Run::summary(const std::optional<EvalResult>& final_eval) {
         {"steps", budget.steps}}},
       {"test_accuracy", final_eval ? nlohmann::json(final_eval->accuracy) : nlohmann::json()},
       {"test_loss", final_eval ? nlohmann::json(final_eval->loss) : nlohmann::json()},
+      {"test_examples", final_eval ? nlohmann::json(final_eval->examples) : nlohmann::json()},
       {"wall_seconds", state_.wall_seconds + wall_.seconds()},
       {"train_seconds", state_.train_seconds},
       {"eval_metrics", nlohmann::json::object()},
@@ -339,7 +345,7 @@ nlohmann::json Run::summary(const std::optional<EvalResult>& final_eval) {
 nlohmann::json Run::finish() {
   std::optional<EvalResult> final_eval;
   if (!stopped_) {
-    final_eval = evaluate_and_log();
+    final_eval = evaluate_and_log(cfg_.eval.final_full ? 0 : cfg_.eval.limit);
     if (cfg_.checkpoint.enabled) checkpoint();
   } else {
     say(fmt::format("interrupted: checkpoint written at step {}; continue with --resume",

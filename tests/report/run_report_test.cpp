@@ -90,7 +90,7 @@ TEST(RunReport, HasEveryChartWithItsMarks) {
   // Learning curves: train and test loss; test accuracy.
   EXPECT_EQ(count(figure(html, "loss-vs-step"), "class=\"series\""), 2u);
   EXPECT_EQ(count(figure(html, "loss-vs-time"), "class=\"series\""), 2u);
-  EXPECT_EQ(count(figure(html, "accuracy-vs-step"), "class=\"series\""), 1u);
+  EXPECT_EQ(count(figure(html, "accuracy-vs-step"), "class=\"series\""), 1u);  // 2 evaluations
   EXPECT_EQ(count(figure(html, "accuracy-vs-time"), "class=\"series\""), 1u);
   // One line of bytes per rank; memory and utilisation bars per rank.
   std::string bytes = figure(html, "bytes-per-rank");
@@ -104,6 +104,32 @@ TEST(RunReport, HasEveryChartWithItsMarks) {
   // The per-rank table: in-flight rate = bytes sent / in-flight time.
   EXPECT_NE(html.find("<td>8.39 Mbit/s</td>"), std::string::npos);  // 2 MiB * 8 / 2 s
   EXPECT_NE(html.find("How the figures are derived"), std::string::npos);
+}
+
+TEST(RunReport, AccuracyEvaluatedOnlyAtTheEndShowsTheNumberNotAChart) {
+  testing::TempDir dir;
+  write_run(dir.file("once"), "ddp", 0.5, 0.88125, 0.1);
+  // Keep the train records and only the last evaluation (eval.every = 0: only at the end).
+  std::string metrics;
+  for (const nlohmann::json& r : load_run(dir.file("once")).metrics)
+    if (r["type"] == "train" || r["step"] == 20) metrics += r.dump() + "\n";
+  testing::write_file(dir.file("once/metrics.jsonl"), metrics);
+  write_run_report(dir.file("once"));
+  std::string html = testing::read_file(dir.file("once/report.html"));
+  for (const char* id : {"accuracy-vs-step", "accuracy-vs-time"}) {
+    std::string f = figure(html, id);
+    ASSERT_FALSE(f.empty()) << id;
+    EXPECT_NE(f.find("data-chart=\"value\""), std::string::npos) << id;
+    EXPECT_EQ(f.find("class=\"series\""), std::string::npos) << id << ": a chart of one point";
+    EXPECT_EQ(f.find("<circle"), std::string::npos) << id << ": a lone dot";
+    EXPECT_NE(f.find("data-series=\"test accuracy\""), std::string::npos) << id;
+    EXPECT_NE(f.find(">0.8812<"), std::string::npos) << id;
+  }
+  EXPECT_NE(figure(html, "accuracy-vs-step").find(">at step 20<"), std::string::npos);
+  EXPECT_NE(figure(html, "accuracy-vs-time").find(">at training time 2 s<"), std::string::npos);
+  // The loss charts keep their curves: the train loss, and the final test loss beside it.
+  EXPECT_EQ(count(figure(html, "loss-vs-step"), "class=\"series\""), 2u);
+  EXPECT_NE(figure(html, "loss-vs-step").find("data-chart=\"line\""), std::string::npos);
 }
 
 TEST(RunReport, MissingFiguresShowNoDataInsteadOfFailing) {

@@ -62,6 +62,46 @@ TEST(Svg, LineChartSkipsNonFinitePointsAndSaysNoDataWhenNothingIsLeft) {
   EXPECT_NE(none.find("id=\"e\""), std::string::npos);
 }
 
+TEST(Svg, SeriesOfOnePointShowTheNumberInsteadOfALoneDot) {
+  LineChart c{"acc", "Test accuracy", "step", "test accuracy", {}, ""};
+  c.series.push_back({"test accuracy", {NAN, 937}, {0.5, 0.88125}});
+  std::string svg = render_line_chart(c);
+  EXPECT_NE(svg.find("id=\"acc\""), std::string::npos);
+  EXPECT_NE(svg.find("data-chart=\"value\""), std::string::npos);
+  EXPECT_EQ(count(svg, "<svg "), 1u);
+  // No chart: no series path, no dot, no axis, no ticks.
+  EXPECT_EQ(svg.find("class=\"series\""), std::string::npos);
+  EXPECT_EQ(svg.find("<circle"), std::string::npos);
+  EXPECT_EQ(svg.find("class=\"axis\""), std::string::npos);
+  EXPECT_EQ(svg.find("no data"), std::string::npos);
+  // The number, large, with where it was measured.
+  EXPECT_EQ(count(svg, "<text class=\"value\" data-series=\"test accuracy\""), 1u);
+  EXPECT_NE(svg.find("<tspan class=\"value-number\">0.8812</tspan>"), std::string::npos) << svg;
+  EXPECT_NE(svg.find(">at step 937<"), std::string::npos) << svg;
+  for (double size : attribute_values(svg, "text class=\"value\"", "font-size")) {
+    EXPECT_GE(size, 24);
+  }
+
+  // One value per series (compare: one final evaluation per run); units read as units.
+  LineChart runs{"t", "t", "training time (s)", "bytes", {}, "bytes"};
+  runs.series.push_back({"ddp", {81.5}, {3.0 * 1024 * 1024}});
+  runs.series.push_back({"zero1", {90}, {1536}});
+  std::string two = render_line_chart(runs);
+  EXPECT_NE(two.find("data-chart=\"value\""), std::string::npos);
+  EXPECT_EQ(count(two, "<text class=\"value\""), 2u);
+  EXPECT_NE(two.find(">3.0 MiB<"), std::string::npos);
+  EXPECT_NE(two.find(">at training time 81.5 s<"), std::string::npos) << two;
+  EXPECT_NE(two.find(">at training time 90 s<"), std::string::npos);
+
+  // A curve beside a single point stays a chart (train loss and the one final test loss).
+  LineChart loss{"l", "t", "step", "loss", {}, ""};
+  loss.series.push_back({"train loss", {1, 2, 3}, {3, 2, 1}});
+  loss.series.push_back({"test loss", {3}, {1.5}});
+  std::string mixed = render_line_chart(loss);
+  EXPECT_NE(mixed.find("data-chart=\"line\""), std::string::npos);
+  EXPECT_EQ(count(mixed, "class=\"series\""), 2u);
+}
+
 TEST(Svg, PointsStayInsideThePlotArea) {
   LineChart c{"c", "t", "x", "y", {{"s", {0, 10, 20}, {5, -3, 1e6}}}, ""};
   std::string svg = render_line_chart(c);
@@ -106,6 +146,14 @@ TEST(Svg, ByteAxesTickAtRoundBinaryUnits) {
     EXPECT_NE(svg.find(label), std::string::npos) << label;
   BarChart bars{"m", "t", "bytes", {"rank 0"}, {"rss"}, {{300 * mib}}, "bytes", false};
   EXPECT_NE(render_bar_chart(bars).find(">300.0 MiB<"), std::string::npos);
+}
+
+TEST(Svg, AxesStartAtALabelledTick) {
+  // 0.863 rounds down to 0.86 = 43 x 0.02; 0.86 / 0.02 may come out a hair above 43.
+  LineChart c{"a", "t", "step", "test accuracy", {{"s", {200, 937}, {0.863, 0.9105}}}, ""};
+  std::string svg = render_line_chart(c);
+  for (const char* label : {">0.86<", ">0.88<", ">0.9<", ">0.92<"})
+    EXPECT_NE(svg.find(label), std::string::npos) << label;
 }
 
 TEST(Svg, HumanBytesAndEscaping) {

@@ -103,7 +103,19 @@ RunData load_run(const std::string& dir) {
   return run;
 }
 
-std::string run_report_html(const RunData& run) {
+namespace {
+
+double at(const std::vector<double>& v, int64_t r) {
+  return r < static_cast<int64_t>(v.size()) ? v[r] : NAN;
+}
+
+std::string secs(double v) {  // tiny negative differences of clocks print as 0.00, not -0.00
+  return std::isfinite(v) ? fmt::format("{:.2f}", std::fabs(v) < 0.005 ? 0.0 : v) : "-";
+}
+
+std::string bytes_cell(double v) { return std::isfinite(v) ? human_bytes(v) : "-"; }
+
+std::string headline(const RunData& run) {
   const nlohmann::json& s = run.summary;
   std::string body = fmt::format(
       "<h1>{}</h1><p class=\"sub\">{} · {} · {} · {} worker{}{}</p>", html_escape(run.name),
@@ -126,10 +138,11 @@ std::string run_report_html(const RunData& run) {
                fixed(s, "train_seconds", "{:.1f} s")});
   body +=
       row({"sent per rank (mean)", human_bytes(mean_sent), "peak RSS (max)", human_bytes(max_rss)});
-  body += "</table>";
+  return body + "</table>";
+}
 
-  // Learning curves.
-  body += "<h2>Learning curves</h2>";
+std::string learning_curves(const RunData& run) {
+  std::string body = "<h2>Learning curves</h2>";
   auto learning = [&](const char* id, const char* title, const char* x, const char* x_label,
                       bool loss) {
     LineChart c{id, title, x_label, loss ? "loss" : "test accuracy", {}, ""};
@@ -146,10 +159,12 @@ std::string run_report_html(const RunData& run) {
   learning("loss-vs-time", "Loss against training time", "elapsed", "training time (s)", true);
   learning("accuracy-vs-time", "Test accuracy against training time", "elapsed",
            "training time (s)", false);
+  return body;
+}
 
-  // Communication.
-  const int64_t world = s.value("workers", int64_t{1});
-  body += "<h2>Communication</h2>";
+std::string communication(const RunData& run, int64_t world) {
+  const nlohmann::json& s = run.summary;
+  std::string body = "<h2>Communication</h2>";
   LineChart bytes{"bytes-per-rank", "Bytes sent per rank", "training time (s)", "bytes sent", {},
                   "bytes"};
   for (int64_t r = 0; r < world; ++r) {
@@ -165,17 +180,10 @@ std::string run_report_html(const RunData& run) {
   }
   body += render_line_chart(bytes);
 
-  std::vector<double> received = rank_list(s, "bytes_received"),
+  std::vector<double> sent = rank_list(s, "bytes_sent"), received = rank_list(s, "bytes_received"),
                       waited = rank_list(s, "comm_wait_seconds"),
                       overlapped = rank_list(s, "overlapped_comm_seconds"),
                       in_flight = rank_list(s, "comm_in_flight_seconds");
-  auto at = [](const std::vector<double>& v, int64_t r) {
-    return r < static_cast<int64_t>(v.size()) ? v[r] : NAN;
-  };
-  auto secs = [](double v) {  // tiny negative differences of clocks print as 0.00, not -0.00
-    return std::isfinite(v) ? fmt::format("{:.2f}", std::fabs(v) < 0.005 ? 0.0 : v) : "-";
-  };
-  auto bytes_cell = [](double v) { return std::isfinite(v) ? human_bytes(v) : "-"; };
   body += "<table>";
   body += row({"rank", "sent", "received", "in flight (s)", "sent / in flight", "waiting (s)",
                "overlapped (s)"},
@@ -188,10 +196,11 @@ std::string run_report_html(const RunData& run) {
     body += row({std::to_string(r), bytes_cell(at(sent, r)), bytes_cell(at(received, r)), secs(f),
                  rate, secs(at(waited, r)), secs(at(overlapped, r))});
   }
-  body += "</table>";
+  return body + "</table>";
+}
 
-  // Memory.
-  body += "<h2>Memory</h2>";
+std::string memory(const nlohmann::json& s, int64_t world) {
+  std::vector<double> rss = rank_list(s, "peak_rss_bytes");
   BarChart rss_chart{
       "memory-rss", "Peak resident set size per rank", "bytes", {}, {"peak RSS"}, {}, "bytes",
       false};
@@ -209,10 +218,10 @@ std::string run_report_html(const RunData& run) {
                       : 0.0);
     buffers.values.push_back(std::move(v));
   }
-  body += render_bar_chart(rss_chart) + render_bar_chart(buffers);
+  return "<h2>Memory</h2>" + render_bar_chart(rss_chart) + render_bar_chart(buffers);
+}
 
-  // Where the time went.
-  body += "<h2>Time per rank</h2>";
+std::string time_per_rank(const nlohmann::json& s, int64_t world) {
   const char* const parts[] = {"compute", "optimizer", "wait", "eval", "checkpoint", "other"};
   BarChart util{
       "utilisation",
@@ -223,6 +232,7 @@ std::string run_report_html(const RunData& run) {
       {},
       "s",
       true};
+  const std::vector<double> in_flight = rank_list(s, "comm_in_flight_seconds");
   const nlohmann::json tb = s.value("time_breakdown_seconds", nlohmann::json::object());
   std::string table = "<table>" + row({"rank", "run time (s)", "compute", "optimizer", "waiting",
                                        "evaluation", "checkpoint", "other", "comm in flight"},
@@ -239,8 +249,15 @@ std::string run_report_html(const RunData& run) {
     util.values.push_back(std::move(v));
     table += row(cells);
   }
-  body += render_bar_chart(util) + table + "</table>";
-  body += kDerivation;
+  return "<h2>Time per rank</h2>" + render_bar_chart(util) + table + "</table>";
+}
+
+}  // namespace
+
+std::string run_report_html(const RunData& run) {
+  const int64_t world = run.summary.value("workers", int64_t{1});
+  std::string body = headline(run) + learning_curves(run) + communication(run, world) +
+                     memory(run.summary, world) + time_per_rank(run.summary, world) + kDerivation;
   return html_page(run.name + " · desync report", body);
 }
 

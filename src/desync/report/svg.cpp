@@ -30,6 +30,9 @@ figure.chart .axis{stroke:#444;stroke-width:1}
 figure.chart .grid{stroke:#e4e4e4;stroke-width:1}
 figure.chart .series{fill:none;stroke-width:1.8}
 figure.chart .no-data{fill:#888;font-size:14px}
+figure.chart .value{fill:#222}
+figure.chart .value-number{font-weight:700}
+figure.chart .value-at{fill:#555}
 ul.legend{list-style:none;padding:0;margin:.3em 0 0 0;font:12px sans-serif;max-width:640px}
 ul.legend li{display:inline-block;margin-right:1em}
 ul.legend .swatch{display:inline-block;width:.9em;height:.9em;margin-right:.3em;vertical-align:-.1em}
@@ -65,7 +68,7 @@ std::vector<double> ticks(double lo, double hi, int count) {
       break;
     }
   std::vector<double> out;
-  for (double t = std::ceil(lo / step) * step; t <= hi + step * 1e-9; t += step)
+  for (double t = std::ceil(lo / step - 1e-9) * step; t <= hi + step * 1e-9; t += step)
     out.push_back(std::fabs(t) < step * 1e-9 ? 0.0 : t);
   return out;
 }
@@ -113,6 +116,57 @@ std::string open_figure(const std::string& id, const char* kind, const std::stri
 std::string no_data(double cx, double cy) {
   return fmt::format(
       "<text class=\"no-data\" x=\"{}\" y=\"{}\" text-anchor=\"middle\">no data</text>", cx, cy);
+}
+
+// "at step 937"; an x label with its unit in parentheses reads "at training time 81.2 s".
+std::string at_x(const std::string& x_label, double x) {
+  const size_t open = x_label.rfind(" (");
+  if (open != std::string::npos && x_label.size() > open + 3 && x_label.back() == ')')
+    return fmt::format("at {} {} {}", x_label.substr(0, open), number(x),
+                       x_label.substr(open + 2, x_label.size() - open - 3));
+  return x_label.empty() ? "at " + number(x) : fmt::format("at {} {}", x_label, number(x));
+}
+
+// A line chart whose series have one point each: each series' label, value and x as a line of
+// large text, one row per series, in the frame a chart would take.
+std::string render_values(const LineChart& chart) {
+  struct Row {
+    size_t k;
+    double x, y;
+  };
+  std::vector<Row> rows;
+  for (size_t k = 0; k < chart.series.size(); ++k) {
+    const Series& s = chart.series[k];
+    for (size_t i = 0; i < std::min(s.x.size(), s.y.size()); ++i)
+      if (std::isfinite(s.x[i]) && std::isfinite(s.y[i])) rows.push_back({k, s.x[i], s.y[i]});
+  }
+  const double pw = kWidth - 2 * kRight, ph = kHeight - 2 * kTop;
+  const double row_height = std::min(96.0, ph / static_cast<double>(rows.size()));
+  std::string out = open_figure(chart.id, "value", chart.title, kHeight);
+  out += fmt::format(
+      "<rect class=\"grid\" fill=\"none\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\"/>", kRight,
+      kTop, pw, ph);
+  const double top = kTop + (ph - row_height * static_cast<double>(rows.size())) / 2;
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const Series& s = chart.series[rows[r].k];
+    const std::string value = format_value(rows[r].y, chart.y_unit),
+                      at = at_x(chart.x_label, rows[r].x);
+    // Large, but narrow enough for the frame (text at about 0.6 em per character).
+    const double chars = static_cast<double>(value.size()) +
+                         0.5 * static_cast<double>(s.label.size() + at.size() + 2);
+    const double size = std::min({40.0, 0.5 * row_height, (pw - 24) / (0.6 * chars)});
+    out += fmt::format(
+        "<text class=\"value\" data-series=\"{0}\" x=\"{1}\" y=\"{2:.1f}\" "
+        "text-anchor=\"middle\" font-size=\"{3:.1f}\"><tspan class=\"value-label\" fill=\"{4}\" "
+        "font-size=\"{5:.1f}\">{0}</tspan> <tspan class=\"value-number\">{6}</tspan> "
+        "<tspan class=\"value-at\" font-size=\"{5:.1f}\">{7}</tspan><title>{0}: {8} = {6}, {9} = "
+        "{10}</title></text>",
+        html_escape(s.label), kWidth / 2,
+        top + (static_cast<double>(r) + 0.5) * row_height + size / 3, size, color(rows[r].k),
+        size / 2, html_escape(value), html_escape(at), html_escape(chart.y_label),
+        html_escape(chart.x_label), number(rows[r].x));
+  }
+  return out + "</svg></figure>";
 }
 
 }  // namespace
@@ -166,15 +220,21 @@ std::string render_line_chart(const LineChart& chart) {
   double x_lo = std::numeric_limits<double>::infinity(), x_hi = -x_lo;
   double y_lo = x_lo, y_hi = -x_lo;
   bool any = false;
-  for (const Series& s : chart.series)
+  size_t most_points = 0;  // of any one series
+  for (const Series& s : chart.series) {
+    size_t points = 0;
     for (size_t i = 0; i < std::min(s.x.size(), s.y.size()); ++i) {
       if (!std::isfinite(s.x[i]) || !std::isfinite(s.y[i])) continue;
       any = true;
+      ++points;
       x_lo = std::min(x_lo, s.x[i]);
       x_hi = std::max(x_hi, s.x[i]);
       y_lo = std::min(y_lo, s.y[i]);
       y_hi = std::max(y_hi, s.y[i]);
     }
+    most_points = std::max(most_points, points);
+  }
+  if (most_points == 1) return render_values(chart);  // lone dots would be no curve: the numbers
   const double pw = kWidth - kLeft - kRight, ph = kHeight - kTop - kBottom;
   std::string out = open_figure(chart.id, "line", chart.title, kHeight);
   out += fmt::format(

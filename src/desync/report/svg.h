@@ -5,8 +5,10 @@
 // one <svg>; a series is a <path class="series" data-series="LABEL">, a bar segment a
 // <rect class="segment" data-segment="LABEL">, each with a <title> tooltip. Tests and readers
 // find a chart by its id and its marks by these classes. Non-finite values are skipped. A chart
-// without data renders its frame and the words "no data" (and no marks). Pure functions;
-// thread-safe.
+// without data renders its frame and the words "no data" (and no marks). A line chart in which no
+// series has more than one point (a run evaluated only at its end) is no chart: it renders as
+// data-chart="value", one large <text class="value" data-series="LABEL"> per series, e.g.
+// "test accuracy 0.8812 at step 937", and no axes, paths or dots. Pure functions; thread-safe.
 #pragma once
 
 #include <string>

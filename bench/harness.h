@@ -3,7 +3,7 @@
 // machine's speed affects them alike. Benchmarks never pass or fail on time.
 #pragma once
 
-#include <fmt/core.h>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <chrono>

@@ -9,7 +9,7 @@
 //
 // Exit status: 0 success, 1 failure at run time, 2 usage or configuration error, 130 stopped
 // by a signal (after writing a checkpoint). Errors are one line on stderr, never a stack trace.
-#include <fmt/core.h>
+#include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>

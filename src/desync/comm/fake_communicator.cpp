@@ -1,7 +1,7 @@
 #include "desync/comm/fake_communicator.h"
 
-#include <fmt/core.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <exception>
 #include <thread>

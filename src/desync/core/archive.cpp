@@ -1,6 +1,6 @@
 #include "desync/core/archive.h"
 
-#include <fmt/core.h>
+#include <fmt/format.h>
 #include <torch/serialize.h>
 
 #include "desync/core/error.h"

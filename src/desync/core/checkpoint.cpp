@@ -1,6 +1,6 @@
 #include "desync/core/checkpoint.h"
 
-#include <fmt/core.h>
+#include <fmt/format.h>
 
 #include <filesystem>
 #include <nlohmann/json.hpp>

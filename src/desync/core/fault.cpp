@@ -1,6 +1,6 @@
 #include "desync/core/fault.h"
 
-#include <fmt/core.h>
+#include <fmt/format.h>
 #include <signal.h>
 #include <unistd.h>
 

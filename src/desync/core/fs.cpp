@@ -1,7 +1,7 @@
 #include "desync/core/fs.h"
 
 #include <fcntl.h>
-#include <fmt/core.h>
+#include <fmt/format.h>
 #include <unistd.h>
 #include <zlib.h>
 

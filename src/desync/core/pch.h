@@ -2,7 +2,8 @@
 // Project headers stay out of it so that editing one of them does not rebuild the PCH.
 #pragma once
 
-#include <fmt/core.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <toml++/toml.h>
 #include <torch/torch.h>
 

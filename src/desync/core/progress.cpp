@@ -1,6 +1,6 @@
 #include "desync/core/progress.h"
 
-#include <fmt/core.h>
+#include <fmt/format.h>
 
 #include <cstdio>
 

@@ -1,6 +1,6 @@
 #include "desync/report/compare.h"
 
-#include <fmt/core.h>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <cmath>

@@ -1,6 +1,6 @@
 #include "desync/report/metrics.h"
 
-#include <fmt/core.h>
+#include <fmt/format.h>
 
 #include <sstream>
 

@@ -1,6 +1,6 @@
 #include "desync/report/run_report.h"
 
-#include <fmt/core.h>
+#include <fmt/format.h>
 
 #include <cmath>
 #include <filesystem>

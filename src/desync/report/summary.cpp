@@ -1,6 +1,6 @@
 #include "desync/report/summary.h"
 
-#include <fmt/core.h>
+#include <fmt/format.h>
 
 #include <algorithm>
 

@@ -1,6 +1,6 @@
 #include "desync/report/svg.h"
 
-#include <fmt/core.h>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <cmath>

@@ -1,6 +1,6 @@
 #include "desync/train/trainer.h"
 
-#include <fmt/core.h>
+#include <fmt/format.h>
 
 #include <optional>
 #include <thread>

@@ -1,7 +1,7 @@
 #include "desync/train/trainer_state.h"
 
 #include <ATen/CPUGeneratorImpl.h>
-#include <fmt/core.h>
+#include <fmt/format.h>
 
 #include "desync/core/error.h"
 

@@ -1,6 +1,6 @@
 #include "desync/algorithms/dataparallel/ddp.h"
 
-#include <fmt/core.h>
+#include <fmt/format.h>
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
 
 #include "desync/algorithms/common.h"

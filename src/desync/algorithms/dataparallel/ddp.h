@@ -68,7 +68,7 @@ class GradReducer {
   DdpOptions opts_;
   std::vector<Bucket> buckets_;
   std::vector<int64_t> bucket_of_;  // per parameter
-  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;
+  std::vector<c10::intrusive_ptr<torch::autograd::Node>> accumulators_;
   std::vector<bool> seen_;
   // The hooks outlive the reducer (autograd has no way to remove them): they reach it through
   // this cell, which the destructor clears.

@@ -1,6 +1,6 @@
 #include "desync/algorithms/dataparallel/sharded.h"
 
-#include <fmt/core.h>
+#include <fmt/format.h>
 
 #include "desync/algorithms/common.h"
 #include "desync/core/trace.h"

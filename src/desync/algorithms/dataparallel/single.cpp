@@ -1,6 +1,6 @@
 #include "desync/algorithms/dataparallel/single.h"
 
-#include <fmt/core.h>
+#include <fmt/format.h>
 
 #include "desync/algorithms/common.h"
 #include "desync/algorithms/registry.h"

@@ -1,6 +1,7 @@
 #include "desync/algorithms/decentralized/topology.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cmath>

@@ -111,6 +111,15 @@ TEST(Config, InvalidChoiceListsChoices) {
       << e;
 }
 
+TEST(Config, UnknownBackendListsGlooAndNccl) {
+  EXPECT_EQ(parse_config("", "cfg.toml").run.backend, "gloo");
+  EXPECT_EQ(parse_config("[run]\nbackend = \"nccl\"\n", "cfg.toml").run.backend, "nccl");
+  std::string e = config_error("[run]\nbackend = \"mpi\"\n");
+  EXPECT_NE(e.find("run.backend = \"mpi\" is not one of: gloo, nccl"), std::string::npos) << e;
+  e = config_error("", {"run.backend=mpi"});
+  EXPECT_NE(e.find("--set: run.backend"), std::string::npos) << e;
+}
+
 TEST(Config, SyntaxErrorNamesLine) {
   std::string e = config_error("[run]\nseed = = 3\n");
   EXPECT_NE(e.find("cfg.toml:2"), std::string::npos) << e;

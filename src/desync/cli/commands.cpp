@@ -1,6 +1,6 @@
 #include "desync/cli/commands.h"
 
-#include <fmt/core.h>
+#include <fmt/format.h>
 #include <torch/torch.h>
 #include <unistd.h>
 
@@ -13,6 +13,7 @@
 #include "desync/comm/communicator.h"
 #include "desync/comm/gloo_communicator.h"
 #include "desync/comm/launcher.h"
+#include "desync/comm/nccl_communicator.h"
 #include "desync/core/error.h"
 #include "desync/core/fs.h"
 #include "desync/core/system.h"
@@ -114,7 +115,8 @@ int run_worker(const TrainArgs& args) {
   WorldInfo info = world_from_env();
   info.timeout_seconds = cfg.run.comm_timeout;
   install_interrupt_handlers();
-  std::shared_ptr<Communicator> comm = connect_gloo(info);
+  std::shared_ptr<Communicator> comm =
+      cfg.run.backend == "nccl" ? connect_nccl(info) : connect_gloo(info);
   bool launched = std::getenv("DESYNC_LAUNCHED") != nullptr;
   TrainArgs quiet_others = args;
   if (info.rank != 0) quiet_others.quiet = true;

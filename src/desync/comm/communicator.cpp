@@ -1,6 +1,6 @@
 #include "desync/comm/communicator.h"
 
-#include <fmt/core.h>
+#include <fmt/format.h>
 
 #include <chrono>
 #include <functional>
@@ -164,14 +164,22 @@ std::shared_ptr<Work> Communicator::reduce_scatter_async(torch::Tensor out, torc
   int64_t n = world_size();
   if (in.size(0) != n * out.size(0))
     throw CommError("reduce_scatter: input must be N times the output along dim 0");
-  // Gloo in LibTorch 1.13 has no reduce-scatter: exchange chunks with all_to_all (the true
-  // reduce-scatter traffic), then sum the N received chunks locally.
+  check_contiguous(in, "reduce_scatter");
+  check_contiguous(out, "reduce_scatter");
+  bool low = out.scalar_type() == torch::kBFloat16 || out.scalar_type() == torch::kHalf;
+  if (!low)
+    if (std::shared_ptr<Work> w = do_reduce_scatter(out, in)) {
+      int64_t bytes = (n - 1) * nbytes(in) / n;
+      return account("reduce_scatter", std::move(w), bytes, bytes);
+    }
+  // Without a true reduce-scatter in the backend: exchange chunks with all_to_all (the
+  // reduce-scatter traffic), then sum the N received chunks locally, low-precision ones in
+  // float32.
   auto received = torch::empty_like(in);
   std::shared_ptr<Work> a2a = all_to_all_async(received, in);
-  return std::make_shared<ChainedWork>(a2a, [out, received, n]() mutable {
+  return std::make_shared<ChainedWork>(a2a, [out, received, n, low]() mutable {
     torch::NoGradGuard no_grad;
-    bool low = out.scalar_type() == torch::kBFloat16 || out.scalar_type() == torch::kHalf;
-    if (low)  // sum low-precision chunks in fp32
+    if (low)
       out.view({-1}).copy_(received.view({n, -1}).to(torch::kFloat32).sum(0));
     else {
       torch::Tensor flat = out.view({-1});

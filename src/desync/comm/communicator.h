@@ -11,7 +11,8 @@
 //   all_reduce (ring)            2(N-1)/N * size sent, the same received
 //   all_gather (ring)            (N-1) * chunk sent and received (chunk = this rank's input)
 //   all_to_all (pairwise)        (N-1)/N * size sent and received
-//   reduce_scatter (all_to_all)  (N-1)/N * input size sent and received, then a local sum
+//   reduce_scatter               (N-1)/N * input size sent and received: the backend's own
+//                                (ring), or else all_to_all and a local sum
 //   broadcast (binomial tree)    size received by every non-root; size sent per child
 //   send / recv                  size
 // — and the seconds the calling thread was blocked in a call or in wait(). Each call also
@@ -169,6 +170,12 @@ class Communicator {
   virtual std::shared_ptr<Work> do_all_gather(std::vector<torch::Tensor>& out,
                                               torch::Tensor& in) = 0;
   virtual std::shared_ptr<Work> do_all_to_all(torch::Tensor& out, torch::Tensor& in) = 0;
+  // The backend's own reduce-scatter of a float32/float64 tensor (the contract of
+  // reduce_scatter_async), moving (N-1)/N of the input per rank; nullptr where it has none
+  // that does: the base class then exchanges the chunks with all_to_all and sums them itself.
+  virtual std::shared_ptr<Work> do_reduce_scatter(torch::Tensor& out, torch::Tensor& in) {
+    return nullptr;
+  }
   virtual std::shared_ptr<Work> do_send(torch::Tensor& t, int64_t dst, int64_t tag) = 0;
   virtual std::shared_ptr<Work> do_recv(torch::Tensor& t, int64_t src, int64_t tag) = 0;
   virtual void do_barrier() = 0;

@@ -1,7 +1,7 @@
 #include "desync/comm/gloo_communicator.h"
 
-#include <fmt/core.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cstdlib>
 #include <thread>
@@ -9,6 +9,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include "desync/comm/rendezvous.h"
 #include "desync/core/error.h"
 
 namespace desync {
@@ -16,8 +17,6 @@ namespace {
 
 using StorePtr = c10::intrusive_ptr<c10d::Store>;
 using GroupPtr = c10::intrusive_ptr<c10d::ProcessGroupGloo>;
-
-std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
 
 bool is_loopback(const std::string& addr) {
   return addr == "localhost" || addr.rfind("127.", 0) == 0 || addr == "::1";
@@ -57,6 +56,39 @@ WorldInfo world_from_env() {
   if (w.master_port == 0 || w.master_port > 65535)
     throw UsageError(fmt::format("MASTER_PORT={} is not a port number", w.master_port));
   return w;
+}
+
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+void throw_call_failure(c10d::Store& store, const std::string& name, int64_t rank,
+                        int64_t world_size, const char* op, int64_t seq, const std::string& what) {
+  std::string progress_key = fmt::format("progress/{}/", name);
+  std::vector<int64_t> behind;
+  try {
+    std::string mine = std::to_string(seq);
+    store.set(progress_key + std::to_string(rank), std::vector<uint8_t>(mine.begin(), mine.end()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // let the others post
+    for (int64_t r = 0; r < world_size; ++r) {
+      std::string key = progress_key + std::to_string(r);
+      if (!store.check({key})) {
+        behind.push_back(r);
+        continue;
+      }
+      std::vector<uint8_t> v = store.get(key);
+      if (std::stoll(std::string(v.begin(), v.end())) < seq) behind.push_back(r);
+    }
+  } catch (const std::exception&) {
+    // The store itself is gone (rank 0 died): say what we know.
+    throw CommError(
+        fmt::format("rank {}: {} (call #{}) failed and the rendezvous store is "
+                    "unreachable (rank 0 is gone?): {}",
+                    rank, op, seq, first_line(what)));
+  }
+  throw CommError(fmt::format(
+      "rank {}: {} (call #{} on '{}') failed; ranks that did not arrive: "
+      "{}; cause: {}",
+      rank, op, seq, name, behind.empty() ? "none" : fmt::format("{}", fmt::join(behind, ", ")),
+      first_line(what)));
 }
 
 class GlooCommunicator : public Communicator {
@@ -142,6 +174,9 @@ class GlooCommunicator : public Communicator {
       return group_->alltoall_base(out, in, splits, splits);
     });
   }
+  // No do_reduce_scatter: 2.15's ProcessGroupGloo::reduce_scatter_single is an all-reduce of
+  // the whole input and a copy of this rank's chunk, twice the bytes of the base class's
+  // all-to-all and local sum.
   std::shared_ptr<Work> do_send(torch::Tensor& t, int64_t dst, int64_t tag) override {
     return issue("send", [&] {
       std::vector<at::Tensor> v{t};
@@ -162,37 +197,9 @@ class GlooCommunicator : public Communicator {
   }
 
  private:
-  // Posts how far this rank got, reads how far the others got, and throws a CommError that
-  // names the ranks that had not reached call number `seq`.
+  // Throws a CommError naming the ranks that had not reached call number `seq`.
   [[noreturn]] void fail(const char* op, int64_t seq, const std::string& what) {
-    std::string progress_key = fmt::format("progress/{}/", name_);
-    std::vector<int64_t> behind;
-    try {
-      std::string mine = std::to_string(seq);
-      store_->set(progress_key + std::to_string(rank_),
-                  std::vector<uint8_t>(mine.begin(), mine.end()));
-      std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // let the others post
-      for (int64_t r = 0; r < size_; ++r) {
-        std::string key = progress_key + std::to_string(r);
-        if (!store_->check({key})) {
-          behind.push_back(r);
-          continue;
-        }
-        std::vector<uint8_t> v = store_->get(key);
-        if (std::stoll(std::string(v.begin(), v.end())) < seq) behind.push_back(r);
-      }
-    } catch (const std::exception&) {
-      // The store itself is gone (rank 0 died): say what we know.
-      throw CommError(
-          fmt::format("rank {}: {} (call #{}) failed and the rendezvous store is "
-                      "unreachable (rank 0 is gone?): {}",
-                      rank_, op, seq, first_line(what)));
-    }
-    throw CommError(fmt::format(
-        "rank {}: {} (call #{} on '{}') failed; ranks that did not arrive: "
-        "{}; cause: {}",
-        rank_, op, seq, name_, behind.empty() ? "none" : fmt::format("{}", fmt::join(behind, ", ")),
-        first_line(what)));
+    throw_call_failure(*store_, name_, rank_, size_, op, seq, what);
   }
 
   StorePtr store_;
@@ -203,7 +210,7 @@ class GlooCommunicator : public Communicator {
   int64_t calls_ = 0;
 };
 
-std::shared_ptr<Communicator> connect_gloo(const WorldInfo& info) {
+c10::intrusive_ptr<c10d::Store> rendezvous(const WorldInfo& info) {
   c10d::TCPStoreOptions opts;
   opts.port = static_cast<uint16_t>(info.master_port);
   opts.isServer = info.rank == 0;
@@ -236,8 +243,12 @@ std::shared_ptr<Communicator> connect_gloo(const WorldInfo& info) {
     throw CommError(fmt::format("rank {}: rendezvous at {}:{} failed: {}", info.rank,
                                 info.master_addr, info.master_port, first_line(e.what())));
   }
-  StorePtr job = c10::make_intrusive<c10d::PrefixStore>("job/" + token, tcp);
-  return std::make_shared<GlooCommunicator>(job, info.rank, info.world_size, info, "world");
+  return c10::make_intrusive<c10d::PrefixStore>("job/" + token, tcp);
+}
+
+std::shared_ptr<Communicator> connect_gloo(const WorldInfo& info) {
+  return std::make_shared<GlooCommunicator>(rendezvous(info), info.rank, info.world_size, info,
+                                            "world");
 }
 
 }  // namespace desync

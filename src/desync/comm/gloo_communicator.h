@@ -1,4 +1,5 @@
-// The real backend: c10d ProcessGroupGloo over TCP, with TCPStore rendezvous.
+// The default backend (run.backend = "gloo"): c10d ProcessGroupGloo over TCP, with TCPStore
+// rendezvous. nccl_communicator.h is the other one.
 //
 // WorldInfo says who this worker is and where the rendezvous is; world_from_env() reads it from
 // the torchrun variables (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,
@@ -12,8 +13,9 @@
 // the ranks that had not reached it (each failing rank posts how many calls it issued; the ranks
 // that posted fewer, or nothing, are named).
 //
-// This file is the only one that includes c10d headers: differences between LibTorch versions
-// stay here.
+// Only the backends' .cpp files (this one's and nccl_communicator.cpp, which shares the
+// rendezvous and the failure report through the internal rendezvous.h) include c10d headers:
+// differences between LibTorch versions stay there.
 #pragma once
 
 #include <cstdint>

@@ -1,7 +1,7 @@
 #include "desync/core/config.h"
 
-#include <fmt/core.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <fstream>
@@ -289,6 +289,7 @@ void apply_override(toml::table& doc, const std::string& text) {
 
 const std::vector<std::string> kDatasets = {"fashion-mnist", "mnist", "cifar10", "text",
                                             "synthetic"};
+const std::vector<std::string> kBackends = {"gloo", "nccl"};
 const std::vector<std::string> kModels = {"mlp",      "cnn",      "resnet18",
                                           "revnet18", "revnet34", "revnet"};
 
@@ -307,6 +308,7 @@ std::string read_run(Config& c, const toml::table& doc, const std::string& f) {
   v.threads = r.get("threads", v.threads, 0, 1024);
   v.workers = r.get("workers", v.workers, 1, 4096);
   v.comm_timeout = r.get("comm_timeout", v.comm_timeout, 0.0, 1e6, true);
+  v.backend = r.get_choice("backend", v.backend, kBackends);
   v.worker_speed = r.get("worker_speed", v.worker_speed, 1e-3, 1.0);
   v.comm_latency_ms = r.get("comm_latency_ms", v.comm_latency_ms, 0.0, 1e6);
   r.finish();
@@ -481,6 +483,7 @@ std::string Config::resolved_toml() const {
                                 {"threads", run.threads},
                                 {"workers", run.workers},
                                 {"comm_timeout", run.comm_timeout},
+                                {"backend", run.backend},
                                 {"worker_speed", to_array(run.worker_speed)},
                                 {"comm_latency_ms", run.comm_latency_ms}});
   doc.insert("data", toml::table{{"dataset", data.dataset},

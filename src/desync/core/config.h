@@ -47,6 +47,9 @@ struct RunConfig {
   int64_t threads = 0;          // intra-op threads per worker; 0 = cores / local workers
   int64_t workers = 1;          // worker processes (`desync train --workers N` overrides)
   double comm_timeout = 300.0;  // seconds a collective may wait for its peers
+  // Communication backend of the workers: "gloo" (CPU, TCP) or "nccl" (CUDA devices; needs a
+  // build with -DDESYNC_CUDA=ON and one GPU per local worker, see comm/nccl_communicator.h).
+  std::string backend = "gloo";
   // Per-rank compute speed in (0, 1] to emulate uneven workers: each micro-batch's compute time
   // is stretched by 1/speed. Empty = all 1; one entry per worker otherwise.
   std::vector<double> worker_speed;

@@ -120,6 +120,19 @@ TEST(Config, UnknownBackendListsGlooAndNccl) {
   EXPECT_NE(e.find("--set: run.backend"), std::string::npos) << e;
 }
 
+TEST(Config, NcclBackendWithSeveralWorkersNeedsACudaBuild) {
+  Config c = parse_config("[run]\nbackend = \"nccl\"\n", "cfg.toml");
+  EXPECT_NO_THROW(validate_for_world(c, 1));
+#ifndef DESYNC_CUDA
+  try {
+    validate_for_world(c, 2);
+    FAIL() << "nccl accepted by a build without CUDA";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("-DDESYNC_CUDA=ON"), std::string::npos) << e.what();
+  }
+#endif
+}
+
 TEST(Config, SyntaxErrorNamesLine) {
   std::string e = config_error("[run]\nseed = = 3\n");
   EXPECT_NE(e.find("cfg.toml:2"), std::string::npos) << e;

@@ -81,6 +81,7 @@ int run_train(const TrainArgs& args) {
     throw UsageError("a multi-node job needs --master-addr and --master-port on every node");
   overrides.push_back(fmt::format("run.workers={}", world));
   Config cfg = load_validated(args, overrides);
+  validate_for_world(cfg, world);  // what the workers would refuse, refused before they start
   LaunchSpec spec;
   spec.worker_argv = {self_executable(), "worker", args.config};
   for (const std::string& o : overrides) {

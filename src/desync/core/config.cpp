@@ -576,6 +576,13 @@ void validate_for_world(const Config& cfg, int64_t world) {
   if (!cfg.run.worker_speed.empty() && static_cast<int64_t>(cfg.run.worker_speed.size()) != world)
     throw ConfigError(fmt::format("run.worker_speed has {} entries; the job has {} workers",
                                   cfg.run.worker_speed.size(), world));
+#ifndef DESYNC_CUDA
+  // Refused here, before any worker starts; one worker never communicates.
+  if (world > 1 && cfg.run.backend == "nccl")
+    throw ConfigError(
+        "run.backend = \"nccl\" needs a build with -DDESYNC_CUDA=ON (this desync was built "
+        "without CUDA); use run.backend = \"gloo\"");
+#endif
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {

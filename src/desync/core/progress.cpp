@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdio>
 
 namespace desync {
@@ -26,7 +27,7 @@ std::string Progress::line(int64_t done, double frac, double loss, double lr, do
   std::string head;
   if (bar) {
     constexpr int kWidth = 24;
-    int filled = static_cast<int>(frac * kWidth);
+    const int filled = std::clamp(static_cast<int>(frac * kWidth), 0, kWidth);
     head = "[" + std::string(filled, '#') + std::string(kWidth - filled, '.') + "] ";
   }
   const std::string of_total = total_ > 0 ? fmt::format("/{}", total_) : "";

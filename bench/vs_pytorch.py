@@ -110,6 +110,22 @@ def steady_rate(run_dir, warmup):
     return (end["samples"] - start["samples"]) / (end["elapsed"] - start["elapsed"])
 
 
+# Where a desync step's time goes, per run kind: lists (one per round) of milliseconds per step.
+BREAKDOWN = {"ddp": [], "limit": []}
+PARTS = ["compute", "optimizer", "wait", "other"]
+
+
+def time_per_step(run_dir):
+    """Milliseconds per step of each part of summary.json's time breakdown (mean over ranks;
+    the whole run, warm-up included), and of the communication in flight."""
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        s = json.load(f)
+    mean = lambda values: sum(values) / len(values)
+    parts = {k: 1e3 * mean(s["time_breakdown_seconds"][k]) / s["steps"] for k in PARTS}
+    parts["in flight"] = 1e3 * mean(s["comm_in_flight_seconds"]) / s["steps"]
+    return parts
+
+
 def run_desync(binary, model, workers, threads, batch, algorithm, tmp, tag):
     out = os.path.join(tmp, tag)
     shutil.rmtree(out, ignore_errors=True)
@@ -117,6 +133,8 @@ def run_desync(binary, model, workers, threads, batch, algorithm, tmp, tag):
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit("failed: %s\n%s" % (" ".join(cmd), done.stdout + done.stderr))
+    if tag in BREAKDOWN:
+        BREAKDOWN[tag].append(time_per_step(out))
     return steady_rate(out, MODELS[model]["warmup"])
 
 
@@ -133,6 +151,7 @@ def run_independent(binary, model, workers, batch, tmp):
         log, _ = p.communicate()
         if p.returncode != 0:
             sys.exit("failed: independent desync worker\n%s" % log.decode())
+    BREAKDOWN["limit"].append(time_per_step(outs[0]))
     return sum(steady_rate(o, MODELS[model]["warmup"]) for o in outs)
 
 
@@ -209,7 +228,8 @@ def main():
             "threads_single": a.threads}
     os.makedirs(os.path.dirname(a.json), exist_ok=True)
     with open(a.json + ".tmp", "w") as f:
-        json.dump({"meta": meta, "results": stats}, f, indent=2)
+        json.dump({"meta": meta, "results": stats, "desync_breakdown_ms_per_step": BREAKDOWN}, f,
+                  indent=2)
     os.replace(a.json + ".tmp", a.json)
 
     text = tables(stats, meta, batch)
@@ -263,8 +283,18 @@ def tables(stats, meta, batch):
         % (ddp["desync"]["median"] / ddp["pytorch"]["median"],
            ddp["desync"]["median"] / limit["desync"]["median"]),
         "",
+        "Where a desync step goes (ms per step, mean over ranks, median over rounds; from "
+        "summary.json's time_breakdown_seconds, warm-up included; \"in flight\" is communication "
+        "running, overlapped or not):",
+        "",
+        "| run | " + " | ".join(PARTS + ["in flight"]) + " |",
+        "|---|" + "---|" * (len(PARTS) + 1),
     ]
-    return "\n".join(lines)
+    for kind, label in (("ddp", "desync `ddp`"), ("limit", "one independent `single` worker")):
+        rounds = BREAKDOWN[kind]
+        cells = ["%.1f" % statistics.median(r[p] for r in rounds) for p in PARTS + ["in flight"]]
+        lines.append("| %s | %s |" % (label, " | ".join(cells)))
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--repeats")) repeats = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--json")) json_path = argv[i + 1];
   }
-  const std::string cfg = std::string(DESYNC_SOURCE_DIR) + "/examples/fmnist_cnn.toml";
+  const std::string cfg = bench::source_dir() + "/examples/fmnist_cnn.toml";
   const std::string common = fmt::format(
       "{} --set data.dataset=synthetic --set data.synthetic_train=8192 "
       "--set 'data.synthetic_shape=[1, 28, 28]' --set run.steps={} --set checkpoint.enabled=false "
@@ -51,7 +51,7 @@ int main(int argc, char** argv) {
   for (int r = 0; r < repeats; ++r)
     for (Variant& v : variants) {  // interleaved, so drift affects all alike
       nlohmann::json s =
-          bench::run_desync(DESYNC_BINARY, common + " " + v.args, tmp + "-" + v.name);
+          bench::run_desync(bench::desync_binary(), common + " " + v.args, tmp + "-" + v.name);
       if (s.is_null() || s.is_discarded()) return 1;
       v.sps.push_back(s["samples_per_second"].get<double>());
       v.wait_per_step.push_back(bench::mean_of(s["comm_wait_seconds"]) / steps);

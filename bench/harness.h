@@ -16,6 +16,10 @@
 
 namespace desync::bench {
 
+// Paths fixed when the build is configured (bench/paths.cpp).
+const std::string& source_dir();     // the repository's root
+const std::string& desync_binary();  // the desync executable
+
 struct Variant {
   std::string name;
   std::function<void()> run_round;  // one timed round

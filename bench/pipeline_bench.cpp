@@ -26,7 +26,7 @@ int main(int argc, char** argv) {
       "{}/examples/fmnist_petra.toml --workers 4 --set data.dataset=synthetic "
       "--set data.synthetic_train=8192 --set 'data.synthetic_shape=[1, 28, 28]' "
       "--set run.steps={} --set eval.limit=256",
-      DESYNC_SOURCE_DIR, steps);
+      bench::source_dir(), steps);
   const std::vector<std::pair<std::string, std::string>> methods = {
       {"1f1b", "--set algorithm.name=pipeline --set algorithm.schedule=1f1b"},
       {"petra", "--set algorithm.name=petra"},
@@ -44,7 +44,7 @@ int main(int argc, char** argv) {
     std::vector<double> sps;
     nlohmann::json last;
     for (int r = 0; r < repeats; ++r) {
-      last = bench::run_desync(DESYNC_BINARY, common + " " + args,
+      last = bench::run_desync(bench::desync_binary(), common + " " + args,
                                "/tmp/desync-pipeline-bench-" + name);
       if (last.is_null() || last.is_discarded()) return 1;
       sps.push_back(last["samples_per_second"].get<double>());

@@ -32,7 +32,7 @@ int main(int argc, char** argv) {
       "--set data.batch_size=16 --set run.steps={} --set checkpoint.enabled=false "
       "--set eval.limit=256 --set optimizer.name=adamw --set optimizer.lr=0.001 "
       "--set optimizer.nesterov=false --set optimizer.momentum=0",
-      DESYNC_SOURCE_DIR, steps);
+      bench::source_dir(), steps);
   const std::vector<std::pair<std::string, std::string>> algorithms = {
       {"ddp", "--set algorithm.name=ddp --set algorithm.accumulation=2"},
       {"zero1", "--set algorithm.name=zero1 --set algorithm.accumulation=2"},
@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
       std::vector<double> sps, wait, max_wait, bytes;
       nlohmann::json last;
       for (int r = 0; r < repeats; ++r) {
-        last = bench::run_desync(DESYNC_BINARY, common + " " + args + " " + setting_args,
+        last = bench::run_desync(bench::desync_binary(), common + " " + args + " " + setting_args,
                                  "/tmp/desync-sharded-bench-" + name);
         if (last.is_null() || last.is_discarded()) return 1;
         sps.push_back(last["samples_per_second"].get<double>());

@@ -48,4 +48,9 @@ class Child {
 };
 std::string read_file(const std::string& path);
 
+// Paths fixed when the build is configured (tests/paths.cpp).
+const std::string& source_dir();     // the repository's root
+const std::string& desync_binary();  // the desync executable under test
+const std::string& python();         // the Python of the torch wheel's venv (.deps/venv)
+
 }  // namespace desync::testing

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "algorithms/fake_run.h"
+#include "test_util.h"
 
 namespace desync {
 namespace {
@@ -59,7 +60,8 @@ TEST(Registry, EveryAlgorithmBuildsFromADefaultConfigWithSaneTraits) {
 }
 
 TEST(Registry, EveryAlgorithmHasADocPage) {
-  const std::filesystem::path docs = std::filesystem::path(DESYNC_SOURCE_DIR) / "docs/algorithms";
+  const std::filesystem::path docs =
+      std::filesystem::path(testing::source_dir()) / "docs/algorithms";
   ASSERT_TRUE(std::filesystem::is_directory(docs)) << docs;
   for (const AlgorithmInfo& info : algorithm_registry()) {
     const std::filesystem::path page = docs / (info.name + ".md");

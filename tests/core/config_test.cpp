@@ -423,7 +423,8 @@ TEST(Config, ValidateForWorldChecksWorkerSpeed) {
 // each algorithm sit in its own table.
 TEST(AlgorithmTables, EveryExampleValidatesWithEveryAlgorithm) {
   int examples = 0;
-  for (const auto& entry : std::filesystem::directory_iterator(DESYNC_SOURCE_DIR "/examples")) {
+  for (const auto& entry :
+       std::filesystem::directory_iterator(testing::source_dir() + "/examples")) {
     if (entry.path().extension() != ".toml") continue;
     ++examples;
     const std::string path = entry.path().string();

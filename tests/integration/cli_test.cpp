@@ -18,8 +18,8 @@ namespace {
 
 using testing::train_losses;
 
-const std::string kDesync = DESYNC_BINARY;
-const std::string kSource = DESYNC_SOURCE_DIR;
+const std::string kDesync = testing::desync_binary();
+const std::string kSource = testing::source_dir();
 
 const char* kTinyJob = R"(
 [run]

@@ -15,7 +15,7 @@
 namespace desync {
 namespace {
 
-const std::string kDesync = DESYNC_BINARY;
+const std::string kDesync = testing::desync_binary();
 
 const char* kJob = R"(
 [run]
@@ -288,7 +288,7 @@ TEST(Distributed, DelayedPipelinesReportTheirBuffersPerStage) {
 // The documented DDP example: one epoch on 2 workers reaches >= 0.88.
 TEST(Distributed, SlowFashionMnistDdpReachesTarget) {
   testing::TempDir dir;
-  auto r = testing::run_command(kDesync + " train " + std::string(DESYNC_SOURCE_DIR) +
+  auto r = testing::run_command(kDesync + " train " + testing::source_dir() +
                                 "/examples/fmnist_ddp.toml --quiet --workers 2 --out " +
                                 dir.file("run"));
   ASSERT_EQ(r.status, 0) << r.output;

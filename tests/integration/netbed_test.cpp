@@ -12,8 +12,8 @@
 namespace desync {
 namespace {
 
-const std::string kDesync = DESYNC_BINARY;
-const std::string kSource = DESYNC_SOURCE_DIR;
+const std::string kDesync = testing::desync_binary();
+const std::string kSource = testing::source_dir();
 
 // An MLP of about 100k parameters (400 KB), so that a step moves ~600 KB per rank and the
 // job's megabytes dwarf connection set-up; ten steps take a few seconds at 20 Mbit/s.

@@ -23,8 +23,8 @@
 namespace desync {
 namespace {
 
-const std::string kPython = DESYNC_PYTHON;
-const std::string kSource = DESYNC_SOURCE_DIR;
+const std::string kPython = testing::python();
+const std::string kSource = testing::source_dir();
 
 // Why PyTorch's Python package cannot run here, or "".
 std::string python_unavailable() {

@@ -11,7 +11,7 @@
 namespace desync {
 namespace {
 
-const std::string kDesync = DESYNC_BINARY;
+const std::string kDesync = testing::desync_binary();
 
 const char* kJob = R"(
 [run]

@@ -13,8 +13,8 @@
 namespace desync {
 namespace {
 
-const std::string kDesync = DESYNC_BINARY;
-const std::string kExample = std::string(DESYNC_SOURCE_DIR) + "/examples/fmnist_ddp.toml";
+const std::string kDesync = testing::desync_binary();
+const std::string kExample = testing::source_dir() + "/examples/fmnist_ddp.toml";
 const char* kFashionMnist = "/usr/share/datasets/fashion-mnist";
 
 // A few steps on a slice of the data; nothing written but the run directory's files.

@@ -63,7 +63,7 @@ void DelayedPipeline::run_tick(Context& ctx, int64_t t, StepReport& report) {
     PipeMessage out = stage_->backward(link_->recv_backward(c), t);
     if (s > 0) link_->send_backward(out);
   }
-  stage_->end_tick(ctx.schedule.lr(ctx.step));
+  stage_->end_tick(ctx.schedule.lr(t / k_));  // tick t belongs to step t / k, as in the simulator
 }
 
 StepReport DelayedPipeline::step(Context& ctx) {

@@ -127,7 +127,8 @@ void DelayedStage::end_tick(double lr) {
 
 TickSimulator::TickSimulator(const Config& config, const std::vector<StagedModel>& models,
                              const std::vector<StageRange>& ranges, const MemoryPolicy& policy,
-                             int64_t k) {
+                             int64_t k)
+    : k_(k) {
   const auto j = static_cast<int64_t>(ranges.size());
   for (int64_t s = 0; s < j; ++s)
     stages_.push_back(std::make_unique<DelayedStage>(config, models[s], ranges[s], s == 0,
@@ -168,7 +169,7 @@ std::vector<double> TickSimulator::run(const std::vector<MicroBatch>& batches,
       bwd_.back().emplace_back(s, b);
       if (s > 0) next_bwd[s - 1] = out;
     }
-    for (auto& stage : stages_) stage->end_tick(lr(t));
+    for (auto& stage : stages_) stage->end_tick(lr(t / k_));
     fwd_mail = std::move(next_fwd);
     bwd_mail = std::move(next_bwd);
   }

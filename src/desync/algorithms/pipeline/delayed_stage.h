@@ -143,9 +143,11 @@ class TickSimulator {
                 const std::vector<StageRange>& ranges, const MemoryPolicy& policy, int64_t k);
 
   // Feeds `batches` (micro-batches in order) and runs ticks until every backward is done.
-  // lr(t) gives the learning rate used for updates at tick t. Returns the losses in order.
+  // lr(step) gives the learning rate of a trainer step; the updates at tick t use lr(t / k), k
+  // ticks to a step, as the runtime does (the drain after the last step continues the count).
+  // Returns the losses in order.
   std::vector<double> run(const std::vector<MicroBatch>& batches,
-                          const std::function<double(int64_t tick)>& lr);
+                          const std::function<double(int64_t step)>& lr);
 
   DelayedStage& stage(int64_t s) { return *stages_.at(s); }
   // For every tick, the (stage, micro-batch) pairs whose forward / backward ran.
@@ -154,6 +156,7 @@ class TickSimulator {
 
  private:
   std::vector<std::unique_ptr<DelayedStage>> stages_;
+  int64_t k_;
   std::vector<std::vector<std::pair<int64_t, int64_t>>> fwd_, bwd_;
 };
 

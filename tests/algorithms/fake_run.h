@@ -43,6 +43,15 @@ inline Config tiny_config(std::vector<std::string> overrides) {
   return parse_config("", "test.toml", base);
 }
 
+// Precision overrides for equivalence tests: float32 holds them to 1e-5, float64 to 1e-10.
+struct Precision {
+  const char* name;
+  std::vector<std::string> overrides;
+  double tolerance;
+};
+inline const Precision kFloat32{"float32", {}, 1e-5};
+inline const Precision kFloat64{"float64", {"model.dtype=\"float64\""}, 1e-10};
+
 // A tiny seeded model with 4 classes: tiny_config()'s MLP on 12 features or, with
 // `batch_norm`, a one-block BatchNorm CNN on 1x8x8 images.
 inline StagedModel tiny_model(bool batch_norm = false) {

@@ -12,6 +12,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,7 +47,8 @@ const std::vector<std::string>& algorithm_keys(const std::string& name);
 // after reading the algorithm's own keys.
 SectionReader algorithm_options(const AlgorithmConfig& cfg);
 
-// Reads a communication dtype option: "float32" (default), "bfloat16" or "float16".
-torch::ScalarType comm_dtype_option(SectionReader& r, const char* key);
+// Reads a communication dtype option: "full" (default: the tensor's own precision, nullopt),
+// "float32", "bfloat16" or "float16" (sent in that type, summed in the tensor's own).
+std::optional<torch::ScalarType> comm_dtype_option(SectionReader& r, const char* key);
 
 }  // namespace desync

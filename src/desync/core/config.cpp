@@ -362,6 +362,7 @@ void read_model(Config& c, const toml::table& doc, const std::string& f) {
   v.width = r.get("width", v.width, 1, 4096);
   v.blocks = r.get("blocks", v.blocks, 1);
   v.batch_norm = r.get("batch_norm", v.batch_norm);
+  v.dtype = r.get_choice("dtype", v.dtype, {"float32", "float64"});
   r.finish();
   if (v.name == "cnn" && v.channels.empty())
     throw ConfigError(
@@ -505,7 +506,8 @@ std::string Config::resolved_toml() const {
                                   {"channels", to_array(model.channels)},
                                   {"width", model.width},
                                   {"blocks", to_array(model.blocks)},
-                                  {"batch_norm", model.batch_norm}});
+                                  {"batch_norm", model.batch_norm},
+                                  {"dtype", model.dtype}});
   doc.insert("optimizer", toml::table{{"name", optimizer.name},
                                       {"lr", optimizer.lr},
                                       {"momentum", optimizer.momentum},

@@ -84,6 +84,9 @@ struct ModelConfig {
   int64_t width = 64;
   std::vector<int64_t> blocks = {2, 2};  // revnet: blocks per group (revnet18/34 fix their own)
   bool batch_norm = true;                // cnn: BatchNorm after each conv
+  // Precision of the parameters and of everything computed from them: "float32", or "float64"
+  // to check equivalences to rounding (1e-10) rather than to float32's 1e-5.
+  std::string dtype = "float32";
 };
 
 struct OptimizerConfig {

@@ -18,8 +18,14 @@ void StagedModelImpl::add_stage(const std::string& name, torch::nn::Sequential s
 torch::Tensor StagedModelImpl::forward_range(torch::Tensor x, int64_t begin, int64_t end) {
   TORCH_CHECK(0 <= begin && begin <= end && end <= num_stages(), "forward_range [", begin, ", ",
               end, ") is outside the model's ", num_stages(), " stages");
+  if (begin == 0 && x.is_floating_point() && x.scalar_type() != dtype_) x = x.to(dtype_);
   for (int64_t i = begin; i < end; ++i) x = stages_[i]->forward(x);
   return x;
+}
+
+void StagedModelImpl::set_dtype(torch::ScalarType dtype) {
+  to(dtype);
+  dtype_ = dtype;
 }
 
 std::vector<torch::Tensor> StagedModelImpl::parameters_of(int64_t begin, int64_t end) const {
@@ -51,6 +57,7 @@ std::shared_ptr<StagedModelImpl> StagedModelImpl::clone_model() const {
     copy->add_stage(names_[i], torch::nn::Sequential(stage));
   }
   copy->train(is_training());
+  copy->dtype_ = dtype_;
   return copy;
 }
 
@@ -120,6 +127,7 @@ StagedModel make_model(const ModelConfig& cfg, const ModelInput& input) {
     throw ConfigError("model.name: unknown model '" + cfg.name +
                       "'; valid choices: mlp, cnn, resnet18, revnet18, revnet34, revnet");
   }
+  if (cfg.dtype == "float64") model->set_dtype(torch::kDouble);
   return model;
 }
 

@@ -34,8 +34,14 @@ class StagedModelImpl : public torch::nn::Module {
 
   // Runs all stages.
   torch::Tensor forward(torch::Tensor x) { return forward_range(x, 0, num_stages()); }
-  // Runs stages [begin, end).
+  // Runs stages [begin, end). A floating-point input to stage 0 is converted to dtype() (the
+  // data is float32).
   torch::Tensor forward_range(torch::Tensor x, int64_t begin, int64_t end);
+
+  // The floating-point type of the parameters and buffers (model.dtype); set_dtype() converts
+  // them.
+  torch::ScalarType dtype() const { return dtype_; }
+  void set_dtype(torch::ScalarType dtype);
 
   // Parameters of stages [begin, end), in registration order.
   std::vector<torch::Tensor> parameters_of(int64_t begin, int64_t end) const;
@@ -53,6 +59,7 @@ class StagedModelImpl : public torch::nn::Module {
  private:
   std::vector<std::string> names_;
   std::vector<torch::nn::Sequential> stages_;
+  torch::ScalarType dtype_ = torch::kFloat;
 };
 TORCH_MODULE(StagedModel);
 

@@ -14,27 +14,35 @@ using testing::run_on_fake_world;
 using testing::tiny_config;
 
 // DDP on N ranks with local batch B equals one worker with batch N*B (same seed, same examples).
-void expect_ddp_matches_single(int64_t n, std::vector<std::string> extra) {
+void expect_ddp_matches_single(int64_t n, std::vector<std::string> extra,
+                               const testing::Precision& precision = testing::kFloat32) {
   const int64_t b = 8, steps = 6;
   std::vector<std::string> ddp_cfg = {
       "algorithm.name=\"ddp\"", "data.batch_size=" + std::to_string(b), "optimizer.momentum=0.9"};
   ddp_cfg.insert(ddp_cfg.end(), extra.begin(), extra.end());
+  ddp_cfg.insert(ddp_cfg.end(), precision.overrides.begin(), precision.overrides.end());
+  std::vector<std::string> single_cfg = {"data.batch_size=" + std::to_string(n * b),
+                                         "optimizer.momentum=0.9"};
+  single_cfg.insert(single_cfg.end(), precision.overrides.begin(), precision.overrides.end());
   Config ddp = tiny_config(ddp_cfg);
-  Config single =
-      tiny_config({"data.batch_size=" + std::to_string(n * b), "optimizer.momentum=0.9"});
+  Config single = tiny_config(single_cfg);
   DatasetSplits data = load_dataset(ddp.data, 0);
   auto d = run_on_fake_world(ddp, n, steps, data);
   auto s = run_on_fake_world(single, 1, steps, data);
   torch::Tensor ref = flat_params(s[0].model);
   for (int64_t r = 0; r < n; ++r) {
     torch::Tensor got = flat_params(d[r].model);
-    EXPECT_LT((got - ref).abs().max().item<double>(), 1e-5) << "N=" << n << " rank " << r;
+    EXPECT_LT((got - ref).abs().max().item<double>(), precision.tolerance)
+        << precision.name << " N=" << n << " rank " << r;
   }
 }
 
 TEST(Ddp, DdpMatchesSingleWorkerN2) { expect_ddp_matches_single(2, {}); }
 TEST(Ddp, DdpMatchesSingleWorkerN3) { expect_ddp_matches_single(3, {}); }
 TEST(Ddp, DdpMatchesSingleWorkerN4) { expect_ddp_matches_single(4, {}); }
+TEST(Ddp, DdpMatchesSingleWorkerInFloat64) {
+  for (int64_t n : {2, 3}) expect_ddp_matches_single(n, {}, testing::kFloat64);
+}
 
 TEST(Ddp, TinyBucketsMatchOneBigBucketAndNoOverlap) {
   // 1 KiB buckets (many), one 25 MiB bucket, and all-reduce after backward: same parameters.

@@ -19,19 +19,26 @@ using testing::run_on_fake_world;
 using testing::tiny_config;
 using testing::with;
 
-TEST(Zero1, Zero1MatchesDdpWithAdamW) {
-  for (int64_t n : {2, 3, 4}) {
+void expect_zero1_matches_ddp(const std::vector<int64_t>& worlds, const testing::Precision& p) {
+  for (int64_t n : worlds) {
     for (const char* clip : {"optimizer.grad_clip=0", "optimizer.grad_clip=0.5"}) {
-      Config ddp = tiny_config(with(kAdamW, {"algorithm.name=\"ddp\"", clip}));
-      Config zero = tiny_config(with(kAdamW, {"algorithm.name=\"zero1\"", clip}));
+      Config ddp = tiny_config(with(with(kAdamW, {"algorithm.name=\"ddp\"", clip}), p.overrides));
+      Config zero =
+          tiny_config(with(with(kAdamW, {"algorithm.name=\"zero1\"", clip}), p.overrides));
       DatasetSplits data = load_dataset(ddp.data, 0);
       auto a = run_on_fake_world(ddp, n, 10, data);
       auto b = run_on_fake_world(zero, n, 10, data);
       for (int64_t r = 0; r < n; ++r)
-        EXPECT_LT(max_diff(flat_params(a[r].model), flat_params(b[r].model)), 1e-5)
-            << "N=" << n << " rank " << r << " " << clip;
+        EXPECT_LT(max_diff(flat_params(a[r].model), flat_params(b[r].model)), p.tolerance)
+            << p.name << " N=" << n << " rank " << r << " " << clip;
     }
   }
+}
+
+TEST(Zero1, Zero1MatchesDdpWithAdamW) { expect_zero1_matches_ddp({2, 3, 4}, testing::kFloat32); }
+
+TEST(Zero1, Zero1MatchesDdpWithAdamWInFloat64) {
+  expect_zero1_matches_ddp({3, 4}, testing::kFloat64);
 }
 
 TEST(Zero1, OptimizerStateIsShardedPerRank) {

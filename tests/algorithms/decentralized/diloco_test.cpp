@@ -16,20 +16,27 @@ using testing::tiny_config;
 
 Diloco& diloco_of(testing::RankState& s) { return dynamic_cast<Diloco&>(*s.algorithm); }
 
-TEST(Diloco, DilocoH1EqualsDdp) {
-  // H = 1, inner SGD(lr beta), outer SGD(lr 1, no momentum): large-batch data parallel.
+// H = 1, inner SGD(lr beta), outer SGD(lr 1, no momentum): large-batch data parallel.
+void expect_diloco_h1_equals_ddp(const testing::Precision& p) {
   for (int64_t n : {2, 4}) {
-    Config diloco =
-        tiny_config({"algorithm.name=\"diloco\"", "algorithm.local_steps=1", "algorithm.outer_lr=1",
-                     "algorithm.outer_momentum=0", "data.batch_size=8"});
-    Config ddp = tiny_config({"algorithm.name=\"ddp\"", "data.batch_size=8"});
+    std::vector<std::string> d = {"algorithm.name=\"diloco\"", "algorithm.local_steps=1",
+                                  "algorithm.outer_lr=1", "algorithm.outer_momentum=0",
+                                  "data.batch_size=8"};
+    std::vector<std::string> s = {"algorithm.name=\"ddp\"", "data.batch_size=8"};
+    d.insert(d.end(), p.overrides.begin(), p.overrides.end());
+    s.insert(s.end(), p.overrides.begin(), p.overrides.end());
+    Config diloco = tiny_config(d), ddp = tiny_config(s);
     DatasetSplits data = load_dataset(ddp.data, 0);
     auto a = run_on_fake_world(diloco, n, 6, data);
     auto b = run_on_fake_world(ddp, n, 6, data);
     for (int64_t r = 0; r < n; ++r)
-      EXPECT_LT(max_diff(flat_params(a[r].model), flat_params(b[r].model)), 1e-5) << "N=" << n;
+      EXPECT_LT(max_diff(flat_params(a[r].model), flat_params(b[r].model)), p.tolerance)
+          << p.name << " N=" << n;
   }
 }
+
+TEST(Diloco, DilocoH1EqualsDdp) { expect_diloco_h1_equals_ddp(testing::kFloat32); }
+TEST(Diloco, DilocoH1EqualsDdpInFloat64) { expect_diloco_h1_equals_ddp(testing::kFloat64); }
 
 TEST(Diloco, OuterSgdLr1IsFedAvg) {
   // After a round with outer SGD(lr 1, no momentum), theta = mean_i theta_i,end. The local

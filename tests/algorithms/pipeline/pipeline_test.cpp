@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <ostream>
 
 #include "algorithms/fake_run.h"
@@ -105,7 +106,11 @@ TEST(Pipeline, DeclaresThatRankZeroReadsOneAccumulationPerStep) {
 
 // GPipe and 1F1B equal sequential backprop with accumulation over M micro-batches.
 void expect_pipeline_equals_single(const std::string& schedule, int64_t j, int64_t m,
-                                   std::vector<std::string> model) {
+                                   std::vector<std::string> model,
+                                   const testing::Precision& precision = testing::kFloat32) {
+  // float32 holds to 1e-6 here (few steps), float64 to 1e-10.
+  const double tolerance = std::min(1e-6, precision.tolerance);
+  model.insert(model.end(), precision.overrides.begin(), precision.overrides.end());
   std::vector<std::string> p = {"algorithm.name=\"pipeline\"",
                                 "algorithm.schedule=\"" + schedule + "\"",
                                 "algorithm.accumulation=" + std::to_string(m)};
@@ -116,10 +121,10 @@ void expect_pipeline_equals_single(const std::string& schedule, int64_t j, int64
   DatasetSplits data = load_dataset(pipe.data, 0);
   auto ranks = run_on_fake_world(pipe, j, 4, data);
   auto ref = run_on_fake_world(single, 1, 4, data);
-  EXPECT_LT(max_diff(pipeline_params(ranks), flat_params(ref[0].model)), 1e-6)
-      << schedule << " J=" << j << " M=" << m;
+  EXPECT_LT(max_diff(pipeline_params(ranks), flat_params(ref[0].model)), tolerance)
+      << precision.name << " " << schedule << " J=" << j << " M=" << m;
   for (size_t t = 0; t < ref[0].losses.size(); ++t)
-    EXPECT_NEAR(ranks[j - 1].losses[t], ref[0].losses[t], 1e-6);
+    EXPECT_NEAR(ranks[j - 1].losses[t], ref[0].losses[t], tolerance);
   EXPECT_EQ(stat(ranks[0], "peak_in_flight_micro_batches"),
             schedule == "gpipe" ? m : std::min(j, m));
 }
@@ -132,6 +137,11 @@ TEST(Pipeline, GpipeEqualsSingleProcess) {
 TEST(Pipeline, OneFOneBEqualsSingleProcess) {
   for (int64_t j : {2, 4})
     for (int64_t m : {1, 4, 8}) expect_pipeline_equals_single("1f1b", j, m, mlp4({}));
+}
+
+TEST(Pipeline, GpipeAndOneFOneBEqualSingleProcessInFloat64) {
+  for (const char* schedule : {"gpipe", "1f1b"})
+    expect_pipeline_equals_single(schedule, 4, 4, mlp4({}), testing::kFloat64);
 }
 
 TEST(Pipeline, BatchNormModelAndClippingMatchSingleProcess) {

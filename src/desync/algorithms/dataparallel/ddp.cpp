@@ -79,8 +79,8 @@ void GradReducer::launch_ready_in_order() {
   while (next_launch_ < num_buckets() &&
          buckets_[next_launch_].ready == buckets_[next_launch_].params) {
     Bucket& b = buckets_[next_launch_];
-    b.work = comm_.all_reduce_async(flat_.grads_flat().narrow(0, b.begin, b.end - b.begin),
-                                    opts_.comm_dtype);
+    torch::Tensor grads = flat_.grads_flat().narrow(0, b.begin, b.end - b.begin);
+    b.work = comm_.all_reduce_async(grads, opts_.comm_dtype.value_or(grads.scalar_type()));
     ++next_launch_;
   }
 }
@@ -138,8 +138,9 @@ void Ddp::load(const Archive& archive) { load_optimizer(*optimizer_, archive); }
 AlgorithmReport Ddp::report() const {
   MemoryReport memory = model_state_memory(*flat_, *optimizer_);
   int64_t comm_buffers = 0;
-  if (opts_.comm_dtype != torch::kFloat32)  // low-precision copy + received chunks
-    comm_buffers = 2 * flat_->padded_numel() * c10::elementSize(opts_.comm_dtype);
+  if (opts_.comm_dtype && *opts_.comm_dtype != flat_->grads_flat().scalar_type())
+    // the narrower copy and the received chunks
+    comm_buffers = 2 * flat_->padded_numel() * c10::elementSize(*opts_.comm_dtype);
   memory.emplace_back("comm_buffers", comm_buffers);
   return {.memory = memory};
 }

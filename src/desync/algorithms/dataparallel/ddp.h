@@ -18,11 +18,13 @@
 // index order, so every rank issues the same collectives in the same order.
 //
 // Options ([algorithm]): bucket_cap_mb (25), first_bucket_mb (1), broadcast_buffers (true),
-// find_unused_parameters (false), comm_dtype ("float32" | "bfloat16" | "float16"; low precision
-// is summed in fp32), overlap (true; false = all-reduce after backward, for comparison).
+// find_unused_parameters (false), comm_dtype ("full" = the gradients' precision | "float32" |
+// "bfloat16" | "float16"; a narrower type is summed in the gradients' precision), overlap (true;
+// false = all-reduce after backward, for comparison).
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "desync/algorithms/algorithm.h"
@@ -34,7 +36,7 @@ struct DdpOptions {
   double first_bucket_mb = 1.0;
   bool broadcast_buffers = true;
   bool find_unused_parameters = false;
-  torch::ScalarType comm_dtype = torch::kFloat32;
+  std::optional<torch::ScalarType> comm_dtype;  // nullopt: the gradients' own precision
   bool overlap = true;
 };
 

@@ -43,10 +43,8 @@ void Diloco::outer_step(Context& ctx) {
   torch::sub_out(delta_, global_, local);  // Delta_i = theta - theta_i
   {
     TraceSpan span("pseudo_gradient_all_reduce", "comm");
-    if (opts_.outer_comm_dtype == torch::kFloat32)
-      ctx.comm.all_reduce(delta_);
-    else
-      ctx.comm.all_reduce_async(delta_, opts_.outer_comm_dtype)->wait();
+    ctx.comm.all_reduce_async(delta_, opts_.outer_comm_dtype.value_or(delta_.scalar_type()))
+        ->wait();
   }
   delta_.div_(static_cast<double>(ctx.comm.world_size()));
   {

@@ -13,10 +13,11 @@
 // The model evaluated is the global copy theta. A run whose step count is not a multiple of H
 // ends with a partial round that theta does not include.
 // Options: local_steps (H, 500), outer_lr (0.7), outer_momentum (0.9), outer_nesterov (true),
-// outer_comm_dtype ("float32" | "bfloat16" | "float16").
+// outer_comm_dtype ("full" = the parameters' precision | "float32" | "bfloat16" | "float16").
 #pragma once
 
 #include <memory>
+#include <optional>
 
 #include "desync/algorithms/algorithm.h"
 #include "desync/algorithms/decentralized/gossip.h"
@@ -28,7 +29,7 @@ struct DilocoOptions {
   double outer_lr = 0.7;
   double outer_momentum = 0.9;
   bool outer_nesterov = true;
-  torch::ScalarType outer_comm_dtype = torch::kFloat32;
+  std::optional<torch::ScalarType> outer_comm_dtype;  // nullopt: the parameters' precision
 };
 
 class Diloco : public Algorithm {

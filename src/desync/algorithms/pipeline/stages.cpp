@@ -162,12 +162,13 @@ BufferSnapshot::~BufferSnapshot() {
 
 PipeLink::PipeLink(Communicator& comm, std::vector<int64_t> in_shape,
                    std::vector<int64_t> out_shape, std::vector<int64_t> label_shape,
-                   bool backward_carries_x)
+                   bool backward_carries_x, torch::ScalarType dtype)
     : comm_(comm),
       in_shape_(std::move(in_shape)),
       out_shape_(std::move(out_shape)),
       label_shape_(std::move(label_shape)),
-      backward_carries_x_(backward_carries_x) {}
+      backward_carries_x_(backward_carries_x),
+      dtype_(torch::TensorOptions().dtype(dtype)) {}
 
 void PipeLink::send(const torch::Tensor& t, int64_t dst, int64_t tag) {
   torch::Tensor c = t.detach().contiguous();
@@ -197,7 +198,7 @@ PipeMessage PipeLink::recv_forward(int64_t id) {
   recv_header(src, kForwardHeader, id, "activation");
   PipeMessage m;
   m.id = id;
-  m.x = torch::empty(in_shape_);
+  m.x = torch::empty(in_shape_, dtype_);
   m.labels = torch::empty(label_shape_, torch::kInt64);
   comm_.recv(m.x, src, kForwardX);
   comm_.recv(m.labels, src, kForwardLabels);
@@ -217,10 +218,10 @@ PipeMessage PipeLink::recv_backward(int64_t id) {
   PipeMessage m;
   m.id = id;
   if (backward_carries_x_) {
-    m.x = torch::empty(out_shape_);
+    m.x = torch::empty(out_shape_, dtype_);
     comm_.recv(m.x, src, kBackwardX);
   }
-  m.grad = torch::empty(out_shape_);
+  m.grad = torch::empty(out_shape_, dtype_);
   comm_.recv(m.grad, src, kBackwardGrad);
   return m;
 }
@@ -244,7 +245,8 @@ std::unique_ptr<PipeLink> make_pipe_link(Context& ctx, StageRange mine, bool bac
       take_range(ctx.batches.dataset(), 0, ctx.batches.batch_size(), ctx.config.data.normalize);
   auto shapes = boundary_shapes(ctx.model, probe.inputs);
   return std::make_unique<PipeLink>(ctx.comm, shapes[mine.begin], shapes[mine.end],
-                                    probe.targets.sizes().vec(), backward_carries_x);
+                                    probe.targets.sizes().vec(), backward_carries_x,
+                                    ctx.model->dtype());
 }
 
 }  // namespace desync

@@ -98,9 +98,11 @@ struct PipeMessage {
 class PipeLink {
  public:
   // `in_shape`: this rank's input activation; `out_shape`: its output; `labels`: a label batch.
-  // `backward_carries_x`: backward messages carry the rebuilt activation as well.
+  // `backward_carries_x`: backward messages carry the rebuilt activation as well. Activations
+  // and gradients are of type `dtype` (the model's).
   PipeLink(Communicator& comm, std::vector<int64_t> in_shape, std::vector<int64_t> out_shape,
-           std::vector<int64_t> label_shape, bool backward_carries_x);
+           std::vector<int64_t> label_shape, bool backward_carries_x,
+           torch::ScalarType dtype = torch::kFloat);
 
   void send_forward(const PipeMessage& m);   // to rank + 1
   PipeMessage recv_forward(int64_t id);      // from rank - 1; checks the id
@@ -118,6 +120,7 @@ class PipeLink {
   Communicator& comm_;
   std::vector<int64_t> in_shape_, out_shape_, label_shape_;
   bool backward_carries_x_;
+  torch::TensorOptions dtype_;
   std::deque<std::pair<std::shared_ptr<Work>, torch::Tensor>> pending_;
   size_t older_ = 0;  // pending sends issued before the last wait_older_sends()
 };

@@ -34,7 +34,9 @@ const std::vector<AlgorithmInfo>& algorithm_registry() {
       {"zero1", "dataparallel",
        "ZeRO-1: optimizer state sharded; reduce-scatter, shard update, all-gather", make_zero1},
       {"dpu", "dataparallel",
-       "delayed parameter update: step t's update overlaps step t+1's gradients", make_dpu},
+       "delayed parameter update: step t's update overlaps step t+1's gradients, after "
+       "n_warmup = 50 ordinary steps",
+       make_dpu},
       {"acco", "dataparallel",
        "ACCO: estimate/real rounds hide sharded communication behind accumulation", make_acco},
       {"diloco", "decentralized",
@@ -182,11 +184,12 @@ SectionReader algorithm_options(const AlgorithmConfig& cfg) {
   return r;
 }
 
-torch::ScalarType comm_dtype_option(SectionReader& r, const char* key) {
-  std::string v = r.get_choice(key, "float32", {"float32", "bfloat16", "float16"});
+std::optional<torch::ScalarType> comm_dtype_option(SectionReader& r, const char* key) {
+  std::string v = r.get_choice(key, "full", {"full", "float32", "bfloat16", "float16"});
   if (v == "bfloat16") return torch::kBFloat16;
   if (v == "float16") return torch::kHalf;
-  return torch::kFloat32;
+  if (v == "float32") return torch::kFloat32;
+  return std::nullopt;
 }
 
 }  // namespace desync

@@ -28,6 +28,25 @@ TEST(Dpu, LongWarmupEqualsZero1) {
   EXPECT_LT(max_diff(flat_params(a[0].model), flat_params(b[0].model)), 1e-6);
 }
 
+TEST(Dpu, DefaultsToTheSpecsFiftyWarmUpSteps) {
+  // Without n_warmup, steps 0..49 are ordinary ZeRO-1 steps and step 50 bootstraps with the
+  // gradient at theta_50 (still ZeRO-1's update): 51 steps equal ZeRO-1 (49 warm-up steps would
+  // delay step 50), and step 51, the first delayed one, differs.
+  Config zero = tiny_config(with(kAdamW, {"algorithm.name=\"zero1\""}));
+  Config dpu = tiny_config(with(kAdamW, {"algorithm.name=\"dpu\""}));
+  DatasetSplits data = load_dataset(zero.data, 0);
+  for (int64_t steps : {kDpuDefaultWarmup + 1, kDpuDefaultWarmup + 2}) {
+    auto a = run_on_fake_world(zero, 2, steps, data);
+    auto b = run_on_fake_world(dpu, 2, steps, data);
+    const double d = max_diff(flat_params(a[0].model), flat_params(b[0].model));
+    if (steps == kDpuDefaultWarmup + 1)
+      EXPECT_LT(d, 1e-6) << steps << " steps";
+    else
+      EXPECT_GT(d, 1e-6) << steps << " steps";
+  }
+  EXPECT_EQ(kDpuDefaultWarmup, 50);
+}
+
 // One process, batch N*B, running theta_{t+1} = Opt(theta_t, g(theta_{t-1})) after w warm-up steps.
 torch::Tensor serial_dpu(const Config& cfg, const DatasetSplits& data, int64_t n, int64_t steps,
                          int64_t warmup) {

@@ -8,7 +8,7 @@ namespace desync {
 
 std::unique_ptr<Algorithm> make_dpu(const AlgorithmConfig& cfg) {
   SectionReader r = algorithm_options(cfg);
-  int64_t n_warmup = r.get("n_warmup", int64_t{0}, 0);
+  int64_t n_warmup = r.get("n_warmup", kDpuDefaultWarmup, 0);
   r.finish();
   return std::make_unique<Dpu>(cfg.accumulation, n_warmup);
 }

@@ -13,7 +13,8 @@
 // The communication and the optimizer step are hidden behind the next step's gradients, at the
 // price of a gradient one step stale. The comm thread has its own channel (CommThread "dpu");
 // warm-up steps communicate on the training thread's ctx.comm.
-// Options: n_warmup (0).
+// Options: n_warmup (kDpuDefaultWarmup = 50: the spec's fine-tuning warm-up; its pretraining
+// runs use 1000; 0 is the degraded variant without warm-up).
 #pragma once
 
 #include <memory>
@@ -23,6 +24,8 @@
 #include "desync/comm/comm_thread.h"
 
 namespace desync {
+
+inline constexpr int64_t kDpuDefaultWarmup = 50;
 
 class Dpu : public Algorithm {
  public:

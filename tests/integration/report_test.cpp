@@ -207,5 +207,39 @@ TEST(Report, TracesNameAlgorithmPhasesOnEveryRank) {
   }
 }
 
+TEST(Report, InFlightEqualsWaitingPlusOverlappedInEveryFamily) {
+  // docs/observability.md defines the time figures once for every algorithm: communication in
+  // flight (the trace's comm spans, all threads), waiting (the Communicator's timers on the
+  // training thread) and overlapped (in flight while the training thread did not wait). In
+  // flight = waiting + overlapped, up to evaluation's communication and timer-to-span skew.
+  const std::vector<std::pair<std::string, std::string>> runs = {
+      {"ddp", "--set algorithm.name=ddp --set algorithm.bucket_cap_mb=0.001"},
+      {"zero1", "--set algorithm.name=zero1"},
+      {"dpu", "--set algorithm.name=dpu --set algorithm.n_warmup=3"},
+      {"acco", "--set algorithm.name=acco"},
+      {"diloco", "--set algorithm.name=diloco --set algorithm.local_steps=5"},
+      {"dpsgd", "--set algorithm.name=dpsgd"},
+      {"adpsgd", "--set algorithm.name=adpsgd"},
+      {"gasloc", "--set algorithm.name=gasloc --set algorithm.local_steps=5"},
+      {"1f1b", "--set algorithm.name=pipeline --set algorithm.accumulation=4"},
+      {"pipedream", "--set algorithm.name=pipedream --set algorithm.accumulation=4"}};
+  testing::TempDir dir;
+  for (const auto& [name, args] : runs) {
+    auto r = train(dir, name, "--workers 2 --set eval.every=0 " + args);
+    ASSERT_EQ(r.status, 0) << name << ": " << r.output;
+    nlohmann::json s = nlohmann::json::parse(testing::read_file(dir.file(name + "/summary.json")));
+    for (int rank : {0, 1}) {
+      const double in_flight = s["comm_in_flight_seconds"][rank].get<double>();
+      const double waiting = s["comm_wait_seconds"][rank].get<double>();
+      const double overlapped = s["overlapped_comm_seconds"][rank].get<double>();
+      EXPECT_GT(in_flight, 0.0) << name << " rank " << rank;
+      EXPECT_GE(overlapped, 0.0) << name << " rank " << rank;
+      EXPECT_NEAR(in_flight, waiting + overlapped, 0.02 + 0.05 * in_flight)
+          << name << " rank " << rank << ": in flight " << in_flight << " s, waiting " << waiting
+          << " s, overlapped " << overlapped << " s";
+    }
+  }
+}
+
 }  // namespace
 }  // namespace desync

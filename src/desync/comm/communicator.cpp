@@ -208,6 +208,7 @@ void Communicator::barrier() {
     stats_.wait_seconds += static_cast<double>(t1 - t0) * 1e-6;
   }
   Tracer::instance().span("barrier", "wait", t0, t1);
+  Tracer::instance().span("barrier", "comm", t0, t1, 0);
 }
 
 std::shared_ptr<Communicator> Communicator::split(const std::string& name, Caller caller) {

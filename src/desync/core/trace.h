@@ -47,6 +47,11 @@ class Tracer {
   // Seconds in [begin_us, end_us) during which at least one span of `category` was open, on any
   // thread (for "comm": the time some communication call was in flight).
   double busy_seconds(const char* category, int64_t begin_us, int64_t end_us) const;
+  // Seconds in [begin_us, end_us) during which at least one span of `category` was open on any
+  // thread while the calling thread had no span of `occupied` open (for "comm" and "wait": the
+  // time communication was in flight while the training thread did not wait for it).
+  double busy_seconds_unless(const char* category, const char* occupied, int64_t begin_us,
+                             int64_t end_us) const;
 
  private:
   struct Event {

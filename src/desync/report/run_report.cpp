@@ -53,7 +53,9 @@ algorithm Gloo uses (ring all-reduce 2(N&minus;1)/N&middot;size, &hellip;; see d
 cumulative, sampled at every logged step; evaluation traffic is not counted.</li>
 <li><b>Communication in flight</b>: the union over all threads of the spans from a communication call's
 issue to its completion. <b>Waiting</b>: time the training thread was blocked on a call or on a
-background communication thread (the trace's <code>wait</code> spans).</li>
+background communication thread (the trace's <code>wait</code> spans). <b>Overlapped</b>: time
+communication was in flight while the training thread was not waiting; in flight = waiting +
+overlapped.</li>
 <li><b>Utilisation</b>: each rank's run time (from the start of its set-up to the summary), split on its
 training thread by the trace's spans: compute (forward/backward), optimizer, waiting, evaluation and checkpoints; the rest
 (start-up, data set loading, logging, gaps between spans) is <i>other</i>. Where spans nest, the outer

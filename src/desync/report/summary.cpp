@@ -108,7 +108,7 @@ void add_rank_figures(nlohmann::json& summary, Communicator& comm, const RankFig
       {"bytes_sent", static_cast<double>(mine.training.bytes_sent)},
       {"bytes_received", static_cast<double>(mine.training.bytes_received)},
       {"comm_wait_seconds", mine.comm_time.blocked},
-      {"overlapped_comm_seconds", mine.comm_time.overlapped},
+      {"overlapped_comm_seconds", mine.comm_overlapped_seconds},
       {"peak_rss_bytes", static_cast<double>(mine.peak_rss_bytes)},
       {"comm_in_flight_seconds", mine.comm_in_flight_seconds},
       {"eval_bytes_sent", static_cast<double>(mine.eval_bytes_sent)},

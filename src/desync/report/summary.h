@@ -23,6 +23,8 @@ struct RankFigures {
   CommTime comm_time;                   // blocked / overlapped / idle, training channels
   int64_t eval_bytes_sent = 0;          // evaluation traffic
   double comm_in_flight_seconds = 0.0;  // some communication call was in flight
+  // some communication call was in flight while the training thread was not waiting
+  double comm_overlapped_seconds = 0.0;
   int64_t peak_rss_bytes = 0;
   AlgorithmReport algorithm;    // memory by buffer and counts (same names on every rank)
   double window_seconds = 0.0;  // the time the breakdown covers

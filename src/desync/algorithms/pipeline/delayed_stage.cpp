@@ -169,6 +169,7 @@ std::vector<double> TickSimulator::run(const std::vector<MicroBatch>& batches,
       bwd_.back().emplace_back(s, b);
       if (s > 0) next_bwd[s - 1] = out;
     }
+    if (before_updates_) before_updates_(t);
     for (auto& stage : stages_) stage->end_tick(lr(t / k_));
     fwd_mail = std::move(next_fwd);
     bwd_mail = std::move(next_bwd);

@@ -149,6 +149,10 @@ class TickSimulator {
   std::vector<double> run(const std::vector<MicroBatch>& batches,
                           const std::function<double(int64_t step)>& lr);
 
+  // Called in every tick after the forwards and backwards and before the updates (with k = 1, a
+  // stage's gradients are then those of the one micro-batch it finished in that tick).
+  void set_before_updates(std::function<void(int64_t tick)> f) { before_updates_ = std::move(f); }
+
   DelayedStage& stage(int64_t s) { return *stages_.at(s); }
   // For every tick, the (stage, micro-batch) pairs whose forward / backward ran.
   const std::vector<std::vector<std::pair<int64_t, int64_t>>>& forwards() const { return fwd_; }
@@ -157,6 +161,7 @@ class TickSimulator {
  private:
   std::vector<std::unique_ptr<DelayedStage>> stages_;
   int64_t k_;
+  std::function<void(int64_t)> before_updates_;
   std::vector<std::vector<std::pair<int64_t, int64_t>>> fwd_, bwd_;
 };
 

@@ -5,7 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
+#include <functional>
 #include <thread>
 
 #include "algorithms/dataparallel/sharded_job.h"
@@ -16,16 +18,21 @@
 namespace desync {
 namespace {
 
+using testing::FakeRunOptions;
 using testing::flat_params;
 using testing::kAdamW;
 using testing::max_diff;
+using testing::RankState;
 using testing::run_on_fake_world;
 using testing::tiny_config;
 using testing::with;
 
 // One process, batch N*B, running ACCO's two rounds literally, without threads or shards.
+// `after_real_step(t, theta, optimizer)`, if given, sees the master and the optimizer after real
+// step t.
+using RealStepHook = std::function<void(int64_t t, const torch::Tensor& theta, Optimizer& opt)>;
 torch::Tensor serial_acco(const Config& cfg, const DatasetSplits& data, int64_t n, int64_t steps,
-                          int64_t n_acc) {
+                          int64_t n_acc, const RealStepHook& after_real_step = nullptr) {
   torch::manual_seed(0);
   StagedModel model = make_model(cfg.model, ModelInput{data.train.example_shape(), 10});
   MicroBatchSource batches(data.train, cfg.data.batch_size * n, 0, 1, 0, TransformOptions{});
@@ -70,6 +77,7 @@ torch::Tensor serial_acco(const Config& cfg, const DatasetSplits& data, int64_t 
     p.params_flat().copy_(theta);
     b_grad.copy_(p.grads_flat());
     count = c;
+    if (after_real_step) after_real_step(t, theta, *opt);
   }
   return p.params_flat().clone();
 }
@@ -83,6 +91,69 @@ TEST(Acco, FixedCountMatchesSerialTwoRoundRecurrence) {
     torch::Tensor ref = serial_acco(acco, data, n, 5, 2);
     for (int64_t r = 0; r < n; ++r)
       EXPECT_LT(max_diff(flat_params(a[r].model), ref), 1e-5) << "N=" << n << " rank " << r;
+  }
+}
+
+// The tensors of `archive` whose names start with `prefix` and end with `suffix`, concatenated in
+// the archive's (insertion) order.
+torch::Tensor concat_named(const Archive& archive, const std::string& prefix,
+                           const std::string& suffix) {
+  std::vector<torch::Tensor> parts;
+  for (const std::string& name : archive.names())
+    if (name.rfind(prefix, 0) == 0 && name.size() >= prefix.size() + suffix.size() &&
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+      parts.push_back(archive.tensor(name).reshape({-1}));
+  return parts.empty() ? torch::Tensor() : torch::cat(parts);
+}
+
+TEST(Acco, AccoEstimateRoundLeavesNoTraceOnTheMasterOrAdamWStateInRealRounds) {
+  // Threaded ACCO's real rounds, N = 2: after every step t, each rank's master shard and its
+  // AdamW state (step count, exp_avg, exp_avg_sq) are those of a serial run that restores the
+  // master and the state after each tentative step: the count is t + 1 real steps, not 2(t + 1)
+  // steps, and the real step starts from theta_t, not from the estimate theta~_{t+1}.
+  const int64_t n = 2, steps = 3;
+  Config cfg = tiny_config(with(kAdamW, {"algorithm.name=\"acco\"", "algorithm.fixed_count=true",
+                                         "algorithm.accumulation=1"}));
+  DatasetSplits data = load_dataset(cfg.data, 0);
+  std::vector<std::vector<Archive>> saved(steps, std::vector<Archive>(n));
+  FakeRunOptions opts;
+  opts.after_step = [&](int64_t r, int64_t t, RankState& s) {
+    Archive archive;  // a fresh one: copies of an Archive share their contents
+    s.algorithm->save(archive);
+    saved[t][r] = archive;
+  };
+  run_on_fake_world(cfg, n, steps, data, opts);
+
+  std::vector<torch::Tensor> theta(steps), exp_avg(steps), exp_avg_sq(steps);
+  std::vector<int64_t> count(steps);
+  serial_acco(cfg, data, n, steps, 1, [&](int64_t t, const torch::Tensor& th, Optimizer& opt) {
+    theta[t] = th.clone();
+    for (auto& [name, state] : opt.state()) {
+      if (name == "step") count[t] = state.item<int64_t>();
+      if (name == "all.exp_avg") exp_avg[t] = state.clone();
+      if (name == "all.exp_avg_sq") exp_avg_sq[t] = state.clone();
+    }
+  });
+  for (int64_t t = 0; t < steps; ++t) {
+    ASSERT_EQ(count[t], t + 1);
+    for (int64_t r = 0; r < n; ++r) {
+      const Archive& a = saved[t][r];
+      torch::Tensor master = a.tensor("shard.master");
+      const int64_t size = master.numel(), begin = r * size;
+      const int64_t len = std::min<int64_t>(size, theta[t].numel() - begin);  // less the padding
+      EXPECT_EQ(a.tensor("shard.optimizer.step").item<int64_t>(), t + 1) << "step " << t;
+      EXPECT_LT(max_diff(master.narrow(0, 0, len), theta[t].narrow(0, begin, len)), 1e-5)
+          << "step " << t << " rank " << r;
+      torch::Tensor m = concat_named(a, "shard.optimizer.", ".exp_avg");
+      torch::Tensor v = concat_named(a, "shard.optimizer.", ".exp_avg_sq");
+      ASSERT_EQ(m.numel(), len);
+      ASSERT_EQ(v.numel(), len);
+      // Moments to 1e-5 of their largest value (the serial run sums the gradients differently).
+      torch::Tensor m_ref = exp_avg[t].narrow(0, begin, len);
+      torch::Tensor v_ref = exp_avg_sq[t].narrow(0, begin, len);
+      EXPECT_LT(max_diff(m, m_ref), 1e-5 * m_ref.abs().max().item<double>()) << "step " << t;
+      EXPECT_LT(max_diff(v, v_ref), 1e-5 * v_ref.abs().max().item<double>()) << "step " << t;
+    }
   }
 }
 

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <future>
 #include <random>
 #include <thread>
 
@@ -11,12 +13,34 @@ namespace desync {
 namespace {
 
 using testing::FakeRunOptions;
+using testing::flat_params;
+using testing::max_diff;
 using testing::perturb_by_rank;
 using testing::RankState;
 using testing::run_on_fake_world;
 using testing::tiny_config;
 
 Adpsgd& adpsgd_of(RankState& s) { return dynamic_cast<Adpsgd&>(*s.algorithm); }
+
+// The gradient of the mean cross-entropy of `mb` at the flat parameters `x`, computed on a fresh
+// model (not the one the algorithm trained).
+torch::Tensor gradient_at(const Config& cfg, const DatasetSplits& data, const torch::Tensor& x,
+                          const MicroBatch& mb) {
+  StagedModel model = make_model(cfg.model, {data.train.example_shape(), data.train.num_classes});
+  int64_t offset = 0;
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->parameters()) {
+      p.copy_(x.narrow(0, offset, p.numel()).view(p.sizes()));
+      offset += p.numel();
+    }
+  }
+  EXPECT_EQ(offset, x.numel());
+  torch::nn::functional::cross_entropy(model->forward(mb.inputs), mb.targets).backward();
+  std::vector<torch::Tensor> g;
+  for (auto& p : model->parameters()) g.push_back(p.grad().reshape({-1}).clone());
+  return torch::cat(g);
+}
 
 TEST(Adpsgd, OneAveragingLeavesBothEndsAtTheMeanAndThenTheGradientStep) {
   // The event (i, j, g): x_i = (x_i + x_j)/2 - gamma*g and x_j = (x_i + x_j)/2.
@@ -38,6 +62,66 @@ TEST(Adpsgd, OneAveragingLeavesBothEndsAtTheMeanAndThenTheGradientStep) {
   torch::Tensor mid = (x0 + x1) / 2;
   EXPECT_LT((a - mid.sub(g, gamma)).abs().max().item<double>(), 1e-7);
   EXPECT_TRUE(torch::equal(b, mid));
+}
+
+TEST(Adpsgd, AdpsgdStepTakesTheGradientBeforeAveragingByHalvesAndAppliesItAfter) {
+  // The real step() on two ranks (0 active, 1 passive), its events put in a fixed order:
+  //   rank 0 step 0: a1 = (x0 + x1)/2 - gamma g_0(x0)    rank 1: b1 = (x0 + x1)/2
+  //   rank 1 step 0: b2 = b1 - gamma g_1(b1)
+  //   rank 0 step 1: a2 = (a1 + b2)/2 - gamma g_0(a1)     rank 1: b3 = (a1 + b2)/2
+  // with g_r(x) the gradient of rank r's next micro-batch at x, recomputed on a fresh model.
+  const int64_t n = 2;
+  const double gamma = 0.1;
+  Config cfg = tiny_config({"algorithm.name=\"adpsgd\"", "data.batch_size=8", "optimizer.lr=0.1"});
+  cfg.run.steps = 2;
+  DatasetSplits data = load_dataset(cfg.data, 0);
+  std::vector<RunParts> parts;
+  std::vector<torch::Tensor> x0;
+  for (int64_t r = 0; r < n; ++r) {
+    parts.push_back(assemble_run(cfg, data, r, n));
+    perturb_by_rank(r, parts[r].model);
+    x0.push_back(flat_params(parts[r].model));
+  }
+  torch::Tensor a1, a2, b1, b2, b3;
+  std::promise<void> active_stepped, passive_stepped;
+  std::shared_future<void> active_done = active_stepped.get_future().share();
+  std::shared_future<void> passive_done = passive_stepped.get_future().share();
+  auto fake = FakeWorld::create(n);
+  fake->run([&](int64_t r, Communicator& comm) {
+    Context ctx = make_context(cfg, comm, parts[r]);
+    Adpsgd& algorithm = dynamic_cast<Adpsgd&>(*parts[r].algorithm);
+    algorithm.setup(ctx);
+    if (r == 0) {
+      ctx.step = 0;
+      algorithm.step(ctx);
+      a1 = algorithm.parameters();
+      active_stepped.set_value();
+      ASSERT_EQ(passive_done.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+      ctx.step = 1;
+      algorithm.step(ctx);
+      a2 = algorithm.parameters();
+    } else {
+      ASSERT_EQ(active_done.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+      b1 = algorithm.parameters();
+      ctx.step = 0;
+      algorithm.step(ctx);
+      b2 = algorithm.parameters();
+      passive_stepped.set_value();
+    }
+    algorithm.finish(ctx);
+    if (r == 1) b3 = algorithm.parameters();
+  });
+  std::vector<std::unique_ptr<MicroBatchSource>> batches;  // each rank's stream, from the start
+  for (int64_t r = 0; r < n; ++r) batches.push_back(assemble_run(cfg, data, r, n).batches);
+  torch::Tensor mid0 = (x0[0] + x0[1]) / 2;
+  torch::Tensor a1_expected = mid0 - gamma * gradient_at(cfg, data, x0[0], batches[0]->next());
+  EXPECT_LT(max_diff(b1, mid0), 1e-7);
+  EXPECT_LT(max_diff(a1, a1_expected), 1e-6);
+  torch::Tensor b2_expected = b1 - gamma * gradient_at(cfg, data, b1, batches[1]->next());
+  EXPECT_LT(max_diff(b2, b2_expected), 1e-6);
+  torch::Tensor mid1 = (a1 + b2) / 2;
+  EXPECT_LT(max_diff(b3, mid1), 1e-7);
+  EXPECT_LT(max_diff(a2, mid1 - gamma * gradient_at(cfg, data, a1, batches[0]->next())), 1e-6);
 }
 
 TEST(Adpsgd, PairwiseAveragingPreservesTheSumAndReachesConsensus) {

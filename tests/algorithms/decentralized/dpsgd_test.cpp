@@ -28,6 +28,26 @@ double consensus_distance(const std::vector<torch::Tensor>& xs) {
   return std::sqrt(d);
 }
 
+// The gradient of the mean cross-entropy of `mb` at the flat parameters `x`, computed on a fresh
+// model (not the one the algorithm trained).
+torch::Tensor gradient_at(const Config& cfg, const DatasetSplits& data, const torch::Tensor& x,
+                          const MicroBatch& mb) {
+  StagedModel model = make_model(cfg.model, {data.train.example_shape(), data.train.num_classes});
+  int64_t offset = 0;
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->parameters()) {
+      p.copy_(x.narrow(0, offset, p.numel()).view(p.sizes()));
+      offset += p.numel();
+    }
+  }
+  EXPECT_EQ(offset, x.numel());
+  torch::nn::functional::cross_entropy(model->forward(mb.inputs), mb.targets).backward();
+  std::vector<torch::Tensor> g;
+  for (auto& p : model->parameters()) g.push_back(p.grad().reshape({-1}).clone());
+  return torch::cat(g);
+}
+
 std::vector<torch::Tensor> initial_params(const Config& cfg, int64_t n) {
   DatasetSplits data = load_dataset(cfg.data, 0);
   FakeRunOptions perturbed;
@@ -79,6 +99,35 @@ TEST(Dpsgd, AverageIterateFollowsTheMeanGradient) {
     torch::Tensor got = torch::stack(after[t]).mean(0);
     EXPECT_LT(max_diff(got, expected), 1e-6) << "step " << t;
     mean = got;
+  }
+}
+
+TEST(Dpsgd, DpsgdGradientIsTakenAtThePreMixIterate) {
+  // x_{k+1,i} = sum_j W_ij x_{k,j} - gamma * grad f_i(x_{k,i}): the gradient is recomputed on a
+  // fresh model at rank i's recorded pre-mix iterate and rank i's micro-batch. Ring of 4, W = 1/3
+  // on i-1, i, i+1. Ranks start apart, so the post-mix iterate gives a different gradient.
+  const int64_t n = 4, steps = 3;
+  const double gamma = 0.1;
+  Config cfg = tiny_config({"algorithm.name=\"dpsgd\"", "data.batch_size=8"});
+  DatasetSplits data = load_dataset(cfg.data, 0);
+  std::vector<std::vector<torch::Tensor>> x(steps + 1, std::vector<torch::Tensor>(n));
+  FakeRunOptions opts;
+  opts.before_setup = [&](int64_t r, StagedModel& model) {
+    perturb_by_rank(r, model);
+    x[0][r] = flat_params(model);
+  };
+  opts.after_step = [&](int64_t r, int64_t t, RankState& s) { x[t + 1][r] = flat_params(s.model); };
+  run_on_fake_world(cfg, n, steps, data, opts);
+  Config with_steps = cfg;
+  with_steps.run.steps = steps;
+  for (int64_t i = 0; i < n; ++i) {
+    // Rank i's micro-batches, in the order it reads them.
+    std::unique_ptr<MicroBatchSource> batches = assemble_run(with_steps, data, i, n).batches;
+    for (int64_t k = 0; k < steps; ++k) {
+      torch::Tensor g = gradient_at(cfg, data, x[k][i], batches->next());
+      torch::Tensor mixed = (x[k][(i + n - 1) % n] + x[k][i] + x[k][(i + 1) % n]) / 3.0;
+      EXPECT_LT(max_diff(x[k + 1][i], mixed - gamma * g), 1e-6) << "rank " << i << " step " << k;
+    }
   }
 }
 

@@ -27,20 +27,99 @@ Config gasloc_config(std::vector<std::string> extra) {
   return tiny_config(base);
 }
 
-TEST(Gasloc, GaslocCompleteGraphEqualsDiloco) {
-  // Complete graph, w = 1/N, momentum on the mixed iterates: DiLoCo with Nesterov SGD(eta, gamma).
+// The gradient of the mean cross-entropy of `mb` at the flat parameters `x`, computed on a fresh
+// model (not the one the algorithm trained).
+torch::Tensor gradient_at(const Config& cfg, const DatasetSplits& data, const torch::Tensor& x,
+                          const MicroBatch& mb) {
+  StagedModel model = make_model(cfg.model, {data.train.example_shape(), data.train.num_classes});
+  int64_t offset = 0;
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->parameters()) {
+      p.copy_(x.narrow(0, offset, p.numel()).view(p.sizes()));
+      offset += p.numel();
+    }
+  }
+  EXPECT_EQ(offset, x.numel());
+  torch::nn::functional::cross_entropy(model->forward(mb.inputs), mb.targets).backward();
+  std::vector<torch::Tensor> g;
+  for (auto& p : model->parameters()) g.push_back(p.grad().reshape({-1}).clone());
+  return torch::cat(g);
+}
+
+// Complete graph, w = 1/N, momentum on the mixed iterates: DiLoCo with Nesterov SGD(eta, gamma).
+void expect_complete_graph_equals_diloco(const testing::Precision& p) {
   const int64_t n = 4, h = 2, rounds = 5;
-  Config gasloc = gasloc_config({"algorithm.topology=\"complete\"", "algorithm.local_steps=2",
-                                 "algorithm.outer_lr=0.7", "algorithm.outer_momentum=0.9"});
-  Config diloco =
-      tiny_config({"algorithm.name=\"diloco\"", "algorithm.local_steps=2", "algorithm.outer_lr=0.7",
-                   "algorithm.outer_momentum=0.9", "optimizer.name=\"adamw\"", "optimizer.lr=0.01",
-                   "data.batch_size=8"});
+  std::vector<std::string> g = {"algorithm.topology=\"complete\"", "algorithm.local_steps=2",
+                                "algorithm.outer_lr=0.7", "algorithm.outer_momentum=0.9"};
+  std::vector<std::string> d = {"algorithm.name=\"diloco\"", "algorithm.local_steps=2",
+                                "algorithm.outer_lr=0.7",    "algorithm.outer_momentum=0.9",
+                                "optimizer.name=\"adamw\"",  "optimizer.lr=0.01",
+                                "data.batch_size=8"};
+  g.insert(g.end(), p.overrides.begin(), p.overrides.end());
+  d.insert(d.end(), p.overrides.begin(), p.overrides.end());
+  Config gasloc = gasloc_config(g), diloco = tiny_config(d);
   DatasetSplits data = load_dataset(gasloc.data, 0);
-  auto g = run_on_fake_world(gasloc, n, h * rounds, data);
-  auto d = run_on_fake_world(diloco, n, h * rounds, data);
+  auto gr = run_on_fake_world(gasloc, n, h * rounds, data);
+  auto dr = run_on_fake_world(diloco, n, h * rounds, data);
   for (int64_t r = 0; r < n; ++r)
-    EXPECT_LT(max_diff(flat_params(g[r].model), flat_params(d[r].model)), 1e-5) << "rank " << r;
+    EXPECT_LT(max_diff(flat_params(gr[r].model), flat_params(dr[r].model)), p.tolerance)
+        << p.name << " rank " << r;
+}
+
+TEST(Gasloc, GaslocCompleteGraphEqualsDiloco) {
+  expect_complete_graph_equals_diloco(testing::kFloat32);
+}
+
+TEST(Gasloc, GaslocCompleteGraphEqualsDilocoInFloat64) {
+  expect_complete_graph_equals_diloco(testing::kFloat64);
+}
+
+TEST(Gasloc, GaslocMomentumOnProposalAppliesGammaToTheProposalsNotTheMixedIterates) {
+  // momentum_on = proposal: theta_i <- y_i + gamma * (x_i - x_i,prev), x_i,prev <- x_i
+  // (x_prev starts at theta_0). Complete graph with w = 1/N, so y_i = mean_j x_j; inner plain
+  // SGD(lr) for H steps on rank i's micro-batches, recomputed here on a fresh model. With the
+  // default placement (mixed) all workers would hold the same theta; here they differ.
+  const int64_t n = 4, h = 2, rounds = 3;
+  const double lr = 0.1, eta = 0.7, gamma = 0.9;
+  Config cfg = tiny_config({"algorithm.name=\"gasloc\"", "algorithm.topology=\"complete\"",
+                            "algorithm.local_steps=2", "algorithm.outer_lr=0.7",
+                            "algorithm.outer_momentum=0.9", "algorithm.momentum_on=\"proposal\"",
+                            "optimizer.name=\"sgd\"", "optimizer.lr=0.1", "data.batch_size=8"});
+  DatasetSplits data = load_dataset(cfg.data, 0);
+  std::vector<std::vector<torch::Tensor>> got(rounds, std::vector<torch::Tensor>(n));
+  FakeRunOptions opts;
+  opts.after_step = [&](int64_t r, int64_t t, RankState& s) {
+    if (t % h == h - 1) got[t / h][r] = flat_params(s.model);
+  };
+  auto ranks = run_on_fake_world(cfg, n, h * rounds, data, opts);
+
+  Config with_steps = cfg;
+  with_steps.run.steps = h * rounds;
+  std::vector<std::unique_ptr<MicroBatchSource>> batches;
+  std::vector<torch::Tensor> theta, x_prev;
+  for (int64_t i = 0; i < n; ++i) {
+    RunParts parts = assemble_run(with_steps, data, i, n);  // the seeded initial model
+    theta.push_back(flat_params(parts.model));
+    x_prev.push_back(theta.back().clone());
+    batches.push_back(std::move(parts.batches));
+  }
+  for (int64_t t = 0; t < rounds; ++t) {
+    std::vector<torch::Tensor> x(n);
+    for (int64_t i = 0; i < n; ++i) {
+      torch::Tensor end = theta[i].clone();
+      for (int64_t k = 0; k < h; ++k) end -= lr * gradient_at(cfg, data, end, batches[i]->next());
+      x[i] = theta[i] + eta * (end - theta[i]);
+    }
+    torch::Tensor y = torch::stack(x).mean(0);
+    for (int64_t i = 0; i < n; ++i) {
+      theta[i] = y + gamma * (x[i] - x_prev[i]);
+      x_prev[i] = x[i];
+      EXPECT_LT(max_diff(got[t][i], theta[i]), 1e-6) << "round " << t << " rank " << i;
+    }
+    // The placements disagree here: mixed momentum would give every worker the same theta.
+    EXPECT_GT(max_diff(theta[0], theta[1]), 1e-4) << "round " << t;
+  }
 }
 
 TEST(Gasloc, MatchedPairsAgreeAndMixingPreservesTheSum) {

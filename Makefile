@@ -17,7 +17,7 @@ cached_on = grep -Eqi '^$(1):BOOL=(ON|TRUE|YES|Y|1)$$' $(BUILD)/CMakeCache.txt 2
 .NOTPARALLEL:
 
 .PHONY: all deps deps-run configure configure-run build build-run run test test-slow bench \
-	bench-matrix clean
+	bench-matrix mutants clean
 
 all: build
 
@@ -65,6 +65,11 @@ bench: build
 # Runs only the desync binary (and scripts/netbed, whose iproute2 comes with the test packages).
 bench-matrix: deps build-run
 	@BUILD=$(BUILD) scripts/bench-matrix
+
+# Deliberate breakages (scripts/mutants.tsv), each rebuilt in a scratch copy and run against the
+# tests that must catch it; fails if one survives. Not part of `test`: it rebuilds per mutant.
+mutants: deps
+	@scripts/mutants
 
 clean:
 	rm -rf $(BUILD)

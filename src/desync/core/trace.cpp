@@ -157,6 +157,23 @@ double Tracer::busy_seconds_unless(const char* category, const char* occupied, i
          union_seconds(std::move(mine), begin_us, end_us);
 }
 
+double Tracer::occupied_seconds_unless(const char* occupied, const char* category, int64_t begin_us,
+                                       int64_t end_us) const {
+  const uint32_t me = thread_number();
+  std::vector<std::pair<int64_t, int64_t>> either, any;  // |B \ A| = |A u B| - |A|
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const Event& e : events_) {
+      const bool in_a = std::strcmp(e.category, category) == 0;
+      const bool in_b = e.thread == me && std::strcmp(e.category, occupied) == 0;
+      if (in_a || in_b) either.emplace_back(e.start_us, e.end_us);
+      if (in_a) any.emplace_back(e.start_us, e.end_us);
+    }
+  }
+  return union_seconds(std::move(either), begin_us, end_us) -
+         union_seconds(std::move(any), begin_us, end_us);
+}
+
 void Tracer::clear() {
   std::lock_guard<std::mutex> lock(mu_);
   events_.clear();

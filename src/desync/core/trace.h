@@ -52,6 +52,11 @@ class Tracer {
   // time communication was in flight while the training thread did not wait for it).
   double busy_seconds_unless(const char* category, const char* occupied, int64_t begin_us,
                              int64_t end_us) const;
+  // The converse: seconds in [begin_us, end_us) during which the calling thread had a span of
+  // `occupied` open while no span of `category` was open on any thread (for "wait" and "comm":
+  // the training thread waited for a background thread that was not communicating).
+  double occupied_seconds_unless(const char* occupied, const char* category, int64_t begin_us,
+                                 int64_t end_us) const;
 
  private:
   struct Event {

@@ -111,6 +111,7 @@ void add_rank_figures(nlohmann::json& summary, Communicator& comm, const RankFig
       {"overlapped_comm_seconds", mine.comm_overlapped_seconds},
       {"peak_rss_bytes", static_cast<double>(mine.peak_rss_bytes)},
       {"comm_in_flight_seconds", mine.comm_in_flight_seconds},
+      {"wait_without_comm_seconds", mine.wait_without_comm_seconds},
       {"eval_bytes_sent", static_cast<double>(mine.eval_bytes_sent)},
       {"train_loss", mine.has_train_loss ? mine.train_loss : 0.0},
       {"has_train_loss", mine.has_train_loss ? 1.0 : 0.0}};
@@ -131,8 +132,8 @@ void add_rank_figures(nlohmann::json& summary, Communicator& comm, const RankFig
   for (const char* name :
        {"samples_per_rank", "bytes_sent", "bytes_received", "peak_rss_bytes", "eval_bytes_sent"})
     summary[name] = t.ints(name);
-  for (const char* name :
-       {"comm_wait_seconds", "overlapped_comm_seconds", "comm_in_flight_seconds"})
+  for (const char* name : {"comm_wait_seconds", "overlapped_comm_seconds", "comm_in_flight_seconds",
+                           "wait_without_comm_seconds"})
     summary[name] = t.column(name);
   int64_t samples = 0;
   for (int64_t s : t.ints("samples_per_rank")) samples += s;

@@ -25,6 +25,9 @@ struct RankFigures {
   double comm_in_flight_seconds = 0.0;  // some communication call was in flight
   // some communication call was in flight while the training thread was not waiting
   double comm_overlapped_seconds = 0.0;
+  // the training thread waited while no communication was in flight (for a background thread's
+  // compute, e.g. DPU's shard update)
+  double wait_without_comm_seconds = 0.0;
   int64_t peak_rss_bytes = 0;
   AlgorithmReport algorithm;    // memory by buffer and counts (same names on every rank)
   double window_seconds = 0.0;  // the time the breakdown covers
@@ -35,9 +38,9 @@ struct RankFigures {
 
 // Adds every rank's figures to `summary`: samples_per_rank, bytes_sent, bytes_received,
 // comm_wait_seconds, overlapped_comm_seconds, peak_rss_bytes, memory_bytes, algorithm_stats,
-// time_breakdown_seconds, comm_in_flight_seconds, eval_bytes_sent, and train_loss (the mean
-// over the ranks that computed one), samples and micro_batches (sums over the ranks). Collective on
-// `comm` (one all-reduce); every rank gets the whole summary.
+// time_breakdown_seconds, comm_in_flight_seconds, wait_without_comm_seconds, eval_bytes_sent, and
+// train_loss (the mean over the ranks that computed one), samples and micro_batches (sums over the
+// ranks). Collective on `comm` (one all-reduce); every rank gets the whole summary.
 void add_rank_figures(nlohmann::json& summary, Communicator& comm, const RankFigures& mine);
 
 // Renders the summary (as written to summary.json) as an aligned table for the terminal.

@@ -297,6 +297,8 @@ RankFigures Run::rank_figures(int64_t begin_us, int64_t end_us) const {
   f.comm_in_flight_seconds = Tracer::instance().busy_seconds("comm", begin_us, end_us);
   f.comm_overlapped_seconds =
       Tracer::instance().busy_seconds_unless("comm", "wait", begin_us, end_us);
+  f.wait_without_comm_seconds =
+      Tracer::instance().occupied_seconds_unless("wait", "comm", begin_us, end_us);
   f.peak_rss_bytes = peak_rss_bytes();
   f.algorithm = parts_.algorithm->report();
   f.window_seconds = static_cast<double>(end_us - begin_us) * 1e-6;

@@ -40,6 +40,26 @@ uint32_t thread_number() {
   return mine;
 }
 
+// Seconds covered, in [begin, end), by A (spans of `category`, any thread), by B (spans of
+// `occupied`, thread `me`) and by their union.
+struct SpanSets {
+  double any = 0, mine = 0, either = 0;
+};
+template <class Events>
+SpanSets span_sets(const Events& events, const char* category, const char* occupied, uint32_t me,
+                   int64_t begin, int64_t end) {
+  std::vector<std::pair<int64_t, int64_t>> a, b, either;
+  for (const auto& e : events) {
+    const bool in_a = std::strcmp(e.category, category) == 0;
+    const bool in_b = e.thread == me && std::strcmp(e.category, occupied) == 0;
+    if (in_a) a.emplace_back(e.start_us, e.end_us);
+    if (in_b) b.emplace_back(e.start_us, e.end_us);
+    if (in_a || in_b) either.emplace_back(e.start_us, e.end_us);
+  }
+  return {union_seconds(std::move(a), begin, end), union_seconds(std::move(b), begin, end),
+          union_seconds(std::move(either), begin, end)};
+}
+
 }  // namespace
 
 Tracer& Tracer::instance() {
@@ -142,36 +162,16 @@ double Tracer::busy_seconds(const char* category, int64_t begin_us, int64_t end_
 
 double Tracer::busy_seconds_unless(const char* category, const char* occupied, int64_t begin_us,
                                    int64_t end_us) const {
-  const uint32_t me = thread_number();
-  std::vector<std::pair<int64_t, int64_t>> either, mine;  // |A \ B| = |A u B| - |B|
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const Event& e : events_) {
-      const bool in_a = std::strcmp(e.category, category) == 0;
-      const bool in_b = e.thread == me && std::strcmp(e.category, occupied) == 0;
-      if (in_a || in_b) either.emplace_back(e.start_us, e.end_us);
-      if (in_b) mine.emplace_back(e.start_us, e.end_us);
-    }
-  }
-  return union_seconds(std::move(either), begin_us, end_us) -
-         union_seconds(std::move(mine), begin_us, end_us);
+  std::lock_guard<std::mutex> lock(mu_);
+  SpanSets u = span_sets(events_, category, occupied, thread_number(), begin_us, end_us);
+  return u.either - u.mine;  // |A \ B| = |A u B| - |B|
 }
 
 double Tracer::occupied_seconds_unless(const char* occupied, const char* category, int64_t begin_us,
                                        int64_t end_us) const {
-  const uint32_t me = thread_number();
-  std::vector<std::pair<int64_t, int64_t>> either, any;  // |B \ A| = |A u B| - |A|
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const Event& e : events_) {
-      const bool in_a = std::strcmp(e.category, category) == 0;
-      const bool in_b = e.thread == me && std::strcmp(e.category, occupied) == 0;
-      if (in_a || in_b) either.emplace_back(e.start_us, e.end_us);
-      if (in_a) any.emplace_back(e.start_us, e.end_us);
-    }
-  }
-  return union_seconds(std::move(either), begin_us, end_us) -
-         union_seconds(std::move(any), begin_us, end_us);
+  std::lock_guard<std::mutex> lock(mu_);
+  SpanSets u = span_sets(events_, category, occupied, thread_number(), begin_us, end_us);
+  return u.either - u.any;  // |B \ A| = |A u B| - |A|
 }
 
 void Tracer::clear() {

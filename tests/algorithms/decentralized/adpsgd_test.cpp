@@ -8,12 +8,14 @@
 #include <thread>
 
 #include "algorithms/fake_run.h"
+#include "algorithms/reference_gradient.h"
 
 namespace desync {
 namespace {
 
 using testing::FakeRunOptions;
 using testing::flat_params;
+using testing::gradient_at;
 using testing::max_diff;
 using testing::perturb_by_rank;
 using testing::RankState;
@@ -21,26 +23,6 @@ using testing::run_on_fake_world;
 using testing::tiny_config;
 
 Adpsgd& adpsgd_of(RankState& s) { return dynamic_cast<Adpsgd&>(*s.algorithm); }
-
-// The gradient of the mean cross-entropy of `mb` at the flat parameters `x`, computed on a fresh
-// model (not the one the algorithm trained).
-torch::Tensor gradient_at(const Config& cfg, const DatasetSplits& data, const torch::Tensor& x,
-                          const MicroBatch& mb) {
-  StagedModel model = make_model(cfg.model, {data.train.example_shape(), data.train.num_classes});
-  int64_t offset = 0;
-  {
-    torch::NoGradGuard no_grad;
-    for (auto& p : model->parameters()) {
-      p.copy_(x.narrow(0, offset, p.numel()).view(p.sizes()));
-      offset += p.numel();
-    }
-  }
-  EXPECT_EQ(offset, x.numel());
-  torch::nn::functional::cross_entropy(model->forward(mb.inputs), mb.targets).backward();
-  std::vector<torch::Tensor> g;
-  for (auto& p : model->parameters()) g.push_back(p.grad().reshape({-1}).clone());
-  return torch::cat(g);
-}
 
 TEST(Adpsgd, OneAveragingLeavesBothEndsAtTheMeanAndThenTheGradientStep) {
   // The event (i, j, g): x_i = (x_i + x_j)/2 - gamma*g and x_j = (x_i + x_j)/2.

@@ -4,12 +4,14 @@
 #include <mutex>
 
 #include "algorithms/fake_run.h"
+#include "algorithms/reference_gradient.h"
 
 namespace desync {
 namespace {
 
 using testing::FakeRunOptions;
 using testing::flat_params;
+using testing::gradient_at;
 using testing::max_diff;
 using testing::mean_params;
 using testing::perturb_by_rank;
@@ -26,26 +28,6 @@ double consensus_distance(const std::vector<torch::Tensor>& xs) {
   double d = 0.0;
   for (const auto& x : xs) d += (x - mean).pow(2).sum().item<double>();
   return std::sqrt(d);
-}
-
-// The gradient of the mean cross-entropy of `mb` at the flat parameters `x`, computed on a fresh
-// model (not the one the algorithm trained).
-torch::Tensor gradient_at(const Config& cfg, const DatasetSplits& data, const torch::Tensor& x,
-                          const MicroBatch& mb) {
-  StagedModel model = make_model(cfg.model, {data.train.example_shape(), data.train.num_classes});
-  int64_t offset = 0;
-  {
-    torch::NoGradGuard no_grad;
-    for (auto& p : model->parameters()) {
-      p.copy_(x.narrow(0, offset, p.numel()).view(p.sizes()));
-      offset += p.numel();
-    }
-  }
-  EXPECT_EQ(offset, x.numel());
-  torch::nn::functional::cross_entropy(model->forward(mb.inputs), mb.targets).backward();
-  std::vector<torch::Tensor> g;
-  for (auto& p : model->parameters()) g.push_back(p.grad().reshape({-1}).clone());
-  return torch::cat(g);
 }
 
 std::vector<torch::Tensor> initial_params(const Config& cfg, int64_t n) {

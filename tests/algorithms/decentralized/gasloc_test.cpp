@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "algorithms/fake_run.h"
+#include "algorithms/reference_gradient.h"
 #include "desync/algorithms/common.h"
 #include "desync/algorithms/decentralized/diloco.h"
 #include "desync/core/error.h"
@@ -12,6 +13,7 @@ namespace {
 
 using testing::FakeRunOptions;
 using testing::flat_params;
+using testing::gradient_at;
 using testing::max_diff;
 using testing::mean_params;
 using testing::RankState;
@@ -25,26 +27,6 @@ Config gasloc_config(std::vector<std::string> extra) {
                                    "optimizer.lr=0.01", "data.batch_size=8"};
   base.insert(base.end(), extra.begin(), extra.end());
   return tiny_config(base);
-}
-
-// The gradient of the mean cross-entropy of `mb` at the flat parameters `x`, computed on a fresh
-// model (not the one the algorithm trained).
-torch::Tensor gradient_at(const Config& cfg, const DatasetSplits& data, const torch::Tensor& x,
-                          const MicroBatch& mb) {
-  StagedModel model = make_model(cfg.model, {data.train.example_shape(), data.train.num_classes});
-  int64_t offset = 0;
-  {
-    torch::NoGradGuard no_grad;
-    for (auto& p : model->parameters()) {
-      p.copy_(x.narrow(0, offset, p.numel()).view(p.sizes()));
-      offset += p.numel();
-    }
-  }
-  EXPECT_EQ(offset, x.numel());
-  torch::nn::functional::cross_entropy(model->forward(mb.inputs), mb.targets).backward();
-  std::vector<torch::Tensor> g;
-  for (auto& p : model->parameters()) g.push_back(p.grad().reshape({-1}).clone());
-  return torch::cat(g);
 }
 
 // Complete graph, w = 1/N, momentum on the mixed iterates: DiLoCo with Nesterov SGD(eta, gamma).

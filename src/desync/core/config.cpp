@@ -287,11 +287,11 @@ void apply_override(toml::table& doc, const std::string& text) {
   }
 }
 
-const std::vector<std::string> kDatasets = {"fashion-mnist", "mnist", "cifar10", "text",
-                                            "synthetic"};
+const std::vector<std::string> kDatasets = {"fashion-mnist", "mnist", "cifar10",
+                                            "text",          "gcide", "synthetic"};
 const std::vector<std::string> kBackends = {"gloo", "nccl"};
-const std::vector<std::string> kModels = {"mlp",      "cnn",      "resnet18",
-                                          "revnet18", "revnet34", "revnet"};
+const std::vector<std::string> kModels = {"mlp",      "cnn",      "resnet18", "revnet18",
+                                          "revnet34", "revnet",   "gpt"};
 
 // [run]; returns where run.tokens is set (checked against data.dataset).
 std::string read_run(Config& c, const toml::table& doc, const std::string& f) {
@@ -336,6 +336,10 @@ void read_data(Config& c, const toml::table& doc, const std::string& f,
   v.test_limit = r.get("test_limit", v.test_limit, 0);
   v.seq_len = r.get("seq_len", v.seq_len, 1, 1 << 20);
   v.text_test_fraction = r.get("text_test_fraction", v.text_test_fraction, 0.0, 0.9, true);
+  v.split_seed = r.get("split_seed", v.split_seed, 0);
+  v.tokenizer = r.get_choice("tokenizer", v.tokenizer, {"bpe", "unigram", "bytes"});
+  v.vocab_size = r.get("vocab_size", v.vocab_size, 260, 65536);
+  v.cache_dir = r.get("cache_dir", v.cache_dir);
   v.synthetic_train =
       r.get("synthetic_train", v.synthetic_train, 1, std::numeric_limits<int64_t>::max());
   v.synthetic_test =
@@ -346,9 +350,10 @@ void read_data(Config& c, const toml::table& doc, const std::string& f,
   if (v.synthetic_shape.empty() || v.synthetic_shape.size() > 3)
     throw ConfigError(fmt::format("{}: data.synthetic_shape must have 1 to 3 entries",
                                   r.where("synthetic_shape")));
-  if (c.run.tokens > 0 && v.dataset != "text")
+  if (c.run.tokens > 0 && v.dataset != "text" && v.dataset != "gcide")
     throw ConfigError(fmt::format(
-        "{}: run.tokens needs a sequence dataset (data.dataset = \"text\"), not \"{}\"; "
+        "{}: run.tokens needs a sequence dataset (data.dataset = \"text\" or \"gcide\"), not "
+        "\"{}\"; "
         "use run.samples or run.epochs",
         tokens_where, v.dataset));
 }
@@ -363,7 +368,23 @@ void read_model(Config& c, const toml::table& doc, const std::string& f) {
   v.blocks = r.get("blocks", v.blocks, 1);
   v.batch_norm = r.get("batch_norm", v.batch_norm);
   v.dtype = r.get_choice("dtype", v.dtype, {"float32", "float64"});
+  v.n_layer = r.get("n_layer", v.n_layer, 1, 1024);
+  v.n_head = r.get("n_head", v.n_head, 1, 1024);
+  v.d_model = r.get("d_model", v.d_model, 1, 1 << 16);
+  v.d_ff = r.get("d_ff", v.d_ff, 0, 1 << 18);
+  v.seq_len = r.get("seq_len", v.seq_len, 0, 1 << 20);
+  v.norm = r.get_choice("norm", v.norm, {"layernorm", "rmsnorm"});
+  v.position = r.get_choice("position", v.position, {"learned", "rope"});
+  v.activation = r.get_choice("activation", v.activation, {"gelu", "swiglu"});
+  v.tie_embeddings = r.get("tie_embeddings", v.tie_embeddings);
   r.finish();
+  if (v.name == "gpt" && v.d_model % v.n_head != 0)
+    throw ConfigError(fmt::format("{}: model.d_model ({}) must be a multiple of model.n_head ({})",
+                                  r.where("d_model"), v.d_model, v.n_head));
+  if (v.name == "gpt" && v.position == "rope" && (v.d_model / v.n_head) % 2 != 0)
+    throw ConfigError(fmt::format(
+        "{}: model.position = \"rope\" needs an even head width (d_model / n_head = {})",
+        r.where("position"), v.d_model / v.n_head));
   if (v.name == "cnn" && v.channels.empty())
     throw ConfigError(
         fmt::format("{}: model.channels needs at least one entry", r.where("channels")));
@@ -497,6 +518,10 @@ std::string Config::resolved_toml() const {
                                  {"test_limit", data.test_limit},
                                  {"seq_len", data.seq_len},
                                  {"text_test_fraction", data.text_test_fraction},
+                                 {"split_seed", data.split_seed},
+                                 {"tokenizer", data.tokenizer},
+                                 {"vocab_size", data.vocab_size},
+                                 {"cache_dir", data.cache_dir},
                                  {"synthetic_train", data.synthetic_train},
                                  {"synthetic_test", data.synthetic_test},
                                  {"synthetic_classes", data.synthetic_classes},
@@ -507,7 +532,16 @@ std::string Config::resolved_toml() const {
                                   {"width", model.width},
                                   {"blocks", to_array(model.blocks)},
                                   {"batch_norm", model.batch_norm},
-                                  {"dtype", model.dtype}});
+                                  {"dtype", model.dtype},
+                                  {"n_layer", model.n_layer},
+                                  {"n_head", model.n_head},
+                                  {"d_model", model.d_model},
+                                  {"d_ff", model.d_ff},
+                                  {"seq_len", model.seq_len},
+                                  {"norm", model.norm},
+                                  {"position", model.position},
+                                  {"activation", model.activation},
+                                  {"tie_embeddings", model.tie_embeddings}});
   doc.insert("optimizer", toml::table{{"name", optimizer.name},
                                       {"lr", optimizer.lr},
                                       {"momentum", optimizer.momentum},

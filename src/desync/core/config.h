@@ -57,7 +57,8 @@ struct RunConfig {
 };
 
 struct DataConfig {
-  std::string dataset = "fashion-mnist";  // fashion-mnist | mnist | cifar10 | text | synthetic
+  // fashion-mnist | mnist | cifar10 | text (UTF-8 files) | gcide (Debian's dict-gcide) | synthetic
+  std::string dataset = "fashion-mnist";
   std::string path = "";                  // "" = the dataset's default location
   int64_t batch_size = 64;                // micro-batch size per worker
   int64_t eval_batch_size = 1000;
@@ -65,8 +66,14 @@ struct DataConfig {
   bool augment = false;             // random crop + flip (CIFAR-format images only)
   int64_t train_limit = 0;          // use only the first N training examples; 0 = all
   int64_t test_limit = 0;           // use only the first N test examples; 0 = all
-  int64_t seq_len = 64;             // text: tokens (bytes) per example
-  double text_test_fraction = 0.1;  // text: tail of the file held out for evaluation
+  int64_t seq_len = 64;             // text, gcide: tokens per example
+  double text_test_fraction = 0.1;  // text, gcide: share of the documents held out
+  int64_t split_seed = 0;           // text, gcide: seeds which documents are held out
+  // text, gcide: "bpe" or "unigram" (SentencePiece, trained on the training documents, with byte
+  // fallback), or "bytes" (one token per byte, vocabulary 256).
+  std::string tokenizer = "bpe";
+  int64_t vocab_size = 4096;                // bpe, unigram: pieces in the vocabulary
+  std::string cache_dir = ".cache/desync";  // text, gcide: tokenizers and token files
   // synthetic: a seeded, learnable classification task (a random teacher network labels
   // Gaussian inputs).
   int64_t synthetic_train = 4096;
@@ -76,7 +83,7 @@ struct DataConfig {
 };
 
 struct ModelConfig {
-  std::string name = "cnn";                  // mlp | cnn | resnet18 | revnet18 | revnet34 | revnet
+  std::string name = "cnn";  // mlp | cnn | resnet18 | revnet18 | revnet34 | revnet | gpt
   std::vector<int64_t> hidden = {256, 128};  // mlp: hidden widths
   std::vector<int64_t> channels = {32, 64};  // cnn: channels of the conv blocks
   // resnet18: channels of the first stage; revnet*: width of each of the two streams in group 1
@@ -84,6 +91,16 @@ struct ModelConfig {
   int64_t width = 64;
   std::vector<int64_t> blocks = {2, 2};  // revnet: blocks per group (revnet18/34 fix their own)
   bool batch_norm = true;                // cnn: BatchNorm after each conv
+  // gpt: a decoder-only transformer (models/gpt.h) over data.seq_len tokens.
+  int64_t n_layer = 4;
+  int64_t n_head = 4;
+  int64_t d_model = 128;
+  int64_t d_ff = 0;                 // 0 = 4 * d_model (gelu) or 8/3 * d_model, rounded (swiglu)
+  int64_t seq_len = 0;              // context length; 0 = data.seq_len (never shorter than it)
+  std::string norm = "layernorm";   // layernorm | rmsnorm
+  std::string position = "learned";  // learned | rope
+  std::string activation = "gelu";   // gelu | swiglu
+  bool tie_embeddings = false;       // head shares the token embedding (not across pipelines)
   // Precision of the parameters and of everything computed from them: "float32", or "float64"
   // to check equivalences to rounding (1e-10) rather than to float32's 1e-5.
   std::string dtype = "float32";

@@ -2,8 +2,9 @@
 //
 // A Dataset holds a split as two tensors whose first dimension indexes examples. Images are
 // kept as uint8 [n, C, H, W] and converted to float (and normalised) per micro-batch by the
-// Transform, which keeps Fashion-MNIST at 47 MB and CIFAR-10 at 150 MB. Text is kept as uint8
-// windows [n, seq_len + 1]; a window's first seq_len bytes are the input, its last seq_len the
+// Transform, which keeps Fashion-MNIST at 47 MB and CIFAR-10 at 150 MB. Text is kept as windows
+// [n, seq_len + 1] of token ids (int16 views of a memory-mapped uint16 token file, ids read back
+// as `id & 0xFFFF`); a window's first seq_len tokens are the input, its last seq_len the
 // targets. Synthetic data is generated as float directly.
 //
 // Readers validate what they read (magic numbers, declared sizes against the file size,
@@ -27,9 +28,13 @@ struct Dataset {
   DataKind kind = DataKind::kImage;
   torch::Tensor inputs;     // uint8 [n,C,H,W] (image), uint8 [n,seq+1] (text), float [n,...]
   torch::Tensor targets;    // int64 [n] (image, features); undefined for text
-  int64_t num_classes = 0;  // classes, or vocabulary size (256) for text
+  int64_t num_classes = 0;  // classes, or the tokenizer's vocabulary size for text
   // Per-channel mean and std of inputs/255 used by normalisation (image only).
   std::vector<double> mean, stddev;
+  // Text: the UTF-8 bytes of the split's documents and the tokens they encode to; bits per byte
+  // = nats per token * text_tokens / (text_bytes * ln 2). 0 for other kinds.
+  int64_t text_bytes = 0;
+  int64_t text_tokens = 0;
 
   int64_t size() const { return inputs.defined() ? inputs.size(0) : 0; }
   // Shape of one example's model input, e.g. {1, 28, 28}, or {seq_len} for text.
@@ -39,6 +44,7 @@ struct Dataset {
 struct DatasetSplits {
   Dataset train;
   Dataset test;
+  std::string tokenizer_path;  // text: the tokenizer's file (data/tokenizer.h); "" otherwise
 };
 
 // IDX (MNIST / Fashion-MNIST): `dir` holds {train,t10k}-{images-idx3,labels-idx1}-ubyte,

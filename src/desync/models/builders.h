@@ -31,4 +31,8 @@ void build_resnet18(StagedModelImpl& model, const ModelConfig& cfg, const ModelI
 // revnet18 [2, 2, 2, 2], revnet34 [3, 4, 6, 3], revnet cfg.blocks. Input {C, H, W}.
 void build_revnet(StagedModelImpl& model, const ModelConfig& cfg, const ModelInput& input);
 
+// A decoder-only transformer (gpt.h): "embed", "block<i>" per layer, "head". Input {seq_len}
+// token ids; num_classes is the vocabulary.
+void build_gpt(StagedModelImpl& model, const ModelConfig& cfg, const ModelInput& input);
+
 }  // namespace desync::models

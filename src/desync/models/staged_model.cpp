@@ -58,6 +58,8 @@ std::shared_ptr<StagedModelImpl> StagedModelImpl::clone_model() const {
   }
   copy->train(is_training());
   copy->dtype_ = dtype_;
+  copy->relink_ = relink_;
+  if (relink_) relink_(*copy);
   return copy;
 }
 
@@ -123,9 +125,11 @@ StagedModel make_model(const ModelConfig& cfg, const ModelInput& input) {
     models::build_resnet18(*model, cfg, input);
   } else if (cfg.name == "revnet18" || cfg.name == "revnet34" || cfg.name == "revnet") {
     models::build_revnet(*model, cfg, input);
+  } else if (cfg.name == "gpt") {
+    models::build_gpt(*model, cfg, input);
   } else {
     throw ConfigError("model.name: unknown model '" + cfg.name +
-                      "'; valid choices: mlp, cnn, resnet18, revnet18, revnet34, revnet");
+                      "'; valid choices: mlp, cnn, resnet18, revnet18, revnet34, revnet, gpt");
   }
   if (cfg.dtype == "float64") model->set_dtype(torch::kDouble);
   return model;

@@ -16,6 +16,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -56,10 +57,18 @@ class StagedModelImpl : public torch::nn::Module {
   // such as a consensus model). Every layer must be Cloneable, as all of desync's are.
   std::shared_ptr<StagedModelImpl> clone_model() const;
 
+  // Parameters shared across stages (a GPT's head tied to its token embedding): the first stage
+  // that uses the parameter registers it, later ones hold it unregistered, so it is counted,
+  // flattened and updated once. `relink` points a copy's later stages at the copy's registered
+  // parameter; clone_model() calls it. Pipelines refuse to place tied stages on different ranks.
+  void set_relink(std::function<void(StagedModelImpl&)> relink) { relink_ = std::move(relink); }
+  bool has_tied_stages() const { return static_cast<bool>(relink_); }
+
  private:
   std::vector<std::string> names_;
   std::vector<torch::nn::Sequential> stages_;
   torch::ScalarType dtype_ = torch::kFloat;
+  std::function<void(StagedModelImpl&)> relink_;
 };
 TORCH_MODULE(StagedModel);
 

@@ -58,6 +58,7 @@ std::vector<std::string> header(double target) {
           "workers",
           "samples",
           "final accuracy",
+          "final test loss",
           or_dash(target, "time to {:.4f} (s)"),
           "samples/s",
           "MiB sent/rank (mean)",
@@ -79,6 +80,7 @@ std::vector<std::string> cells(const RunData& run, double target) {
           std::to_string(s.value("workers", 1)),
           or_dash(number("samples"), "{:.0f}"),
           or_dash(final_accuracy(run), "{:.4f}"),
+          or_dash(number("test_loss"), "{:.4f}"),
           or_dash(time_to(run, target), "{:.1f}"),
           or_dash(number("samples_per_second"), "{:.1f}"),
           mib(mean(sent)),
@@ -207,6 +209,15 @@ std::string compare_html(const std::vector<RunData>& runs, double target) {
           "training time (s)", "loss");
   overlay("compare-accuracy-vs-time", "Test accuracy against training time", "eval",
           "test_accuracy", "elapsed", "training time (s)", "test accuracy");
+  bool language_models = false;
+  for (const RunData& r : runs) language_models = language_models || r.summary.contains("tokens");
+  if (language_models) {  // the comparison language-model papers make: at equal tokens, at equal
+                          // time
+    overlay("compare-test-loss-vs-tokens", "Test loss against training tokens", "eval", "test_loss",
+            "tokens", "tokens (all workers)", "test loss (nats/token)");
+    overlay("compare-test-loss-vs-time", "Test loss against training time", "eval", "test_loss",
+            "elapsed", "training time (s)", "test loss (nats/token)");
+  }
   body += "<h2>Communication</h2>";
   LineChart bytes{"compare-bytes",
                   "Bytes sent per rank (mean over ranks)",

@@ -140,6 +140,15 @@ std::string headline(const RunData& run) {
                fixed(s, "train_seconds", "{:.1f} s")});
   body +=
       row({"sent per rank (mean)", human_bytes(mean_sent), "peak RSS (max)", human_bytes(max_rss)});
+  if (s.contains("tokens")) {  // a language model
+    body += row({"test bits/byte", fixed(s, "test_bits_per_byte", "{:.4f}"), "test perplexity",
+                 fixed(s, "test_perplexity", "{:.2f}")});
+    body += row({"tokens", fixed(s, "tokens", "{:.0f}"), "tokens/s",
+                 fixed(s, "tokens_per_second", "{:.0f}")});
+    if (s.contains("gflops_per_second"))
+      body += row({"GFLOP/s (all workers)", fixed(s, "gflops_per_second", "{:.2f}"), "FLOPs/token",
+                   fixed(s, "flops_per_token", "{:.3g}")});
+  }
   return body + "</table>";
 }
 
@@ -161,6 +170,9 @@ std::string learning_curves(const RunData& run) {
   learning("loss-vs-time", "Loss against training time", "elapsed", "training time (s)", true);
   learning("accuracy-vs-time", "Test accuracy against training time", "elapsed",
            "training time (s)", false);
+  if (run.summary.contains("tokens"))
+    learning("loss-vs-tokens", "Loss against training tokens", "tokens", "tokens (all workers)",
+             true);
   return body;
 }
 

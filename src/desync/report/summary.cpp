@@ -59,6 +59,15 @@ std::string summary_table(const nlohmann::json& s) {
       human_bytes(mean_of(s["bytes_received"])));
   row("parameters", std::to_string(s.value("parameters", int64_t{0})), "seed",
       std::to_string(s.value("seed", int64_t{0})));
+  if (s.contains("tokens")) {  // a language model
+    row("bits/byte", number_or_dash(s["test_bits_per_byte"], "{:.4f}"), "perplexity",
+        number_or_dash(s["test_perplexity"], "{:.2f}"));
+    row("tokens", std::to_string(s.value("tokens", int64_t{0})), "tokens/s",
+        fmt::format("{:.0f}", s.value("tokens_per_second", 0.0)));
+    if (s.contains("gflops_per_second"))
+      row("GFLOP/s", fmt::format("{:.2f}", s.value("gflops_per_second", 0.0)), "FLOPs/token",
+          fmt::format("{:.3g}", s.value("flops_per_token", 0.0)));
+  }
   out += fmt::format("  run directory   {}\n", s.value("run_dir", ""));
   return out;
 }

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
 #include <optional>
 #include <thread>
 
@@ -14,6 +15,7 @@
 #include "desync/core/system.h"
 #include "desync/core/trace.h"
 #include "desync/data/dataset.h"
+#include "desync/models/gpt.h"
 #include "desync/report/metrics.h"
 #include "desync/report/run_report.h"
 #include "desync/report/summary.h"
@@ -54,6 +56,11 @@ EvalResult evaluate(StagedModel model, const Dataset& data, int64_t limit, const
   r.examples = static_cast<int64_t>(t[2]);
   r.loss = t[2] > 0 ? t[0] / t[2] : 0.0;
   r.accuracy = t[2] > 0 ? t[1] / t[2] : 0.0;
+  if (data.kind == DataKind::kText && data.text_bytes > 0) {
+    r.perplexity = std::exp(r.loss);
+    r.bits_per_byte = r.loss * static_cast<double>(data.text_tokens) /
+                      (static_cast<double>(data.text_bytes) * std::log(2.0));
+  }
   return r;
 }
 
@@ -120,6 +127,8 @@ class Run {
 
   void resume();
   void train();
+  // Rank 0 copies a text dataset's tokenizer into the run directory (`desync generate` reads it).
+  void keep_tokenizer() const;
   nlohmann::json finish();
 
  private:
@@ -138,6 +147,8 @@ class Run {
                  cfg_.checkpoint.keep);
   }
   RankFigures rank_figures(int64_t begin_us, int64_t end_us) const;
+  bool is_text() const { return data_.train.kind == DataKind::kText; }
+  int64_t tokens_per_sample() const { return is_text() ? cfg_.data.seq_len : 0; }
   nlohmann::json summary(const std::optional<EvalResult>& final_eval);
 
   const Config& cfg_;
@@ -160,6 +171,11 @@ class Run {
   int64_t window_samples_ = 0;  // global samples at the window's start
   double shown_loss_ = 0.0, shown_sps_ = 0.0;
 };
+
+void Run::keep_tokenizer() const {
+  if (!leader_ || data_.tokenizer_path.empty()) return;
+  write_file_atomic(dir_ + "/tokenizer.model", read_file(data_.tokenizer_path));
+}
 
 void Run::resume() {
   // Every rank must continue from the same step: the newest one that all ranks have intact.
@@ -209,6 +225,7 @@ void Run::log_step(const StepReport& report) {
                      {"lr", lr},
                      {"samples", log.samples},
                      {"samples_per_second", sps},
+                     {"tokens", log.samples * tokens_per_sample()},
                      {"elapsed", state_.train_seconds},
                      {"bytes_sent_per_rank", log.bytes_sent_per_rank}});
   }
@@ -231,6 +248,13 @@ EvalResult Run::evaluate_and_log(int64_t limit) {
                              {"test_examples", r.examples},
                              {"elapsed", state_.train_seconds}};
     std::string extras;
+    if (is_text()) {
+      record["test_perplexity"] = r.perplexity;
+      record["test_bits_per_byte"] = r.bits_per_byte;
+      // Every rank's consumption, at any step (the figure train records log every log_every).
+      record["tokens"] = state_.budget_used * cfg_.data.batch_size * tokens_per_sample();
+      extras += fmt::format("  ppl {:.2f}  bits/byte {:.4f}", r.perplexity, r.bits_per_byte);
+    }
     for (const auto& [name, value] : eval_extras_) {
       record[name] = value;
       extras += fmt::format("  {} {:.4g}", name, value);
@@ -343,6 +367,23 @@ nlohmann::json Run::summary(const std::optional<EvalResult>& final_eval) {
   const auto samples = s["samples"].get<int64_t>();
   s["epochs"] = static_cast<double>(samples) / static_cast<double>(data_.train.size());
   s["samples_per_second"] = static_cast<double>(samples) / std::max(1e-9, state_.train_seconds);
+  if (is_text()) {  // language-model figures: tokens, throughput, perplexity, bits per byte
+    const auto tokens = samples * tokens_per_sample();
+    const double tokens_per_second =
+        static_cast<double>(tokens) / std::max(1e-9, state_.train_seconds);
+    s["tokens"] = tokens;
+    s["tokens_per_second"] = tokens_per_second;
+    s["test_perplexity"] = final_eval ? nlohmann::json(final_eval->perplexity) : nlohmann::json();
+    s["test_bits_per_byte"] =
+        final_eval ? nlohmann::json(final_eval->bits_per_byte) : nlohmann::json();
+    if (cfg_.model.name == "gpt") {
+      const double flops =
+          gpt_train_flops_per_token(cfg_.model, data_.train.num_classes, cfg_.data.seq_len);
+      s["flops_per_token"] = flops;
+      // All workers together: the job's achieved training throughput.
+      s["gflops_per_second"] = flops * tokens_per_second * 1e-9;
+    }
+  }
   return s;
 }
 
@@ -387,6 +428,7 @@ nlohmann::json Trainer::run() {
     write_file_atomic(run_dir_ + "/config.toml", cfg_.resolved_toml());
   }
   Run run(cfg_, comm_, opts_, run_dir_);
+  run.keep_tokenizer();
   if (opts_.resume) run.resume();
   run.train();
   return run.finish();

@@ -31,9 +31,13 @@ struct TrainOptions {
 };
 
 struct EvalResult {
-  double loss = 0.0;
-  double accuracy = 0.0;
-  int64_t examples = 0;
+  double loss = 0.0;      // mean cross-entropy; for text, nats per token
+  double accuracy = 0.0;  // top-1; for text, next-token accuracy
+  int64_t examples = 0;   // predictions scored; for text, tokens
+  // Text only (0 otherwise): exp(loss), and the loss in bits per byte of the split's text
+  // (loss * tokens / (bytes * ln 2) over the whole split, so tokenizers compare).
+  double perplexity = 0.0;
+  double bits_per_byte = 0.0;
 };
 
 class Trainer {

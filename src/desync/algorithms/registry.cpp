@@ -59,7 +59,7 @@ const std::vector<AlgorithmInfo>& algorithm_registry() {
       {"dsp", "pipeline",
        "delayed-gradient pipeline with input buffers and current weights (no stash)", make_dsp},
       {"petra", "pipeline",
-       "PETRA: reversible stages rebuild their inputs; one weight version, no activation buffer",
+       "PETRA: reversible stages (RevNets; not gpt) rebuild their inputs; one weight version",
        make_petra},
   };
   return kRegistry;

@@ -150,6 +150,7 @@ int run_list() {
   std::puts("  revnet18     RevNet-18: reversible blocks, one stage per block (PETRA layout)");
   std::puts("  revnet34     RevNet-34: reversible blocks [3, 4, 6, 3], one stage per block");
   std::puts("  revnet       RevNet of model.blocks per group, model.width; one stage per block");
+  std::puts("  gpt          decoder-only transformer language model; one stage per block");
   std::puts("datasets:");
   std::puts("  fashion-mnist  IDX files, default /usr/share/datasets/fashion-mnist");
   std::puts("  mnist          IDX files, default /usr/share/datasets/mnist");

@@ -35,6 +35,18 @@ struct CompareArgs {
 
 // `desync compare`: a table on stdout and an HTML page of overlaid curves at args.out.
 int run_compare(const CompareArgs& args);
+struct GenerateArgs {
+  std::string run_dir;
+  std::string prompt;
+  int64_t tokens = 200;
+  double temperature = 1.0;  // 0 = greedy
+  int64_t top_k = 0;         // 0 = the whole vocabulary
+  uint64_t seed = 0;
+};
+
+// `desync generate`: samples text from a language-model run's newest checkpoint
+// (models/sampling.h), deterministically for a seed.
+int run_generate(const GenerateArgs& args);
 int run_list();
 int run_version();
 

@@ -4,6 +4,7 @@
 //                [--workers N] [--nnodes K --node-rank I --master-addr HOST --master-port P]
 //   desync worker CONFIG [...]      (rank and rendezvous from RANK, WORLD_SIZE, MASTER_ADDR, ...)
 //   desync compare RUN_DIR... [--out PAGE.html] [--target-accuracy X]
+//   desync generate RUN_DIR [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
 //   desync list
 //   desync version
 //
@@ -83,6 +84,21 @@ int main(int argc, char** argv) {
                    "accuracy for the time-to-target column (default: the lowest final accuracy)")
       ->check(CLI::Range(0.0, 1.0));
 
+  desync::GenerateArgs generate;
+  CLI::App* generate_cmd =
+      app.add_subcommand("generate", "sample text from a language-model run's newest checkpoint");
+  generate_cmd->add_option("run_dir", generate.run_dir, "run directory")->required();
+  generate_cmd->add_option("--prompt", generate.prompt, "text to continue (default: none)");
+  generate_cmd->add_option("--tokens", generate.tokens, "tokens to sample (default 200)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
+  generate_cmd
+      ->add_option("--temperature", generate.temperature, "softmax temperature; 0 = greedy (1)")
+      ->check(CLI::Range(0.0, 100.0));
+  generate_cmd
+      ->add_option("--top-k", generate.top_k, "sample among the K likeliest tokens; 0 = all (0)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
+  generate_cmd->add_option("--seed", generate.seed, "seed of the draws (0)");
+
   CLI::App* list_cmd = app.add_subcommand("list", "list algorithms, models and datasets");
   CLI::App* version_cmd = app.add_subcommand("version", "print the version");
 
@@ -103,6 +119,7 @@ int main(int argc, char** argv) {
     if (*train_cmd) return desync::run_train(train);
     if (*worker_cmd) return desync::run_worker(worker);
     if (*compare_cmd) return desync::run_compare(compare);
+    if (*generate_cmd) return desync::run_generate(generate);
     if (*list_cmd) return desync::run_list();
     if (*version_cmd) return desync::run_version();
   } catch (const desync::Error& e) {

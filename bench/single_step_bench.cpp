@@ -2,8 +2,11 @@
 // flat parameters, desync's SGD, schedule) against a raw LibTorch loop (pre-built batch tensor,
 // torch::optim::SGD) on the same model, batch size and thread count.
 //
-//   build/bench/single_step_bench [--steps N] [--rounds R] [--model cnn|mlp|resnet18]
+//   build/bench/single_step_bench [--steps N] [--rounds R] [--model cnn|mlp|resnet18|gpt]
 //                                 [--threads T] [--json F]
+//
+// gpt: the GPT of examples/lm_gcide_ddp.toml (4 layers, d_model 128, 4 heads, 128 tokens,
+// vocabulary 4096, batch 16) on random token windows, AdamW on both sides.
 //
 // Prints a table of the median step time per variant, its spread (min..max over rounds) and
 // the framework's overhead relative to the raw loop.
@@ -37,14 +40,29 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2)
     if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
   at::set_num_threads(std::max(1, threads));
-  bool cifar = model_name == "resnet18";
+  const bool cifar = model_name == "resnet18", gpt = model_name == "gpt";
   std::string shape = cifar ? "[3, 32, 32]" : "[1, 28, 28]";
-  Config cfg = parse_config(
-      "", "bench",
-      {"data.dataset=\"synthetic\"", "data.synthetic_train=4096", "data.synthetic_shape=" + shape,
-       "data.batch_size=64", "model.name=\"" + model_name + "\"", "optimizer.lr=0.01",
-       "optimizer.momentum=0.9"});
-  DatasetSplits data = load_dataset(cfg.data, 0);
+  Config cfg =
+      gpt ? parse_config("", "bench",
+                         {"data.dataset=\"synthetic\"", "data.batch_size=16", "data.seq_len=128",
+                          "model.name=\"gpt\"", "model.n_layer=4", "model.n_head=4",
+                          "model.d_model=128", "optimizer.name=\"adamw\"", "optimizer.lr=0.001"})
+          : parse_config("", "bench",
+                         {"data.dataset=\"synthetic\"", "data.synthetic_train=4096",
+                          "data.synthetic_shape=" + shape, "data.batch_size=64",
+                          "model.name=\"" + model_name + "\"", "optimizer.lr=0.01",
+                          "optimizer.momentum=0.9"});
+  DatasetSplits data;
+  if (gpt) {  // random windows of token ids, stored as the text datasets store them (int16)
+    constexpr int64_t kVocab = 4096;
+    torch::manual_seed(1);
+    data.train.kind = DataKind::kText;
+    data.train.inputs =
+        torch::randint(kVocab, {2048, cfg.data.seq_len + 1}, torch::kLong).to(torch::kShort);
+    data.train.num_classes = kVocab;
+  } else {
+    data = load_dataset(cfg.data, 0);
+  }
   ModelInput input{data.train.example_shape(), data.train.num_classes};
 
   // desync: the `single` algorithm as the Trainer drives it.
@@ -60,7 +78,13 @@ int main(int argc, char** argv) {
   // Raw LibTorch: same architecture, one fixed batch, torch::optim::SGD.
   torch::manual_seed(0);
   StagedModel raw = make_model(cfg.model, input);
-  torch::optim::SGD sgd(raw->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
+  std::unique_ptr<torch::optim::Optimizer> raw_optimizer;
+  if (gpt)
+    raw_optimizer = std::make_unique<torch::optim::AdamW>(
+        raw->parameters(), torch::optim::AdamWOptions(0.001).weight_decay(0.0));
+  else
+    raw_optimizer = std::make_unique<torch::optim::SGD>(
+        raw->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
   MicroBatch fixed = batches.next();
   torch::Tensor x = fixed.inputs.clone(), y = fixed.targets.clone();
 
@@ -68,9 +92,12 @@ int main(int argc, char** argv) {
       {"raw libtorch",
        [&] {
          for (int s = 0; s < steps; ++s) {
-           sgd.zero_grad();
-           torch::nn::functional::cross_entropy(raw->forward(x), y).backward();
-           sgd.step();
+           raw_optimizer->zero_grad();
+           torch::Tensor logits = raw->forward(x);
+           torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
+                                                y.reshape({-1}))
+               .backward();
+           raw_optimizer->step();
          }
        },
        {}},

@@ -27,7 +27,9 @@ namespace desync {
 // The context length a GPT built from `cfg` for sequences of `data_seq_len` tokens has.
 int64_t gpt_context(const ModelConfig& cfg, int64_t data_seq_len);
 
-// The hidden width of a block's MLP: cfg.d_ff, or the default for the activation.
+// The hidden width of a block's MLP: cfg.d_ff, or the default for the activation: 4 d_model for
+// gelu; for swiglu 8/3 d_model (its three matrices then hold the parameters of gelu's two)
+// rounded up to a multiple of 8, i.e. 8 ceil(d_model / 3).
 int64_t gpt_ff_width(const ModelConfig& cfg);
 
 // Floating-point operations per token of one training step (forward and backward, 3x the

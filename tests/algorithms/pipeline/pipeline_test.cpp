@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <ostream>
+#include <string>
 
 #include "algorithms/fake_run.h"
 #include "desync/core/error.h"
@@ -60,6 +61,40 @@ TEST(Pipeline, PlacementIsContiguousAndBalanced) {
   EXPECT_EQ(fixed[1].begin, 2);
   EXPECT_THROW(place_stages(3, 4, {}, {1, 1, 1}), ConfigError);
   EXPECT_THROW(place_stages(5, 2, {1, 3}, {}), ConfigError);
+}
+
+// A GPT with tied embeddings shares a weight between its first and last stages: a pipeline
+// over two ranks would split them; one rank keeps them together.
+TEST(Pipeline, PlacementRefusesTiedStagesOnDifferentRanks) {
+  Config cfg = tiny_config({});
+  DatasetSplits data = load_dataset(cfg.data, 0);
+  MicroBatchSource batches(data.train, 8, 0, 1, 0, {false, false});
+  Schedule schedule(cfg.schedule, 0.1, 1);
+  ModelConfig gpt;
+  gpt.name = "gpt";
+  gpt.n_layer = 2;
+  gpt.n_head = 2;
+  gpt.d_model = 8;
+  auto world = FakeWorld::create(2);
+  SoloCommunicator solo;
+  for (bool tie : {false, true}) {
+    gpt.tie_embeddings = tie;
+    torch::manual_seed(0);
+    StagedModel model = make_model(gpt, {{6}, 11});
+    Context one{cfg, solo, model, batches, schedule, 0};
+    Context two{cfg, *world->comm(0), model, batches, schedule, 0};
+    EXPECT_EQ(place_pipeline(one, {}).size(), 1u);
+    if (!tie) {
+      EXPECT_EQ(place_pipeline(two, {}).size(), 2u);
+      continue;
+    }
+    try {
+      place_pipeline(two, {});
+      ADD_FAILURE() << "a tied model was split over two ranks";
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("model.tie_embeddings = false"), std::string::npos);
+    }
+  }
 }
 
 TEST(Pipeline, SchedulesKeepTheSpecsNumberOfMicroBatchesInFlight) {

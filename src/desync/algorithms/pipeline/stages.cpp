@@ -76,7 +76,14 @@ std::vector<StageRange> place_pipeline(Context& ctx, const PlacementOptions& o) 
         take_range(ctx.batches.dataset(), 0, ctx.batches.batch_size(), ctx.config.data.normalize);
     costs = measure_stage_costs(ctx.model, probe.inputs, ctx.comm);
   }
-  return place_stages(n, ctx.comm.world_size(), o.stages_per_rank, costs);
+  std::vector<StageRange> ranges = place_stages(n, ctx.comm.world_size(), o.stages_per_rank, costs);
+  // A tied model shares a parameter between its first and last stages (staged_model.h); only
+  // one rank would own and update it.
+  if (ctx.model->has_tied_stages() && ranges.front().end < n)
+    throw ConfigError(
+        "model.tie_embeddings ties the first and last stages; pipelines place them on different "
+        "ranks: set model.tie_embeddings = false");
+  return ranges;
 }
 
 AlgorithmTraits pipeline_traits() {

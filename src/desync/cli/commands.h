@@ -35,6 +35,14 @@ struct CompareArgs {
 
 // `desync compare`: a table on stdout and an HTML page of overlaid curves at args.out.
 int run_compare(const CompareArgs& args);
+struct TokenizeArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+};
+
+// `desync tokenize`: builds (or checks and reuses) the token cache of the config's text corpus
+// and prints one line per split. A config whose dataset is not a text corpus is a ConfigError.
+int run_tokenize(const TokenizeArgs& args);
 int run_list();
 int run_version();
 

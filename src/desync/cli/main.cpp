@@ -4,6 +4,7 @@
 //                [--workers N] [--nnodes K --node-rank I --master-addr HOST --master-port P]
 //   desync worker CONFIG [...]      (rank and rendezvous from RANK, WORLD_SIZE, MASTER_ADDR, ...)
 //   desync compare RUN_DIR... [--out PAGE.html] [--target-accuracy X]
+//   desync tokenize CONFIG [--set section.key=value]...
 //   desync list
 //   desync version
 //
@@ -83,6 +84,13 @@ int main(int argc, char** argv) {
                    "accuracy for the time-to-target column (default: the lowest final accuracy)")
       ->check(CLI::Range(0.0, 1.0));
 
+  desync::TokenizeArgs tokenize;
+  CLI::App* tokenize_cmd = app.add_subcommand(
+      "tokenize", "build or check the token cache of a text corpus (data.dataset text or gcide)");
+  tokenize_cmd->add_option("config", tokenize.config, "TOML config file")->required();
+  tokenize_cmd->add_option("--set", tokenize.overrides,
+                           "override a config value: section.key=value (repeatable)");
+
   CLI::App* list_cmd = app.add_subcommand("list", "list algorithms, models and datasets");
   CLI::App* version_cmd = app.add_subcommand("version", "print the version");
 
@@ -103,6 +111,7 @@ int main(int argc, char** argv) {
     if (*train_cmd) return desync::run_train(train);
     if (*worker_cmd) return desync::run_worker(worker);
     if (*compare_cmd) return desync::run_compare(compare);
+    if (*tokenize_cmd) return desync::run_tokenize(tokenize);
     if (*list_cmd) return desync::run_list();
     if (*version_cmd) return desync::run_version();
   } catch (const desync::Error& e) {

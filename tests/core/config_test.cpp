@@ -392,9 +392,10 @@ TEST(Config, DataBudgetKeys) {
   e = config_error("[run]\nsamples = 10\ntokens = 64\n[data]\ndataset = \"text\"\n");
   EXPECT_TRUE(contains(e, "cfg.toml:3: run.samples and run.tokens are both set")) << e;
   e = config_error("[run]\ntokens = 640\n");
-  EXPECT_TRUE(contains(e,
-                       "cfg.toml:2: run.tokens needs a sequence dataset (data.dataset = \"text\" "
-                       "or \"gcide\"), not \"fashion-mnist\""))
+  EXPECT_TRUE(
+      contains(e,
+               "cfg.toml:2: run.tokens needs a sequence dataset (data.dataset = \"text\" or "
+               "\"gcide\"), not \"fashion-mnist\""))
       << e;
   e = config_error("", {"run.tokens=640", "data.dataset=synthetic"});
   EXPECT_TRUE(contains(e, "--set: run.tokens needs a sequence dataset")) << e;

@@ -52,16 +52,20 @@ TEST(DatasetTest, LimitsKeepTheFirstExamples) {
 
 TEST(DatasetTest, LimitsApplyToText) {
   TempDir dir;
-  write_file(dir.file("t.txt"), std::string(1000, 'a'));
+  std::string text;
+  for (int d = 0; d < 10; ++d) text += std::string(99, static_cast<char>('a' + d)) + "\n\n";
+  write_file(dir.file("t.txt"), text);
   DataConfig cfg;
   cfg.dataset = "text";
   cfg.path = dir.file("t.txt");
+  cfg.cache_dir = dir.file("cache");
+  cfg.tokenizer = "bytes";
   cfg.seq_len = 8;
   cfg.train_limit = 5;
   const DatasetSplits s = load_dataset(cfg, 0);
   EXPECT_EQ(s.train.size(), 5);
   EXPECT_EQ(s.train.example_shape(), (std::vector<int64_t>{8}));
-  EXPECT_EQ(s.test.size(), (100 - 1) / 8);
+  EXPECT_EQ(s.test.size(), (100 - 1) / 8);  // one document of 99 bytes and its end token
 }
 
 TEST(DatasetTest, UnknownNameListsTheChoices) {
@@ -73,7 +77,7 @@ TEST(DatasetTest, UnknownNameListsTheChoices) {
   } catch (const ConfigError& e) {
     const std::string msg = e.what();
     EXPECT_NE(msg.find("imagenet"), std::string::npos) << msg;
-    for (const char* choice : {"fashion-mnist", "mnist", "cifar10", "text", "synthetic"}) {
+    for (const char* choice : {"fashion-mnist", "mnist", "cifar10", "text", "gcide", "synthetic"}) {
       EXPECT_NE(msg.find(choice), std::string::npos) << msg;
     }
   }
@@ -100,6 +104,16 @@ TEST(DatasetTest, MissingDirectorySaysHowToInstallFashionMnist) {
   } catch (const DataError& e) {
     EXPECT_NE(std::string(e.what()).find(dir.file("nowhere")), std::string::npos) << e.what();
   }
+  cfg.dataset = "gcide";
+  try {
+    load_dataset(cfg, 0);
+    FAIL() << "expected a DataError";
+  } catch (const DataError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find(dir.file("nowhere")), std::string::npos) << msg;
+    EXPECT_NE(msg.find("apt-get install dict-gcide"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("scripts/install-deps"), std::string::npos) << msg;
+  }
 }
 
 TEST(DatasetTest, TextNeedsAPath) {
@@ -112,6 +126,8 @@ TEST(DatasetTest, DefaultPaths) {
   EXPECT_EQ(default_data_path("fashion-mnist"), "/usr/share/datasets/fashion-mnist");
   EXPECT_EQ(default_data_path("mnist"), "/usr/share/datasets/mnist");
   EXPECT_EQ(default_data_path("cifar10"), "/usr/share/datasets/cifar10");
+  EXPECT_EQ(default_data_path("gcide"), "/usr/share/dictd");
+  EXPECT_EQ(default_data_path("text"), "");
   EXPECT_EQ(default_data_path("synthetic"), "");
 }
 
@@ -123,7 +139,7 @@ TEST(DatasetTest, ExampleShapeAndSize) {
   EXPECT_EQ(d.size(), 5);
   EXPECT_EQ(d.example_shape(), (std::vector<int64_t>{3, 4, 4}));
   d.kind = DataKind::kText;
-  d.inputs = torch::zeros({6, 33}, torch::kUInt8);
+  d.inputs = torch::zeros({6, 33}, torch::kInt16);
   EXPECT_EQ(d.example_shape(), (std::vector<int64_t>{32}));
 }
 

@@ -1,13 +1,16 @@
-// Tests of the byte-level text dataset and its micro-batches.
+// Tests of the text dataset: paragraphs as documents, files and directories, and byte-level
+// windows and micro-batches through the token cache (tokenizer = "bytes").
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include "desync/core/error.h"
 #include "desync/data/batch_source.h"
 #include "desync/data/dataset.h"
+#include "desync/data/token_cache.h"
 #include "test_util.h"
 
 namespace desync {
@@ -16,86 +19,82 @@ namespace {
 using testing::TempDir;
 using testing::write_file;
 
-std::string text_of(size_t n) {
-  std::string s(n, '\0');
-  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 37 + 11) % 256);
-  return s;
+DataConfig text_config(const TempDir& dir, const std::string& path) {
+  DataConfig cfg;
+  cfg.dataset = "text";
+  cfg.path = path;
+  cfg.cache_dir = dir.file("cache");
+  cfg.tokenizer = "bytes";
+  cfg.seq_len = 16;
+  cfg.text_test_fraction = 0.25;
+  return cfg;
 }
 
-TEST(TextTest, SplitsTailAndCutsOverlappingWindows) {
+TEST(TextTest, DocumentsAreBlankLineSeparatedParagraphs) {
   TempDir dir;
-  const std::string text = text_of(100);
-  write_file(dir.file("corpus.txt"), text);
-  // 20 bytes of test tail, 80 of training; windows of 9 bytes at stride 8.
-  const DatasetSplits s = load_text(dir.file("corpus.txt"), 8, 0.2);
-  EXPECT_EQ(s.train.kind, DataKind::kText);
-  EXPECT_EQ(s.train.num_classes, 256);
-  EXPECT_FALSE(s.train.targets.defined());
-  ASSERT_EQ(s.train.inputs.sizes(), (std::vector<int64_t>{(80 - 1) / 8, 9}));
-  ASSERT_EQ(s.test.inputs.sizes(), (std::vector<int64_t>{(20 - 1) / 8, 9}));
-  EXPECT_EQ(s.train.example_shape(), (std::vector<int64_t>{8}));
-  const auto train = s.train.inputs.accessor<uint8_t, 2>();
-  for (int w = 0; w < 9; ++w)
-    for (int k = 0; k < 9; ++k) EXPECT_EQ(train[w][k], static_cast<uint8_t>(text[w * 8 + k]));
-  const auto test = s.test.inputs.accessor<uint8_t, 2>();
-  for (int w = 0; w < 2; ++w)
-    for (int k = 0; k < 9; ++k) EXPECT_EQ(test[w][k], static_cast<uint8_t>(text[80 + w * 8 + k]));
+  write_file(dir.file("a.txt"),
+             "\n\nfirst line\nsecond line\n\n  \t\nnext\r\n\r\n\n\nlast  one \n  indented\n");
+  const std::vector<std::string> docs = read_documents(text_config(dir, dir.file("a.txt")));
+  EXPECT_EQ(docs, (std::vector<std::string>{"first line\nsecond line", "next\r",
+                                            "last  one \n  indented"}));
 }
 
-TEST(TextTest, TooSmallFileIsRejected) {
+TEST(TextTest, DirectoryIsReadFileByFileInNameOrder) {
   TempDir dir;
-  write_file(dir.file("tiny.txt"), text_of(30));
-  // 30 bytes at fraction 0.2: a 6-byte test split cannot hold one 9-byte window.
-  try {
-    load_text(dir.file("tiny.txt"), 8, 0.2);
-    FAIL() << "expected a DataError";
-  } catch (const DataError& e) {
-    const std::string msg = e.what();
-    EXPECT_NE(msg.find(dir.file("tiny.txt")), std::string::npos) << msg;
-    EXPECT_NE(msg.find("too small"), std::string::npos) << msg;
+  std::filesystem::create_directory(dir.file("corpus"));
+  write_file(dir.file("corpus/b.txt"), "bee\n\nbuzz");
+  write_file(dir.file("corpus/a.txt"), "ant");
+  write_file(dir.file("corpus/.hidden"), "skipped");
+  std::filesystem::create_directory(dir.file("corpus/sub"));
+  EXPECT_EQ(read_documents(text_config(dir, dir.file("corpus"))),
+            (std::vector<std::string>{"ant", "bee", "buzz"}));
+}
+
+TEST(TextTest, MissingOrEmptyCorpusIsADataError) {
+  TempDir dir;
+  EXPECT_THROW(read_documents(text_config(dir, dir.file("absent.txt"))), DataError);
+  write_file(dir.file("blank.txt"), "\n \n\t\n");
+  EXPECT_THROW(read_documents(text_config(dir, dir.file("blank.txt"))), DataError);
+  std::filesystem::create_directory(dir.file("empty"));
+  EXPECT_THROW(read_documents(text_config(dir, dir.file("empty"))), DataError);
+  EXPECT_THROW(read_documents(text_config(dir, "")), ConfigError);
+}
+
+TEST(TextTest, BytesTokenizerGivesNextBytePredictionPairs) {
+  TempDir dir;
+  std::string text;
+  for (int d = 0; d < 40; ++d) {
+    for (int k = 0; k < 30 + d; ++k) text += static_cast<char>('a' + (d * 7 + k * 3) % 26);
+    text += "\n\n";
   }
-  EXPECT_NO_THROW(load_text(dir.file("tiny.txt"), 2, 0.2));
-}
-
-TEST(TextTest, BadArgumentsAreConfigErrors) {
-  TempDir dir;
-  write_file(dir.file("c.txt"), text_of(100));
-  EXPECT_THROW(load_text(dir.file("c.txt"), 0, 0.1), ConfigError);
-  EXPECT_THROW(load_text(dir.file("c.txt"), 4, 1.0), ConfigError);
-  EXPECT_THROW(load_text(dir.file("c.txt"), 4, 0.0), ConfigError);
-  EXPECT_THROW(load_text(dir.file("absent.txt"), 4, 0.1), DataError);
-}
-
-TEST(TextTest, MicroBatchesAreNextBytePredictionPairs) {
-  TempDir dir;
-  const std::string text = text_of(1000);
   write_file(dir.file("corpus.txt"), text);
-  const DatasetSplits s = load_text(dir.file("corpus.txt"), 16, 0.1);
+  const DataConfig cfg = text_config(dir, dir.file("corpus.txt"));
+  const DatasetSplits s = load_dataset(cfg, 0);
+  EXPECT_EQ(s.train.num_classes, 257);
+  EXPECT_FALSE(s.train.targets.defined());
+  // 40 documents of 30..69 bytes, each followed by the end-of-document token 256.
+  EXPECT_EQ(s.train.text_tokens + s.test.text_tokens, 40 * 30 + 39 * 40 / 2 + 40);
+  EXPECT_EQ(s.train.text_bytes + s.test.text_bytes, 40 * 30 + 39 * 40 / 2);
+  EXPECT_EQ(s.train.size(), (s.train.text_tokens - 1) / 16);
+
   MicroBatchSource source(s.train, 4, 0, 1, 7, {});
   const MicroBatch b = source.next();
   EXPECT_EQ(b.inputs.scalar_type(), torch::kLong);
-  EXPECT_EQ(b.targets.scalar_type(), torch::kLong);
   ASSERT_EQ(b.inputs.sizes(), (std::vector<int64_t>{4, 16}));
   ASSERT_EQ(b.targets.sizes(), (std::vector<int64_t>{4, 16}));
   EXPECT_TRUE(torch::equal(b.targets.narrow(1, 0, 15), b.inputs.narrow(1, 1, 15)));
-  // Each row is a window of the file: its position is a multiple of 16.
+  // Every id is a byte of a document or the end-of-document token, and every row is a window
+  // of the token stream.
+  const torch::Tensor flat = s.train.inputs.as_strided({s.train.text_tokens}, {1}, 0);
   for (int r = 0; r < 4; ++r) {
-    const int first = static_cast<int>(b.inputs[r][0].item<int64_t>());
     bool found = false;
-    for (int start = 0; start + 17 <= 900 && !found; start += 16) {
-      if (static_cast<uint8_t>(text[start]) != first) continue;
-      found = true;
-      for (int k = 0; k < 16; ++k) {
-        EXPECT_EQ(b.inputs[r][k].item<int64_t>(), static_cast<uint8_t>(text[start + k]));
-        EXPECT_EQ(b.targets[r][k].item<int64_t>(), static_cast<uint8_t>(text[start + k + 1]));
-      }
+    for (int64_t w = 0; w < s.train.size() && !found; ++w) {
+      found = torch::equal(s.train.inputs[w].narrow(0, 0, 16).to(torch::kLong), b.inputs[r]);
     }
     EXPECT_TRUE(found) << "row " << r;
   }
-  const MicroBatch eval = take_range(s.test, 0, s.test.size(), true);
-  ASSERT_EQ(eval.inputs.sizes(), (std::vector<int64_t>{(100 - 1) / 16, 16}));
-  EXPECT_EQ(eval.inputs[0][0].item<int64_t>(), static_cast<uint8_t>(text[900]));
-  EXPECT_EQ(eval.targets[0][15].item<int64_t>(), static_cast<uint8_t>(text[916]));
+  EXPECT_LE(flat.max().item<int64_t>(), 256);
+  EXPECT_EQ((flat == 256).sum().item<int64_t>(), s.train.text_tokens - s.train.text_bytes);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -17,6 +18,8 @@
 #include "desync/core/error.h"
 #include "desync/core/fs.h"
 #include "desync/core/system.h"
+#include "desync/data/unigram.h"
+#include "desync/data/token_cache.h"
 #include "desync/report/compare.h"
 #include "desync/report/summary.h"
 #include "desync/train/trainer.h"
@@ -139,6 +142,39 @@ int run_compare(const CompareArgs& args) {
   return 0;
 }
 
+int run_tokenize(const TokenizeArgs& args) {
+  const Config cfg = load_config(args.config, args.overrides);
+  const DataConfig& data = cfg.data;
+  if (data.dataset != "text" && data.dataset != "gcide") {
+    throw ConfigError(
+        fmt::format("desync tokenize needs a text corpus (data.dataset = \"text\" "
+                    "or \"gcide\"), not \"{}\"",
+                    data.dataset));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const TokenCacheInfo info = prepare_token_cache(data, [](const std::string& line) {
+    std::fprintf(stderr, "%s\n", line.c_str());
+    std::fflush(stderr);
+  });
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("%s: %s, %s tokenizer, %lld pieces, in %.1f s\n", info.dir.c_str(),
+              info.built ? "built" : "reused", data.tokenizer.c_str(),
+              static_cast<long long>(info.vocab_size), seconds);
+  const auto line = [](const char* name, int64_t docs, int64_t tokens, int64_t bytes) {
+    std::printf("  %-5s %9lld documents %11lld tokens %12lld bytes %6.3f bytes/token\n", name,
+                static_cast<long long>(docs), static_cast<long long>(tokens),
+                static_cast<long long>(bytes),
+                tokens > 0 ? static_cast<double>(bytes) / static_cast<double>(tokens) : 0.0);
+  };
+  line("train", info.train_documents, info.train_tokens, info.train_bytes);
+  line("test", info.test_documents, info.test_tokens, info.test_bytes);
+  // What a model must beat to have learned anything beyond token frequencies.
+  std::printf("  unigram baseline: %.4f bits/byte on the test split\n",
+              unigram_bits_per_byte(info));
+  return 0;
+}
+
 int run_list() {
   std::puts("algorithms:");
   for (const AlgorithmInfo& a : algorithm_registry())
@@ -155,7 +191,8 @@ int run_list() {
   std::puts("  fashion-mnist  IDX files, default /usr/share/datasets/fashion-mnist");
   std::puts("  mnist          IDX files, default /usr/share/datasets/mnist");
   std::puts("  cifar10        CIFAR-10 binary batches (data_batch_*.bin, test_batch.bin)");
-  std::puts("  text           one text file, byte-level next-token prediction (data.seq_len)");
+  std::puts("  text           UTF-8 files, paragraphs as documents, tokenized (data.tokenizer)");
+  std::puts("  gcide          GCIDE dictionary entries (dict-gcide), default /usr/share/dictd");
   std::puts("  synthetic      seeded Gaussian inputs labelled by a random teacher network");
   return 0;
 }

@@ -47,6 +47,15 @@ struct GenerateArgs {
 // `desync generate`: samples text from a language-model run's newest checkpoint
 // (models/sampling.h), deterministically for a seed.
 int run_generate(const GenerateArgs& args);
+
+struct TokenizeArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+};
+
+// `desync tokenize`: builds (or checks and reuses) the token cache of the config's text corpus
+// and prints one line per split. A config whose dataset is not a text corpus is a ConfigError.
+int run_tokenize(const TokenizeArgs& args);
 int run_list();
 int run_version();
 

@@ -5,6 +5,7 @@
 //   desync worker CONFIG [...]      (rank and rendezvous from RANK, WORLD_SIZE, MASTER_ADDR, ...)
 //   desync compare RUN_DIR... [--out PAGE.html] [--target-accuracy X]
 //   desync generate RUN_DIR [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
+//   desync tokenize CONFIG [--set section.key=value]...
 //   desync list
 //   desync version
 //
@@ -99,6 +100,13 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
   generate_cmd->add_option("--seed", generate.seed, "seed of the draws (0)");
 
+  desync::TokenizeArgs tokenize;
+  CLI::App* tokenize_cmd = app.add_subcommand(
+      "tokenize", "build or check the token cache of a text corpus (data.dataset text or gcide)");
+  tokenize_cmd->add_option("config", tokenize.config, "TOML config file")->required();
+  tokenize_cmd->add_option("--set", tokenize.overrides,
+                           "override a config value: section.key=value (repeatable)");
+
   CLI::App* list_cmd = app.add_subcommand("list", "list algorithms, models and datasets");
   CLI::App* version_cmd = app.add_subcommand("version", "print the version");
 
@@ -120,6 +128,7 @@ int main(int argc, char** argv) {
     if (*worker_cmd) return desync::run_worker(worker);
     if (*compare_cmd) return desync::run_compare(compare);
     if (*generate_cmd) return desync::run_generate(generate);
+    if (*tokenize_cmd) return desync::run_tokenize(tokenize);
     if (*list_cmd) return desync::run_list();
     if (*version_cmd) return desync::run_version();
   } catch (const desync::Error& e) {

@@ -92,7 +92,8 @@ MicroBatch convert(const Dataset& data, torch::Tensor rows, const torch::Tensor&
       b.targets = targets;
       break;
     case DataKind::kText: {
-      const torch::Tensor windows = rows.to(torch::kLong);
+      // Token ids are stored as uint16 in int16 tensors: ids above 32767 read back negative.
+      const torch::Tensor windows = rows.to(torch::kLong).bitwise_and_(0xFFFF);
       const int64_t seq = windows.size(1) - 1;
       b.inputs = windows.narrow(1, 0, seq).contiguous();
       b.targets = windows.narrow(1, 1, seq).contiguous();

@@ -5,12 +5,13 @@
 #include <string>
 
 #include "desync/core/error.h"
+#include "desync/data/token_cache.h"
 
 namespace desync {
 namespace {
 
 constexpr const char* kDatasetRoot = "/usr/share/datasets";
-constexpr const char* kChoices = "fashion-mnist, mnist, cifar10, text, synthetic";
+constexpr const char* kChoices = "fashion-mnist, mnist, cifar10, text, gcide, synthetic";
 
 // The first `limit` examples of `d` (all of them if limit is 0 or not smaller than the size).
 // Copies, so that the rest of the split is freed.
@@ -25,6 +26,8 @@ void require_directory(const std::string& dir, const std::string& dataset) {
   std::string msg = "data directory " + dir + " for dataset '" + dataset + "' does not exist";
   if (dataset == "fashion-mnist") {
     msg += "; `apt-get install dataset-fashion-mnist` (or scripts/install-deps) provides it";
+  } else if (dataset == "gcide") {
+    msg += "; `apt-get install dict-gcide` (or scripts/install-deps) provides it";
   } else {
     msg += "; set data.path to the directory that holds the files";
   }
@@ -44,6 +47,7 @@ std::string default_data_path(const std::string& dataset) {
   if (dataset == "fashion-mnist" || dataset == "mnist" || dataset == "cifar10") {
     return std::string(kDatasetRoot) + "/" + dataset;
   }
+  if (dataset == "gcide") return "/usr/share/dictd";  // Debian's dict-gcide
   return "";  // text needs an explicit path; synthetic reads no files
 }
 
@@ -57,9 +61,11 @@ DatasetSplits load_dataset(const DataConfig& cfg, uint64_t seed) {
   } else if (name == "cifar10") {
     require_directory(path, name);
     s = load_cifar10(path);
+  } else if (name == "gcide") {
+    require_directory(path, name);
+    s = load_token_dataset(cfg);
   } else if (name == "text") {
-    if (path.empty()) throw ConfigError("data.dataset = \"text\" needs data.path, a text file");
-    s = load_text(path, cfg.seq_len, cfg.text_test_fraction);
+    s = load_token_dataset(cfg);
   } else if (name == "synthetic") {
     s = make_synthetic(cfg.synthetic_train, cfg.synthetic_test, cfg.synthetic_classes,
                        cfg.synthetic_shape, seed);

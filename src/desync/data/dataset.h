@@ -26,7 +26,7 @@ enum class DataKind { kImage, kText, kFeatures };
 struct Dataset {
   std::string name;  // e.g. "fashion-mnist/train"
   DataKind kind = DataKind::kImage;
-  torch::Tensor inputs;     // uint8 [n,C,H,W] (image), uint8 [n,seq+1] (text), float [n,...]
+  torch::Tensor inputs;     // uint8 [n,C,H,W] (image), int16 [n,seq+1] (text), float [n,...]
   torch::Tensor targets;    // int64 [n] (image, features); undefined for text
   int64_t num_classes = 0;  // classes, or the tokenizer's vocabulary size for text
   // Per-channel mean and std of inputs/255 used by normalisation (image only).
@@ -56,9 +56,7 @@ torch::Tensor read_idx_file(const std::string& path);
 // CIFAR-10 binary: `dir` holds data_batch_{1..5}.bin and test_batch.bin (3073-byte records).
 DatasetSplits load_cifar10(const std::string& dir);
 
-// Byte-level text: one file; the last `test_fraction` of it is the test split. Windows of
-// seq_len + 1 bytes at stride seq_len.
-DatasetSplits load_text(const std::string& path, int64_t seq_len, double test_fraction);
+// Text corpora ("text", "gcide") are loaded by load_token_dataset() (data/token_cache.h).
 
 // A seeded, learnable classification task: Gaussian inputs of `shape` labelled by a fixed
 // random two-layer teacher network. Same seed, same data, on every machine.
@@ -70,7 +68,8 @@ DatasetSplits make_synthetic(int64_t train_size, int64_t test_size, int64_t clas
 // Throws ConfigError for an unknown name, DataError for a missing directory or a bad file.
 DatasetSplits load_dataset(const DataConfig& cfg, uint64_t seed);
 
-// The default directory of a dataset, e.g. /usr/share/datasets/fashion-mnist.
+// The default directory of a dataset, e.g. /usr/share/datasets/fashion-mnist, /usr/share/dictd
+// for gcide; "" for text (data.path is required) and synthetic.
 std::string default_data_path(const std::string& dataset);
 
 }  // namespace desync

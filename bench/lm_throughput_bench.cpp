@@ -29,8 +29,8 @@ double two_singles(const std::string& args, const std::string& out) {
   const std::string desync = bench::desync_binary();
   std::string cmd = "rm -rf " + out + "-a " + out + "-b && (";
   for (const char* part : {"-a", "-b"})
-    cmd += desync + " train " + args + " --quiet --set algorithm.name=single --out " + out + part +
-           " > " + out + part + ".log 2>&1 & ";
+    cmd += desync + " train " + args + " --quiet --workers 1 --set algorithm.name=single --out " +
+           out + part + " > " + out + part + ".log 2>&1 & ";
   cmd += "wait)";
   if (std::system(cmd.c_str()) != 0) return -1;
   nlohmann::json a = read_summary(out + "-a"), b = read_summary(out + "-b");

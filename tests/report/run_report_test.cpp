@@ -199,17 +199,18 @@ TEST(Compare, TableHasOneRowPerRunWithItsFigures) {
   EXPECT_EQ(fast[2], "2");
   EXPECT_EQ(fast[3], "1280");     // samples
   EXPECT_EQ(fast[4], "0.9000");   // final accuracy
-  EXPECT_EQ(fast[5], "1.0");      // 0.7 >= 0.65 at step 10: 10 x 0.1 s
-  EXPECT_EQ(slow[5], "20.0");     // 0.6 < 0.65 at step 10; 0.8 at step 20: 20 x 1 s
-  EXPECT_EQ(fast[6], "640.0");    // samples/s: 1280 / 2 s
-  EXPECT_EQ(fast[7], "3.00");     // MiB sent per rank, mean of 2 and 4
-  EXPECT_EQ(fast[8], "4.00");     //   max
-  EXPECT_EQ(fast[9], "3.00");     // comm in flight, mean of 2 and 4
-  EXPECT_EQ(fast[10], "2.00");    // waiting, mean of 1 and 3
-  EXPECT_EQ(fast[11], "300.00");  // peak RSS max, MiB
+  EXPECT_EQ(fast[5], "0.5000");   // final test loss
+  EXPECT_EQ(fast[6], "1.0");      // 0.7 >= 0.65 at step 10: 10 x 0.1 s
+  EXPECT_EQ(slow[6], "20.0");     // 0.6 < 0.65 at step 10; 0.8 at step 20: 20 x 1 s
+  EXPECT_EQ(fast[7], "640.0");    // samples/s: 1280 / 2 s
+  EXPECT_EQ(fast[8], "3.00");     // MiB sent per rank, mean of 2 and 4
+  EXPECT_EQ(fast[9], "4.00");     //   max
+  EXPECT_EQ(fast[10], "3.00");    // comm in flight, mean of 2 and 4
+  EXPECT_EQ(fast[11], "2.00");    // waiting, mean of 1 and 3
+  EXPECT_EQ(fast[12], "300.00");  // peak RSS max, MiB
 
   // A target nobody reached: "-".
-  EXPECT_EQ(cells(split(compare_table(runs, 0.95))[2])[5], "-");
+  EXPECT_EQ(cells(split(compare_table(runs, 0.95))[2])[6], "-");
 }
 
 TEST(Compare, PageOverlaysOneCurvePerRun) {

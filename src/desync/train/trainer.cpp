@@ -148,7 +148,7 @@ class Run {
   }
   RankFigures rank_figures(int64_t begin_us, int64_t end_us) const;
   bool is_text() const { return data_.train.kind == DataKind::kText; }
-  int64_t tokens_per_sample() const { return is_text() ? cfg_.data.seq_len : 0; }
+  int64_t tokens_per_sample() const { return cfg_.data.seq_len; }  // text only
   nlohmann::json summary(const std::optional<EvalResult>& final_eval);
 
   const Config& cfg_;
@@ -218,16 +218,17 @@ void Run::log_step(const StepReport& report) {
     const StreamPosition pos = parts_.batches->position();
     const double epoch = static_cast<double>(pos.epoch) +
                          static_cast<double>(pos.batch) / parts_.batches->batches_per_epoch();
-    metrics_->write({{"type", "train"},
-                     {"step", state_.step},
-                     {"epoch", epoch},
-                     {"loss", log.loss},
-                     {"lr", lr},
-                     {"samples", log.samples},
-                     {"samples_per_second", sps},
-                     {"tokens", log.samples * tokens_per_sample()},
-                     {"elapsed", state_.train_seconds},
-                     {"bytes_sent_per_rank", log.bytes_sent_per_rank}});
+    nlohmann::json record = {{"type", "train"},
+                             {"step", state_.step},
+                             {"epoch", epoch},
+                             {"loss", log.loss},
+                             {"lr", lr},
+                             {"samples", log.samples},
+                             {"samples_per_second", sps},
+                             {"elapsed", state_.train_seconds},
+                             {"bytes_sent_per_rank", log.bytes_sent_per_rank}};
+    if (is_text()) record["tokens"] = log.samples * tokens_per_sample();
+    metrics_->write(record);
   }
   shown_loss_ = log.loss;
   shown_sps_ = sps;

@@ -16,6 +16,7 @@ std::unique_ptr<Algorithm> make_ddp(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_zero1(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_dpu(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_acco(const AlgorithmConfig& cfg);
+std::unique_ptr<Algorithm> make_cdp(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_diloco(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_dpsgd(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_adpsgd(const AlgorithmConfig& cfg);
@@ -39,6 +40,10 @@ const std::vector<AlgorithmInfo>& algorithm_registry() {
        make_dpu},
       {"acco", "dataparallel",
        "ACCO: estimate/real rounds hide sharded communication behind accumulation", make_acco},
+      {"cdp", "dataparallel",
+       "cyclic data parallelism: staggered workers, per-stage reductions spread over the step "
+       "(rule = dp | cdp1 | cdp2)",
+       make_cdp},
       {"diloco", "decentralized",
        "DiLoCo: H local inner steps, then an outer Nesterov step on the averaged pseudo-gradient",
        make_diloco},

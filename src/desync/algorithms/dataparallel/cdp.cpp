@@ -20,11 +20,12 @@ std::unique_ptr<Algorithm> make_cdp(const AlgorithmConfig& cfg) {
   CyclicOptions o = read_cyclic_options(r);
   const bool staggered =
       r.get_choice("runtime", "staggered", {"staggered", "simulator"}) == "staggered";
+  const bool latest = r.get_choice("final_model", "average", {"average", "latest"}) == "latest";
   r.finish();
   if (cfg.accumulation != 1)
     throw ConfigError(
         "cdp: algorithm.accumulation must be 1 (each worker runs one micro-batch per cycle)");
-  return std::make_unique<Cdp>(o, staggered);
+  return std::make_unique<Cdp>(o, staggered, latest);
 }
 
 // The reduction thread of the staggered runtime: all-reduces the stage gradients it is handed,
@@ -112,7 +113,8 @@ class StageReducer {
   std::thread thread_;  // last: starts once the members above exist
 };
 
-Cdp::Cdp(CyclicOptions o, bool staggered) : opts_(std::move(o)), staggered_(staggered) {}
+Cdp::Cdp(CyclicOptions o, bool staggered, bool final_latest)
+    : opts_(std::move(o)), staggered_(staggered), final_latest_(final_latest) {}
 
 Cdp::~Cdp() = default;
 
@@ -284,12 +286,15 @@ void Cdp::finish(Context& ctx) {
       StepReport ignored;
       while (next_op_ % (2 * num_stages()) != 0) run_op(ctx, next_op_, ignored);
     }
-    for (int64_t l = 0; l < num_stages(); ++l)
+    for (int64_t l = 0; l < num_stages(); ++l) {
       if (pending_[l]) apply(ctx, l);  // fresh: W = theta_K; stale: M = theta_K, W = theta_{K-1}
+      if (final_latest_ && !fresh_[l]) slice(flat_->params_flat(), l).copy_(master_[l]);
+    }
     reducer_.reset();
   } else {
     for (int64_t l = 0; l < num_stages(); ++l)
-      slice(flat_->params_flat(), l).copy_(fresh_[l] ? slice(theta_, l) : slice(prev_, l));
+      slice(flat_->params_flat(), l)
+          .copy_(fresh_[l] || final_latest_ ? slice(theta_, l) : slice(prev_, l));
   }
   average_copies(ctx, ctx.model, ctx.comm);
 }

@@ -26,12 +26,13 @@
 // It is the ground truth the staggered runtime is tested against.
 //
 // finish(): both runtimes end with the workers' copies (theta_K on fresh stages, theta_{K-1} on
-// stale ones, as the reference) and then average parameters and buffers over the workers.
+// stale ones, as the reference) and then average parameters and buffers over the workers;
+// final_model = "latest" ends with theta_K on every stage instead (then the same on all workers).
 // model_for_eval() evaluates that average of the current copies.
 //
 // Options: rule ("cdp2"), fresh_predicate ("code"), n_stages (4), stage_cuts ([]), unit_ms (0),
-// runtime ("staggered"). One optimizer per stage; optimizer.grad_clip is not supported (stages
-// are updated at different times) and algorithm.accumulation must be 1.
+// runtime ("staggered"), final_model ("average"). One optimizer per stage; optimizer.grad_clip is
+// not supported (stages are updated at different times) and algorithm.accumulation must be 1.
 #pragma once
 
 #include <memory>
@@ -46,7 +47,7 @@ class StageReducer;
 
 class Cdp : public Algorithm {
  public:
-  Cdp(CyclicOptions o, bool staggered);
+  Cdp(CyclicOptions o, bool staggered, bool final_latest = false);
   ~Cdp() override;
   void setup(Context& ctx) override;
   StepReport step(Context& ctx) override;
@@ -76,6 +77,7 @@ class Cdp : public Algorithm {
 
   CyclicOptions opts_;
   bool staggered_;
+  bool final_latest_;  // final_model = "latest": theta_K on every stage, not the copies' average
   int64_t rank_ = 0, world_ = 1;
   std::vector<StageRange> stages_;
   std::vector<Slice> slices_;

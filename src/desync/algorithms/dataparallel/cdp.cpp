@@ -146,6 +146,11 @@ void Cdp::setup(Context& ctx) {
     throw ConfigError(
         "cdp: optimizer.grad_clip is not supported (the stages are updated at different times); "
         "set it to 0");
+  if (staggered_ && ctx.config.checkpoint.enabled && ctx.config.checkpoint.every > 0)
+    throw ConfigError(
+        "cdp: the staggered runtime holds a micro-batch in flight between steps and cannot be "
+        "checkpointed mid-run: set checkpoint.every = 0 (the final checkpoint is still written), "
+        "or algorithm.runtime = \"simulator\"");
   rank_ = ctx.comm.rank();
   world_ = ctx.comm.world_size();
   MicroBatch probe = probe_batch(ctx);
@@ -300,10 +305,13 @@ void Cdp::finish(Context& ctx) {
 }
 
 void Cdp::save(Archive& archive) const {
-  if (staggered_)
-    throw CheckpointError(
-        "cdp: the staggered runtime holds a micro-batch in flight between steps and cannot be "
-        "checkpointed; set checkpoint.enabled = false, or algorithm.runtime = \"simulator\"");
+  if (staggered_) {
+    // Only once finish() has drained the schedule (the run's final checkpoint): setup() refuses
+    // checkpoints between steps, when a micro-batch is in flight. The model is all there is.
+    if (!finished_)
+      throw CheckpointError("cdp: the staggered runtime checkpoints only at the end of the run");
+    return;
+  }
   archive.put("cdp.theta", theta_);
   archive.put("cdp.prev", prev_);
   for (size_t l = 0; l < optimizers_.size(); ++l)

@@ -37,6 +37,7 @@ every = 0
 enabled = false
 [algorithm]
 name = "ddp"
+[algorithm.ddp]
 first_bucket_mb = 0.5
 bucket_cap_mb = 0.5
 )";
@@ -105,6 +106,21 @@ TEST(RunTimelines, DdpSummarySumsTheRanksAndHasOneReductionGroupPerBucket) {
   }
   EXPECT_EQ(spans, 30 * buckets[0].get<int64_t>());
   EXPECT_EQ(bucket0, 30);
+}
+
+TEST(RunTimelines, PipelineStagesCountTheirActivations) {
+  // The synchronous pipeline's stage forwards, and a delayed pipeline's forward before each
+  // backward (algorithms/pipeline/delayed_stage.cpp), run in activation scopes too.
+  for (const char* algorithm : {"pipeline", "pipedream"}) {
+    testing::TempDir dir;
+    nlohmann::json s =
+        train(dir, std::string("--set run.steps=12 --set algorithm.name=") + algorithm);
+    const nlohmann::json& a = s["activation_memory"];
+    ASSERT_TRUE(a.is_object()) << algorithm << s.dump(2);
+    ASSERT_EQ(a["rank_peak_bytes"].size(), 2u) << algorithm;
+    for (const auto& p : a["rank_peak_bytes"]) EXPECT_GT(p.get<double>(), 0) << algorithm;
+    EXPECT_TRUE(s["reductions"].is_null()) << algorithm << ": records no reductions";
+  }
 }
 
 TEST(RunTimelines, RunTooShortForASteadyStateSaysSo) {

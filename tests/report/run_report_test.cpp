@@ -146,6 +146,65 @@ TEST(RunReport, MissingFiguresShowNoDataInsteadOfFailing) {
   }
 }
 
+// Adds the summed activation memory and a reduction timeline (two buckets, two steps) to the
+// summary of a run written by write_run().
+void add_timelines(const std::string& dir, double summed_peak) {
+  nlohmann::json summary = load_run(dir).summary;
+  summary["activation_memory"] = {
+      {"sample_period_ms", 1.0},
+      {"rank_peak_bytes", {3 * 1048576, 3 * 1048576}},
+      {"summed_peak_bytes", summed_peak},
+      {"summed_mean_bytes", summed_peak / 2},
+      {"summed_peak_to_mean", 2.0},
+      {"curve",
+       {{"t_s", {0.0, 0.001, 0.002, 0.003}},
+        {"bytes", {0, summed_peak, 1048576, 0}},
+        {"first_step", 5},
+        {"last_step", 6}}},
+      {"run_curve", {{"t_s", {0.0, 1.0, 2.0}}, {"bytes", {0, summed_peak, 0}}}}};
+  summary["reductions"] = {{"groups", 2},
+                           {"steps", 20},
+                           {"max_in_flight", 2},
+                           {"window_seconds", 0.004},
+                           {"timeline",
+                            {{{"group", 0}, {"step", 5}, {"start_s", 0.0005}, {"end_s", 0.001}},
+                             {{"group", 1}, {"step", 5}, {"start_s", 0.0007}, {"end_s", 0.0012}},
+                             {{"group", 0}, {"step", 6}, {"start_s", 0.0025}, {"end_s", 0.003}}}}};
+  testing::write_file(dir + "/summary.json", summary.dump(2));
+}
+
+TEST(RunReport, ActivationMemoryAndReductionTimeline) {
+  testing::TempDir dir;
+  write_run(dir.file("ddp"), "ddp", 0.5, 0.8, 0.1);
+  add_timelines(dir.file("ddp"), 4 * 1048576);
+  write_run_report(dir.file("ddp"));
+  std::string html = testing::read_file(dir.file("ddp/report.html"));
+  std::string window = figure(html, "activation-memory");
+  EXPECT_EQ(count(window, "class=\"series\""), 1u);
+  EXPECT_NE(window.find("steps 5 to 6"), std::string::npos);
+  EXPECT_EQ(count(figure(html, "activation-memory-run"), "class=\"series\""), 1u);
+  std::string timeline = figure(html, "reductions");
+  EXPECT_EQ(count(timeline, "class=\"interval\""), 3u);
+  EXPECT_EQ(count(timeline, "data-row=\"group 0\""), 2u);
+  EXPECT_EQ(count(timeline, "data-row=\"group 1\""), 1u);
+  EXPECT_NE(html.find("<td>4.0 MiB</td>"), std::string::npos);          // the summed peak
+  EXPECT_NE(html.find("<td>6.0 MiB</td>"), std::string::npos);          // the sum of the rank peaks
+  EXPECT_NE(html.find("<b>Activation memory</b>"), std::string::npos);  // how it is derived
+  EXPECT_NE(html.find("<b>Reductions</b>"), std::string::npos);
+}
+
+TEST(RunReport, RunWithoutTimelinesShowsNoData) {
+  testing::TempDir dir;
+  write_run(dir.file("old"), "ddp", 0.5, 0.8, 0.1);
+  write_run_report(dir.file("old"));
+  std::string html = testing::read_file(dir.file("old/report.html"));
+  for (const char* id : {"activation-memory", "activation-memory-run", "reductions"}) {
+    std::string f = figure(html, id);
+    ASSERT_FALSE(f.empty()) << id;
+    EXPECT_NE(f.find("no data"), std::string::npos) << id;
+  }
+}
+
 TEST(RunReport, LoadRunRejectsWhatIsNotARunDirectory) {
   testing::TempDir dir;
   try {
@@ -211,6 +270,36 @@ TEST(Compare, TableHasOneRowPerRunWithItsFigures) {
 
   // A target nobody reached: "-".
   EXPECT_EQ(cells(split(compare_table(runs, 0.95))[2])[6], "-");
+}
+
+TEST(Compare, PeakSummedActivationsColumnWhenARunHasIt) {
+  testing::TempDir dir;
+  write_run(dir.file("a"), "ddp", 0.7, 0.9, 0.1);
+  write_run(dir.file("b"), "cdp", 0.7, 0.9, 0.1);
+  write_run(dir.file("c"), "zero1", 0.7, 0.9, 0.1);
+  add_timelines(dir.file("a"), 8 * 1048576);
+  add_timelines(dir.file("b"), 3 * 1048576);
+  std::vector<RunData> runs = {load_run(dir.file("a")), load_run(dir.file("b")),
+                               load_run(dir.file("c"))};
+  std::string table = compare_table(runs, 0.8);
+  std::string head = table.substr(0, table.find('\n'));
+  EXPECT_NE(head.find("peak summed activations (MiB)"), std::string::npos);
+  EXPECT_NE(head.find("peak RSS (MiB, max)"), std::string::npos);  // the columns before stay
+  auto last_cell = [&](const std::string& run) {
+    size_t at = table.find("| " + run + " ");
+    std::string line = table.substr(at, table.find('\n', at) - at);
+    line = line.substr(0, line.rfind('|'));
+    std::string cell = line.substr(line.rfind('|') + 1);
+    return cell.substr(cell.find_first_not_of(' '),
+                       cell.find_last_not_of(' ') - cell.find_first_not_of(' ') + 1);
+  };
+  EXPECT_EQ(last_cell("a"), "8.00");
+  EXPECT_EQ(last_cell("b"), "3.00");
+  EXPECT_EQ(last_cell("c"), "-");  // a run without the figure
+  EXPECT_NE(compare_html(runs, 0.8).find("peak summed activations (MiB)"), std::string::npos);
+  // Runs without it: no such column.
+  std::vector<RunData> old = {load_run(dir.file("c"))};
+  EXPECT_EQ(compare_table(old, 0.8).find("activations"), std::string::npos);
 }
 
 TEST(Compare, PageOverlaysOneCurvePerRun) {

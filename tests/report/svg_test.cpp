@@ -138,6 +138,31 @@ TEST(Svg, BarChartWithoutValuesSaysNoData) {
   EXPECT_EQ(svg.find("class=\"segment\""), std::string::npos);
 }
 
+TEST(Svg, TimelineChartDrawsEachIntervalOnItsRowsLane) {
+  TimelineChart c{"reductions", "In flight", "time (ms)", {"group 0", "group 1"}, {}, 0, 10};
+  c.intervals.push_back({0, 1, 3, ""});
+  c.intervals.push_back({1, 2, 6, "late"});
+  c.intervals.push_back({0, 7, 8, ""});
+  c.intervals.push_back({5, 1, 2, ""});  // no such row: skipped
+  std::string svg = render_timeline_chart(c);
+  EXPECT_NE(svg.find("id=\"reductions\""), std::string::npos);
+  EXPECT_NE(svg.find("data-chart=\"timeline\""), std::string::npos);
+  EXPECT_EQ(count(svg, "class=\"interval\""), 3u);
+  EXPECT_EQ(count(svg, "data-row=\"group 0\""), 2u);
+  EXPECT_EQ(count(svg, "data-row=\"group 1\""), 1u);
+  EXPECT_NE(svg.find("<title>late</title>"), std::string::npos);
+  std::vector<double> x = attribute_values(svg, "rect class=\"interval\"", "x"),
+                      y = attribute_values(svg, "rect class=\"interval\"", "y"),
+                      w = attribute_values(svg, "rect class=\"interval\"", "width");
+  ASSERT_EQ(x.size(), 3u);
+  EXPECT_EQ(y[0], y[2]);  // one lane per row
+  EXPECT_GT(y[1], y[0]);
+  EXPECT_NEAR(w[1], 2 * w[0], 0.02);  // 4 ms against 2 ms on one scale
+  EXPECT_NEAR(x[2] - x[0], 3 * w[0], 0.02);
+  TimelineChart empty{"reductions", "In flight", "time (ms)", {}, {}, 0, 0};
+  EXPECT_NE(render_timeline_chart(empty).find("no data"), std::string::npos);
+}
+
 TEST(Svg, ByteAxesTickAtRoundBinaryUnits) {
   const double mib = 1024.0 * 1024.0;
   LineChart c{"b", "t", "x", "bytes", {{"s", {0, 1, 2}, {0, 7 * mib, 14 * mib}}}, "bytes"};

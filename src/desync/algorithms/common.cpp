@@ -4,6 +4,7 @@
 #include <cmath>
 #include <thread>
 
+#include "desync/core/activation_memory.h"
 #include "desync/core/trace.h"
 
 namespace desync {
@@ -23,7 +24,11 @@ StepReport accumulate_gradients(Context& ctx, int64_t n, int64_t divisor) {
     {
       TraceSpan span("forward_backward", "compute");
       MicroBatch mb = ctx.batches.next();
-      torch::Tensor loss = loss_of(ctx.model->forward(mb.inputs), mb.targets);
+      torch::Tensor loss;
+      {
+        ActivationScope activations;  // what forward saves for backward (core/activation_memory.h)
+        loss = loss_of(ctx.model->forward(mb.inputs), mb.targets);
+      }
       (loss / static_cast<double>(divisor)).backward();
       loss_sum += loss.item<double>();
       report.samples += mb.inputs.size(0);

@@ -13,7 +13,8 @@ torch::Tensor loss_of(const torch::Tensor& logits, const torch::Tensor& targets)
 // Runs forward and backward on `n` micro-batches from ctx.batches, adding into the parameters'
 // gradients the gradient of sum_k loss_k / divisor (divisor = n: the mean over the n
 // micro-batches). Gradients are not zeroed first. Returns the mean loss of the n micro-batches
-// and what was consumed.
+// and what was consumed. Each forward pass (and loss) runs in an ActivationScope, so the
+// activations it keeps for backward are counted (core/activation_memory.h).
 StepReport accumulate_gradients(Context& ctx, int64_t n, int64_t divisor);
 inline StepReport accumulate_gradients(Context& ctx, int64_t n) {
   return accumulate_gradients(ctx, n, n);

@@ -73,6 +73,10 @@ int64_t Tracer::now_us() {
       .count();
 }
 
+int64_t Tracer::epoch_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(kEpoch.time_since_epoch()).count();
+}
+
 void Tracer::span(const char* name, const char* category, int64_t start_us, int64_t end_us,
                   int64_t bytes) {
   uint32_t tid = thread_number();
@@ -87,8 +91,7 @@ void Tracer::span(const char* name, const char* category, int64_t start_us, int6
 void Tracer::write(const std::string& path, int64_t rank) const {
   // Timestamps in the file are on the machine's monotonic clock (not since this process's
   // epoch), so the traces of ranks that share a machine line up when opened together.
-  const int64_t epoch_us =
-      std::chrono::duration_cast<std::chrono::microseconds>(kEpoch.time_since_epoch()).count();
+  const int64_t epoch_us = Tracer::epoch_us();
   nlohmann::json events = nlohmann::json::array();
   {
     std::lock_guard<std::mutex> lock(mu_);

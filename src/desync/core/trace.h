@@ -10,6 +10,9 @@
 //   eval, checkpoint
 //   phase       an algorithm's phase (ACCO's estimate/real rounds, DPU's delayed update) that
 //               encloses spans of the categories above; a label, it does not occupy the thread
+//   reduce      a gradient reduction of one group ("reduce <group>", e.g. a DDP bucket) from its
+//               launch to the moment its completion was seen (core/reductions.h); a label, it
+//               does not occupy the thread
 // Recording is thread-safe and cheap (one lock, one vector append); names and categories must
 // be string literals or otherwise outlive the tracer. A cap bounds memory on long runs: past it,
 // spans are counted but dropped, and the file says how many (the totals below then undercount).
@@ -28,6 +31,10 @@ class Tracer {
 
   // Microseconds since the trace epoch.
   static int64_t now_us();
+  // The trace epoch on the machine's monotonic clock (std::chrono::steady_clock's time since its
+  // epoch), in microseconds: now_us() + epoch_us() is comparable across the processes of one
+  // machine.
+  static int64_t epoch_us();
 
   void span(const char* name, const char* category, int64_t start_us, int64_t end_us,
             int64_t bytes = -1);

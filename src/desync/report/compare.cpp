@@ -52,42 +52,61 @@ std::string or_dash(double v, const char* format) {
 
 std::string mib(double bytes) { return or_dash(bytes / (1024.0 * 1024.0), "{:.2f}"); }
 
-std::vector<std::string> header(double target) {
-  return {"run",
-          "algorithm",
-          "workers",
-          "samples",
-          "final accuracy",
-          "final test loss",
-          or_dash(target, "time to {:.4f} (s)"),
-          "samples/s",
-          "MiB sent/rank (mean)",
-          "MiB sent/rank (max)",
-          "comm in flight/rank (s)",
-          "waiting/rank (s)",
-          "peak RSS (MiB, max)"};
+// The summed activation peak of a run's summary (report/timelines.h), or NaN.
+double summed_activation_peak(const RunData& run) {
+  auto a = run.summary.find("activation_memory");
+  if (a == run.summary.end() || !a->is_object()) return NAN;
+  auto peak = a->find("summed_peak_bytes");
+  return peak != a->end() && peak->is_number() ? peak->get<double>() : NAN;
 }
 
-std::vector<std::string> cells(const RunData& run, double target) {
+// Whether any run has a summed activation peak (the table then has a column for it).
+bool any_activation_peak(const std::vector<RunData>& runs) {
+  for (const RunData& r : runs)
+    if (std::isfinite(summed_activation_peak(r))) return true;
+  return false;
+}
+
+std::vector<std::string> header(double target, bool activations) {
+  std::vector<std::string> h = {"run",
+                                "algorithm",
+                                "workers",
+                                "samples",
+                                "final accuracy",
+                                "final test loss",
+                                or_dash(target, "time to {:.4f} (s)"),
+                                "samples/s",
+                                "MiB sent/rank (mean)",
+                                "MiB sent/rank (max)",
+                                "comm in flight/rank (s)",
+                                "waiting/rank (s)",
+                                "peak RSS (MiB, max)"};
+  if (activations) h.push_back("peak summed activations (MiB)");
+  return h;
+}
+
+std::vector<std::string> cells(const RunData& run, double target, bool activations) {
   const nlohmann::json& s = run.summary;
   auto number = [&](const char* key) {
     auto it = s.find(key);
     return it != s.end() && it->is_number() ? it->get<double>() : NAN;
   };
   std::vector<double> sent = rank_list(s, "bytes_sent");
-  return {run.name,
-          s.value("algorithm", "?"),
-          std::to_string(s.value("workers", 1)),
-          or_dash(number("samples"), "{:.0f}"),
-          or_dash(final_accuracy(run), "{:.4f}"),
-          or_dash(number("test_loss"), "{:.4f}"),
-          or_dash(time_to(run, target), "{:.1f}"),
-          or_dash(number("samples_per_second"), "{:.1f}"),
-          mib(mean(sent)),
-          mib(max_of(sent)),
-          or_dash(mean(rank_list(s, "comm_in_flight_seconds")), "{:.2f}"),
-          or_dash(mean(rank_list(s, "comm_wait_seconds")), "{:.2f}"),
-          mib(max_of(rank_list(s, "peak_rss_bytes")))};
+  std::vector<std::string> c = {run.name,
+                                s.value("algorithm", "?"),
+                                std::to_string(s.value("workers", 1)),
+                                or_dash(number("samples"), "{:.0f}"),
+                                or_dash(final_accuracy(run), "{:.4f}"),
+                                or_dash(number("test_loss"), "{:.4f}"),
+                                or_dash(time_to(run, target), "{:.1f}"),
+                                or_dash(number("samples_per_second"), "{:.1f}"),
+                                mib(mean(sent)),
+                                mib(max_of(sent)),
+                                or_dash(mean(rank_list(s, "comm_in_flight_seconds")), "{:.2f}"),
+                                or_dash(mean(rank_list(s, "comm_wait_seconds")), "{:.2f}"),
+                                mib(max_of(rank_list(s, "peak_rss_bytes")))};
+  if (activations) c.push_back(mib(summed_activation_peak(run)));
+  return c;
 }
 
 // Mean over ranks of the cumulative bytes sent, at each logged step.
@@ -153,8 +172,9 @@ std::vector<std::string> budget_warnings(const std::vector<RunData>& runs) {
 }
 
 std::string compare_table(const std::vector<RunData>& runs, double target) {
-  std::vector<std::vector<std::string>> table = {header(target)};
-  for (const RunData& r : runs) table.push_back(cells(r, target));
+  const bool activations = any_activation_peak(runs);
+  std::vector<std::vector<std::string>> table = {header(target, activations)};
+  for (const RunData& r : runs) table.push_back(cells(r, target, activations));
   std::vector<size_t> width(table[0].size(), 3);
   for (const auto& row : table)
     for (size_t c = 0; c < row.size(); ++c) width[c] = std::max(width[c], row[c].size());
@@ -176,12 +196,15 @@ std::string compare_table(const std::vector<RunData>& runs, double target) {
 std::string compare_html(const std::vector<RunData>& runs, double target) {
   std::string body =
       fmt::format("<h1>Comparison of {} run{}</h1>", runs.size(), runs.size() == 1 ? "" : "s");
+  const bool activations = any_activation_peak(runs);
   body += "<table><tr>";
-  for (const std::string& h : header(target)) body += "<th>" + html_escape(h) + "</th>";
+  for (const std::string& h : header(target, activations))
+    body += "<th>" + html_escape(h) + "</th>";
   body += "</tr>";
   for (const RunData& r : runs) {
     body += "<tr>";
-    for (const std::string& c : cells(r, target)) body += "<td>" + html_escape(c) + "</td>";
+    for (const std::string& c : cells(r, target, activations))
+      body += "<td>" + html_escape(c) + "</td>";
     body += "</tr>";
   }
   body += "</table>";

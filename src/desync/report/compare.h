@@ -10,6 +10,8 @@
 //   in flight/rank       mean over ranks of the seconds some communication call was in flight
 //   waiting/rank         mean over ranks of the seconds training was blocked on communication
 //   peak RSS             max over ranks of the peak resident set size
+//   peak summed activations   activation_memory.summed_peak_bytes: live activation bytes summed
+//                        over ranks, the steady state's peak (a column only when some run has it)
 // The target is given, or else the lowest final accuracy among the runs (every run reached it).
 // Runs compared at different data budgets are not comparable: budget_warnings() names each run
 // whose consumed samples differ by more than 1% from the largest, and the command prints them.

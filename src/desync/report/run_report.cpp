@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 
@@ -63,6 +64,18 @@ one counts. Communication that runs while the thread computes does not appear he
 <i>communication in flight</i>.</li>
 <li><b>Memory</b>: peak resident set size of each worker process, and the bytes of the algorithm's named
 buffers (parameters, gradients, optimizer state, communication buffers).</li>
+<li><b>Activation memory</b>: the bytes of CPU tensors allocated during training forward passes (inside
+an activation scope) and not yet freed, counted by a wrapper around LibTorch's CPU allocator: the
+activations kept for backward, plus the forward's transient temporaries. Each rank samples its count
+every period at instants aligned to the machine's monotonic clock; the chart sums the ranks at each
+instant every rank sampled, over a window of a few of rank 0's steps in the steady state (instants at
+which every rank is inside a step, past its first and before its last). Summed peak, mean and
+peak/mean are over the whole steady state; the sum of the rank peaks adds each rank's exact peak
+(at allocation granularity), which need not fall at the same instant.</li>
+<li><b>Reductions</b>: each gradient reduction an algorithm records (a DDP bucket's all-reduce, &hellip;)
+is paired across ranks by group and step; it is in flight across the job from the latest rank's
+launch to the latest rank's completion. The timeline shows those of the window, one row per group;
+<i>max in flight</i> is the largest number in flight at one instant over the steady state.</li>
 </ul>
 )";
 
@@ -266,12 +279,99 @@ std::string time_per_rank(const nlohmann::json& s, int64_t world) {
   return "<h2>Time per rank</h2>" + render_bar_chart(util) + table + "</table>";
 }
 
+// The summed activation memory over the window and the whole run, and the reductions in flight.
+std::string activations_and_reductions(const nlohmann::json& s) {
+  const nlohmann::json none = nlohmann::json::object();
+  const nlohmann::json& a = s.contains("activation_memory") && s["activation_memory"].is_object()
+                                ? s["activation_memory"]
+                                : none;
+  const nlohmann::json& red =
+      s.contains("reductions") && s["reductions"].is_object() ? s["reductions"] : none;
+  auto points = [](const nlohmann::json& curve, const std::string& label, double x_scale) {
+    Series ser;
+    ser.label = label;
+    if (!curve.is_object()) return ser;
+    const nlohmann::json t = curve.value("t_s", nlohmann::json::array()),
+                         b = curve.value("bytes", nlohmann::json::array());
+    for (size_t i = 0; i < std::min(t.size(), b.size()); ++i) {
+      ser.x.push_back(t[i].is_number() ? t[i].get<double>() * x_scale : NAN);
+      ser.y.push_back(b[i].is_number() ? b[i].get<double>() : NAN);
+    }
+    return ser;
+  };
+  const nlohmann::json curve = a.value("curve", nlohmann::json());
+  std::string title = "Activation memory summed over ranks (steady-state window)";
+  if (curve.is_object() && curve.contains("first_step"))
+    title =
+        fmt::format("Activation memory summed over ranks (steps {} to {} of rank 0)",
+                    curve.value("first_step", int64_t{0}), curve.value("last_step", int64_t{0}));
+  LineChart window{"activation-memory",
+                   title,
+                   "time in the window (ms)",
+                   "live activation bytes",
+                   {points(curve, "all ranks", 1e3)},
+                   "bytes"};
+  LineChart run{"activation-memory-run",
+                "Activation memory summed over ranks, whole run (largest of each bin)",
+                "time since sampling began (s)",
+                "live activation bytes",
+                {points(a.value("run_curve", nlohmann::json()), "all ranks", 1.0)},
+                "bytes"};
+
+  TimelineChart timeline{"reductions",
+                         "Gradient reductions in flight across the job (window)",
+                         "time in the window (ms)",
+                         {},
+                         {},
+                         0.0,
+                         0.0};
+  const nlohmann::json events = red.value("timeline", nlohmann::json());
+  if (events.is_array()) {
+    std::vector<int64_t> groups;
+    for (const auto& e : events) groups.push_back(e.value("group", int64_t{0}));
+    std::sort(groups.begin(), groups.end());
+    groups.erase(std::unique(groups.begin(), groups.end()), groups.end());
+    for (int64_t g : groups) timeline.rows.push_back(fmt::format("group {}", g));
+    for (const auto& e : events) {
+      const auto g = e.value("group", int64_t{0});
+      const double start = e.value("start_s", NAN) * 1e3, end = e.value("end_s", NAN) * 1e3;
+      const auto row =
+          static_cast<size_t>(std::lower_bound(groups.begin(), groups.end(), g) - groups.begin());
+      timeline.intervals.push_back({row, start, end,
+                                    fmt::format("group {} · step {}: {:.3f} to {:.3f} ms", g,
+                                                e.value("step", int64_t{0}), start, end)});
+    }
+    timeline.x_hi = red.value("window_seconds", 0.0) * 1e3;
+  }
+
+  auto bytes_of = [&](const char* key) {
+    auto it = a.find(key);
+    return it != a.end() && it->is_number() ? human_bytes(it->get<double>()) : std::string("-");
+  };
+  double rank_sum = 0;
+  for (double v : rank_list(a, "rank_peak_bytes")) rank_sum += std::isfinite(v) ? v : 0;
+  std::string table = "<table>";
+  table += row({"summed peak (steady state)", bytes_of("summed_peak_bytes"), "summed mean",
+                bytes_of("summed_mean_bytes")});
+  table += row({"summed peak / mean", fixed(a, "summed_peak_to_mean", "{:.2f}"),
+                "sum of the rank peaks", a.empty() ? "-" : human_bytes(rank_sum)});
+  table += row({"reduction groups", fixed(red, "groups", "{:.0f}"), "max reductions in flight",
+                fixed(red, "max_in_flight", "{:.0f}")});
+  table += "</table>";
+  std::string note;
+  if (a.contains("note") && a["note"].is_string())
+    note = "<p class=\"notes\">" + html_escape(a["note"].get<std::string>()) + "</p>";
+  return "<h2>Activation memory and reductions</h2>" + table + note + render_line_chart(window) +
+         render_line_chart(run) + render_timeline_chart(timeline);
+}
+
 }  // namespace
 
 std::string run_report_html(const RunData& run) {
   const int64_t world = run.summary.value("workers", int64_t{1});
   std::string body = headline(run) + learning_curves(run) + communication(run, world) +
-                     memory(run.summary, world) + time_per_rank(run.summary, world) + kDerivation;
+                     memory(run.summary, world) + activations_and_reductions(run.summary) +
+                     time_per_rank(run.summary, world) + kDerivation;
   return html_page(run.name + " · desync report", body);
 }
 

@@ -4,10 +4,13 @@
 // any finished run. Charts (ids in parentheses): train/test loss and test accuracy against steps
 // (loss-vs-step, accuracy-vs-step) and against training time (loss-vs-time, accuracy-vs-time);
 // cumulative bytes sent per rank against training time (bytes-per-rank); peak RSS per rank
-// (memory-rss) and named buffers per rank (memory-buffers); and where each rank's time went
-// (utilisation). The page ends with how each figure is derived. A figure the run did not record
-// (an older summary without time_breakdown_seconds, say) shows "no data"; one evaluated only once
-// (eval.every = 0) shows its number, "test accuracy 0.8812 at step 937", instead of a lone dot.
+// (memory-rss) and named buffers per rank (memory-buffers); the activation memory summed over
+// ranks in a steady-state window (activation-memory) and over the whole run
+// (activation-memory-run), and the gradient reductions in flight in that window, one row per
+// group (reductions); and where each rank's time went (utilisation). The page ends with how each
+// figure is derived. A figure the run did not record (an older summary without
+// time_breakdown_seconds, say) shows "no data"; one evaluated only once (eval.every = 0) shows its
+// number, "test accuracy 0.8812 at step 937", instead of a lone dot.
 #pragma once
 
 #include <nlohmann/json.hpp>

@@ -3,6 +3,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <functional>
+
+#include "desync/report/timelines.h"
 
 namespace desync {
 namespace {
@@ -57,6 +62,13 @@ std::string summary_table(const nlohmann::json& s) {
       human_bytes(max_of(s["peak_rss_bytes"])));
   row("sent/rank", human_bytes(mean_of(s["bytes_sent"])), "received/rank",
       human_bytes(mean_of(s["bytes_received"])));
+  if (auto a = s.find("activation_memory"); a != s.end() && a->is_object()) {
+    // Summed over ranks, in the steady state (report/timelines.h); "-" without one.
+    const auto peak = a->find("summed_peak_bytes"), ratio = a->find("summed_peak_to_mean");
+    row("act. peak (sum)",
+        peak != a->end() && peak->is_number() ? human_bytes(peak->get<double>()) : "-",
+        "act. peak/mean", ratio != a->end() ? number_or_dash(*ratio, "{:.2f}") : "-");
+  }
   row("parameters", std::to_string(s.value("parameters", int64_t{0})), "seed",
       std::to_string(s.value("seed", int64_t{0})));
   if (s.contains("tokens")) {  // a language model
@@ -164,6 +176,117 @@ void add_rank_figures(nlohmann::json& summary, Communicator& comm, const RankFig
     counts[entry.first] = t.ints("counts." + entry.first);
   summary["memory_bytes"] = memory;
   summary["algorithm_stats"] = counts;
+}
+
+namespace {
+
+// Identifies this machine's monotonic clock: its boot id (shared by every process and network
+// namespace of the machine) hashed to an integer a double holds exactly; 0 if unknown.
+double machine_clock_id() {
+  std::ifstream in("/proc/sys/kernel/random/boot_id");
+  std::string id;
+  if (!(in >> id)) return 0.0;
+  return static_cast<double>(std::hash<std::string>{}(id) & ((uint64_t{1} << 52) - 1));
+}
+
+}  // namespace
+
+void add_timelines(nlohmann::json& summary, Communicator& comm,
+                   const ActivationSampler::Record& samples, int64_t peak_bytes,
+                   const std::vector<ReductionRecord>& reductions) {
+  const int64_t world = comm.world_size();
+  // Where each rank's samples lie on the grid, and the shape of its reduction records.
+  int64_t groups = 0;
+  std::vector<int64_t> per_group;
+  for (const ReductionRecord& r : reductions) {
+    groups = std::max(groups, r.group + 1);
+    if (static_cast<int64_t>(per_group.size()) < groups) per_group.resize(groups, 0);
+    ++per_group[r.group];
+  }
+  const int64_t most =
+      per_group.empty() ? 0 : *std::max_element(per_group.begin(), per_group.end());
+  const bool sampled = !samples.samples.empty();
+  RankTable t;
+  t.add("sampled", sampled ? 1.0 : 0.0);
+  t.add("first", sampled ? static_cast<double>(samples.samples.front().instant) : 0.0);
+  t.add("last", sampled ? static_cast<double>(samples.samples.back().instant) : 0.0);
+  t.add("stride", static_cast<double>(samples.stride));
+  t.add("period_us", static_cast<double>(samples.period_us));
+  t.add("peak", static_cast<double>(peak_bytes));
+  t.add("groups", static_cast<double>(groups));
+  t.add("most", static_cast<double>(most));
+  t.add("clock", machine_clock_id());
+  t.gather(comm);
+
+  // Samples are summed only where they share a clock and a period.
+  const std::vector<int64_t> period = t.ints("period_us"), have = t.ints("sampled");
+  const std::vector<double> clock = t.column("clock");
+  const bool one_clock = std::count(clock.begin(), clock.end(), clock[0]) == world;
+  const bool comparable = one_clock && std::count(have.begin(), have.end(), 1) == world &&
+                          std::count(period.begin(), period.end(), period[0]) == world;
+  Grid grid;
+  if (comparable) grid = common_grid(t.ints("first"), t.ints("last"), t.ints("stride"));
+
+  // The ranks' rows summed, instant by instant: one all-reduce of [4, instants].
+  GridRows sum(grid.size);
+  if (grid.size > 0) {
+    GridRows mine = rank_rows(samples, grid, comm.rank() == 0);
+    torch::Tensor rows = torch::empty({4, grid.size}, torch::kFloat64);
+    const std::vector<double>* parts[] = {&mine.bytes, &mine.sampled, &mine.steady,
+                                          &mine.lead_step};
+    for (int64_t k = 0; k < 4; ++k)
+      rows[k].copy_(
+          torch::from_blob(const_cast<double*>(parts[k]->data()), {grid.size}, torch::kFloat64));
+    comm.all_reduce(rows);
+    std::vector<double>* into[] = {&sum.bytes, &sum.sampled, &sum.steady, &sum.lead_step};
+    for (int64_t k = 0; k < 4; ++k) {
+      torch::Tensor row = rows[k].contiguous();
+      std::copy(row.data_ptr<double>(), row.data_ptr<double>() + grid.size, into[k]->begin());
+    }
+  }
+  const ActivationSummary activation =
+      summarize_activation(sum, grid, world, period[0], t.ints("peak"));
+  summary["activation_memory"] = activation.json;
+  if (!one_clock)
+    summary["activation_memory"]["note"] =
+        "ranks on different machines: their monotonic clocks are unrelated, so their samples are "
+        "not summed";
+  else if (!comparable)
+    summary["activation_memory"]["note"] =
+        "not every rank sampled its activation memory, or not at the same period";
+
+  // Reductions: every rank's records as a [groups, most, 2] matrix of (issue, completion) on the
+  // machine's monotonic clock, NaN where a rank has fewer, gathered from all ranks.
+  std::vector<int64_t> all_groups = t.ints("groups"), all_most = t.ints("most");
+  const int64_t g = *std::max_element(all_groups.begin(), all_groups.end());
+  const int64_t k = *std::max_element(all_most.begin(), all_most.end());
+  if (g == 0 || k == 0) {
+    summary["reductions"] = nullptr;
+    return;
+  }
+  const double epoch = static_cast<double>(Tracer::epoch_us());
+  torch::Tensor mine = torch::full({g, k, 2}, NAN, torch::kFloat64);
+  {
+    auto m = mine.accessor<double, 3>();
+    std::vector<int64_t> next(g, 0);
+    for (const ReductionRecord& r : reductions) {
+      const int64_t i = next[r.group]++;
+      m[r.group][i][0] = epoch + static_cast<double>(r.issue_us);
+      m[r.group][i][1] = epoch + static_cast<double>(r.complete_us);
+    }
+  }
+  std::vector<torch::Tensor> all;
+  for (int64_t r = 0; r < world; ++r) all.push_back(torch::empty_like(mine));
+  comm.all_gather(all, mine);
+  std::vector<std::vector<ReductionRecord>> ranks(world);
+  for (int64_t r = 0; r < world; ++r) {
+    auto m = all[r].accessor<double, 3>();
+    for (int64_t group = 0; group < g; ++group)
+      for (int64_t i = 0; i < k && std::isfinite(m[group][i][0]); ++i)
+        ranks[r].push_back(
+            {group, static_cast<int64_t>(m[group][i][0]), static_cast<int64_t>(m[group][i][1]), 0});
+  }
+  summary["reductions"] = summarize_reductions(job_reductions(ranks), activation);
 }
 
 }  // namespace desync

@@ -2,7 +2,8 @@
 //
 // The Trainer fills in the figures that every rank knows alike (algorithm, steps, accuracy);
 // add_rank_figures() gathers the per-rank ones (bytes, time, memory) from every rank in one
-// collective call and adds them as lists in rank order.
+// collective call and adds them as lists in rank order; add_timelines() adds the activation
+// memory summed over ranks and the reductions in flight across the job (report/timelines.h).
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -10,6 +11,8 @@
 
 #include "desync/algorithms/algorithm.h"
 #include "desync/comm/communicator.h"
+#include "desync/core/activation_memory.h"
+#include "desync/core/reductions.h"
 #include "desync/core/trace.h"
 
 namespace desync {
@@ -42,6 +45,15 @@ struct RankFigures {
 // train_loss (the mean over the ranks that computed one), samples and micro_batches (sums over the
 // ranks). Collective on `comm` (one all-reduce); every rank gets the whole summary.
 void add_rank_figures(nlohmann::json& summary, Communicator& comm, const RankFigures& mine);
+
+// Adds "activation_memory" and "reductions" (report/timelines.h) from every rank's activation
+// samples, its exact peak of live activation bytes, and its reduction records (times on
+// Tracer::now_us()). Collective on `comm`: two all-reduces, then an all-gather if some rank
+// recorded reductions; every rank gets the same objects. "reductions" is null when no rank
+// recorded any.
+void add_timelines(nlohmann::json& summary, Communicator& comm,
+                   const ActivationSampler::Record& samples, int64_t peak_bytes,
+                   const std::vector<ReductionRecord>& reductions);
 
 // Renders the summary (as written to summary.json) as an aligned table for the terminal.
 std::string summary_table(const nlohmann::json& summary);

@@ -375,4 +375,55 @@ std::string render_bar_chart(const BarChart& chart) {
   return out + legend(chart.segments) + "</figure>";
 }
 
+std::string render_timeline_chart(const TimelineChart& chart) {
+  constexpr double kRow = 18, kLabel = 96;
+  const size_t nrows = chart.rows.size();
+  const double ph = std::max<double>(1, nrows) * kRow;
+  const double height = kTop + ph + kBottom, pw = kWidth - kLabel - kRight;
+  std::string out = open_figure(chart.id, "timeline", chart.title, height);
+  out += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>", kLabel + pw / 2,
+                     height - 6, html_escape(chart.x_label));
+  double lo = chart.x_lo, hi = chart.x_hi;
+  bool any = false;
+  for (const auto& iv : chart.intervals) {
+    if (iv.row >= nrows || !std::isfinite(iv.start) || !std::isfinite(iv.end)) continue;
+    any = true;
+    lo = std::min(lo, iv.start);
+    hi = std::max(hi, iv.end);
+  }
+  if (!any) {
+    out += fmt::format(
+        "<rect class=\"axis\" fill=\"none\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\"/>", kLabel,
+        kTop, pw, ph);
+    out += no_data(kLabel + pw / 2, kTop + ph / 2);
+    return out + "</svg></figure>";
+  }
+  nice_range(lo, hi);
+  auto px = [&](double x) { return kLabel + (x - lo) / (hi - lo) * pw; };
+  for (double t : ticks(lo, hi, 6))
+    out += fmt::format(
+        "<line class=\"grid\" x1=\"{0:.1f}\" x2=\"{0:.1f}\" y1=\"{1}\" y2=\"{2}\"/>"
+        "<text x=\"{0:.1f}\" y=\"{3}\" text-anchor=\"middle\">{4}</text>",
+        px(t), kTop, kTop + ph, kTop + ph + 14, number(t));
+  for (size_t r = 0; r < nrows; ++r)
+    out += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>", kLabel - 6,
+                       kTop + static_cast<double>(r) * kRow + kRow / 2 + 4,
+                       html_escape(chart.rows[r]));
+  for (const auto& iv : chart.intervals) {
+    if (iv.row >= nrows || !std::isfinite(iv.start) || !std::isfinite(iv.end)) continue;
+    const std::string tip = iv.tip.empty() ? fmt::format("{}: {} to {}", chart.rows[iv.row],
+                                                         number(iv.start), number(iv.end))
+                                           : iv.tip;
+    out += fmt::format(
+        "<rect class=\"interval\" data-row=\"{}\" x=\"{:.2f}\" y=\"{}\" width=\"{:.2f}\" "
+        "height=\"{}\" fill=\"{}\" fill-opacity=\"0.8\"><title>{}</title></rect>",
+        html_escape(chart.rows[iv.row]), px(iv.start),
+        kTop + static_cast<double>(iv.row) * kRow + 3, std::max(1.0, px(iv.end) - px(iv.start)),
+        kRow - 6, color(iv.row), html_escape(tip));
+  }
+  out += fmt::format("<path class=\"axis\" fill=\"none\" d=\"M{0} {1}V{2}H{3}\"/>", kLabel, kTop,
+                     kTop + ph, kLabel + pw);
+  return out + "</svg></figure>";
+}
+
 }  // namespace desync

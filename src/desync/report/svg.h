@@ -5,10 +5,11 @@
 // one <svg>; a series is a <path class="series" data-series="LABEL">, a bar segment a
 // <rect class="segment" data-segment="LABEL">, each with a <title> tooltip. Tests and readers
 // find a chart by its id and its marks by these classes. Non-finite values are skipped. A chart
-// without data renders its frame and the words "no data" (and no marks). A line chart in which no
-// series has more than one point (a run evaluated only at its end) is no chart: it renders as
-// data-chart="value", one large <text class="value" data-series="LABEL"> per series, e.g.
-// "test accuracy 0.8812 at step 937", and no axes, paths or dots. Pure functions; thread-safe.
+// without data renders its frame and the words "no data" (and no marks). A timeline chart draws
+// one lane per row and an interval as a <rect class="interval" data-row="ROW">. A line chart in
+// which no series has more than one point (a run evaluated only at its end) is no chart: it renders
+// as data-chart="value", one large <text class="value" data-series="LABEL"> per series, e.g. "test
+// accuracy 0.8812 at step 937", and no axes, paths or dots. Pure functions; thread-safe.
 #pragma once
 
 #include <string>
@@ -40,8 +41,23 @@ struct BarChart {
   bool fractions = false;  // draw each bar as shares of its own total (axis 0-100 %)
 };
 
+// Intervals on lanes (e.g. reductions in flight, one lane per group), against a shared x axis
+// from x_lo to x_hi (widened to cover every interval).
+struct TimelineChart {
+  std::string id, title, x_label;
+  std::vector<std::string> rows;  // lane labels, top to bottom
+  struct Interval {
+    size_t row = 0;
+    double start = 0, end = 0;
+    std::string tip;  // tooltip; the row label and the times when empty
+  };
+  std::vector<Interval> intervals;
+  double x_lo = 0, x_hi = 0;
+};
+
 std::string render_line_chart(const LineChart& chart);
 std::string render_bar_chart(const BarChart& chart);
+std::string render_timeline_chart(const TimelineChart& chart);
 
 // Escapes &, <, >, " and ' for HTML text and attribute values.
 std::string html_escape(std::string_view text);

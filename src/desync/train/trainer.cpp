@@ -7,11 +7,13 @@
 #include <thread>
 
 #include "desync/algorithms/common.h"
+#include "desync/core/activation_memory.h"
 #include "desync/core/checkpoint.h"
 #include "desync/core/error.h"
 #include "desync/core/fault.h"
 #include "desync/core/fs.h"
 #include "desync/core/progress.h"
+#include "desync/core/reductions.h"
 #include "desync/core/system.h"
 #include "desync/core/trace.h"
 #include "desync/data/dataset.h"
@@ -163,6 +165,7 @@ class Run {
   Context ctx_;
   CheckpointStore store_;
   Progress progress_;
+  ActivationSampler activations_;  // live activation bytes over training (core/activation_memory.h)
   TrainerState state_;
   std::unique_ptr<MetricsWriter> metrics_;
   std::vector<std::pair<std::string, double>> eval_extras_;  // the last evaluation's
@@ -282,11 +285,15 @@ void Run::train() {
                     dir_));
   const std::optional<Fault> fault = fault_from_env();
   window_samples_ = state_.samples * comm_.world_size();
+  reset_peak_activation_bytes();
+  activations_.start();
   while (!budget.spent(state_.step, state_.budget_used)) {
     ctx_.step = state_.step;
     ctx_.micro_batches_left = budget.left(state_.budget_used);
     Stopwatch step_clock;
+    activations_.begin_step(state_.step);
     StepReport report = parts_.algorithm->step(ctx_);
+    activations_.end_step();
     state_.train_seconds += step_clock.seconds();
     const int64_t consumed = global_micro_batches(report);
     state_.add_step(report, consumed);
@@ -306,6 +313,7 @@ void Run::train() {
       checkpoint();
     if (stopped_) break;
   }
+  activations_.stop();
   if (leader_ && opts_.show_progress) progress_.finish();
   parts_.algorithm->finish(ctx_);
 }
@@ -365,6 +373,7 @@ nlohmann::json Run::summary(const std::optional<EvalResult>& final_eval) {
       {"run_dir", dir_}};
   for (const auto& [name, value] : eval_extras_) s["eval_metrics"][name] = value;
   add_rank_figures(s, comm_, mine);
+  add_timelines(s, comm_, activations_.record(), peak_activation_bytes(), recorded_reductions());
   const auto samples = s["samples"].get<int64_t>();
   s["epochs"] = static_cast<double>(samples) / static_cast<double>(data_.train.size());
   s["samples_per_second"] = static_cast<double>(samples) / std::max(1e-9, state_.train_seconds);
@@ -422,6 +431,7 @@ Trainer::Trainer(Config config, Communicator& comm, TrainOptions options)
 
 nlohmann::json Trainer::run() {
   Tracer::instance().clear();
+  clear_reductions();
   at::set_num_threads(static_cast<int>(intra_op_threads(cfg_, opts_.local_workers)));
   comm_.set_emulated_latency(cfg_.run.comm_latency_ms * 1e-3);
   if (comm_.rank() == 0) {

@@ -11,6 +11,10 @@
 // with a checkpoint: a single worker after the step in hand; several workers at the next
 // logging step (run.log_every), where they agree to stop at the same step.
 //
+// While training it samples the live activation memory and marks each algorithm step for the
+// sampler (core/activation_memory.h); the summary sums the ranks' samples and the reductions
+// the algorithm recorded (core/reductions.h).
+//
 // Run directory: config.toml (resolved), metrics.jsonl, summary.json, checkpoints/.
 // Only rank 0 writes the shared files; every rank writes its own checkpoint files.
 #pragma once

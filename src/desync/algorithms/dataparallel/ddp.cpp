@@ -6,6 +6,8 @@
 #include "desync/algorithms/common.h"
 #include "desync/algorithms/registry.h"
 #include "desync/core/error.h"
+#include "desync/core/reductions.h"
+#include "desync/core/trace.h"
 
 namespace desync {
 
@@ -35,7 +37,7 @@ GradReducer::GradReducer(FlatParameters& flat, Communicator& comm, const DdpOpti
       if (!buckets_.empty()) cap = opts_.bucket_cap_mb * 1024 * 1024;
       int64_t end = static_cast<int64_t>(flat_.offset(k)) + params[k].numel();
       if (buckets_.empty()) end = flat_.padded_numel();  // the padding travels with bucket 0
-      buckets_.push_back(Bucket{end, end, 0, 0, nullptr});
+      buckets_.push_back(Bucket{end, end, 0, 0, nullptr, 0, 0});
     }
     Bucket& b = buckets_.back();
     b.begin = flat_.offset(k);
@@ -80,7 +82,10 @@ void GradReducer::launch_ready_in_order() {
          buckets_[next_launch_].ready == buckets_[next_launch_].params) {
     Bucket& b = buckets_[next_launch_];
     torch::Tensor grads = flat_.grads_flat().narrow(0, b.begin, b.end - b.begin);
-    b.work = comm_.all_reduce_async(grads, opts_.comm_dtype.value_or(grads.scalar_type()));
+    const torch::ScalarType wire = opts_.comm_dtype.value_or(grads.scalar_type());
+    b.issue_us = Tracer::now_us();
+    b.work = comm_.all_reduce_async(grads, wire);
+    b.bytes = grads.numel() * static_cast<int64_t>(c10::elementSize(wire));
     ++next_launch_;
   }
 }
@@ -99,7 +104,10 @@ void GradReducer::finish() {
     buckets_[b].ready = buckets_[b].params;  // unused parameters contribute a zero gradient
   }
   launch_ready_in_order();
-  for (Bucket& b : buckets_) b.work->wait();
+  for (int64_t b = 0; b < num_buckets(); ++b) {  // each bucket is a group of the timeline
+    buckets_[b].work->wait();
+    record_reduction(b, buckets_[b].issue_us, Tracer::now_us(), buckets_[b].bytes);
+  }
   flat_.grads_flat().div_(static_cast<double>(comm_.world_size()));
   armed_ = false;
 }
@@ -142,7 +150,7 @@ AlgorithmReport Ddp::report() const {
     // the narrower copy and the received chunks
     comm_buffers = 2 * flat_->padded_numel() * c10::elementSize(*opts_.comm_dtype);
   memory.emplace_back("comm_buffers", comm_buffers);
-  return {.memory = memory};
+  return {.memory = memory, .counts = {{"buckets", reducer_->num_buckets()}}};
 }
 
 }  // namespace desync

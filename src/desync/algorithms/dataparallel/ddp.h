@@ -49,7 +49,9 @@ class GradReducer {
 
   // Arms the reducer for the next backward: hooks launch buckets as gradients become final.
   void prepare();
-  // Launches what is left, waits for every bucket and divides by the world size.
+  // Launches what is left, waits for every bucket and divides by the world size. Each bucket's
+  // all-reduce is recorded as reduction group b (core/reductions.h): from its launch to the
+  // return of its wait() here.
   void finish();
 
   int64_t num_buckets() const { return static_cast<int64_t>(buckets_.size()); }
@@ -61,6 +63,8 @@ class GradReducer {
     int64_t begin = 0, end = 0;  // in the flat buffer
     int64_t params = 0, ready = 0;
     std::shared_ptr<Work> work;
+    int64_t issue_us = 0;  // when it was launched (Tracer::now_us())
+    int64_t bytes = 0;     // its payload in the wire precision
   };
   void mark_ready(size_t param_index);
   void launch_ready_in_order();

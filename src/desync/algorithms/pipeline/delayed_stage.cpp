@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "desync/algorithms/common.h"
+#include "desync/core/activation_memory.h"
 #include "desync/core/error.h"
 #include "desync/core/trace.h"
 
@@ -92,9 +93,13 @@ PipeMessage DelayedStage::backward(PipeMessage in, int64_t tick) {
 PipeMessage DelayedStage::backprop(int64_t id, torch::Tensor x, const torch::Tensor& dy,
                                    bool loss_head, const torch::Tensor& labels) {
   if (!first_) x = x.detach().requires_grad_();
-  torch::Tensor y = model_->forward_range(x, range_.begin, range_.end);
+  torch::Tensor y, loss;
+  {
+    ActivationScope activations;  // what the forward keeps for the backward just below
+    y = model_->forward_range(x, range_.begin, range_.end);
+    if (loss_head) loss = loss_of(y, labels);
+  }
   if (loss_head) {
-    torch::Tensor loss = loss_of(y, labels);
     loss_ = loss.item<double>();
     loss.backward();
     note_backward(id, forward_tick_.at(id));

@@ -5,6 +5,7 @@
 
 #include "desync/algorithms/common.h"
 #include "desync/algorithms/registry.h"
+#include "desync/core/activation_memory.h"
 #include "desync/core/trace.h"
 
 namespace desync {
@@ -66,11 +67,15 @@ void Pipeline::forward(Context& ctx, int64_t b, StepReport& report) {
     x = m.x.requires_grad_();
     labels = m.labels;
   }
-  torch::Tensor y = ctx.model->forward_range(x, mine_.begin, mine_.end);
+  torch::Tensor y, loss;
+  {
+    ActivationScope activations;  // what the stage's forward keeps for its backward
+    y = ctx.model->forward_range(x, mine_.begin, mine_.end);
+    if (last_) loss = loss_of(y, labels);
+  }
   InFlight& e = in_flight_[b];
   e.input = x;
   if (last_) {
-    torch::Tensor loss = loss_of(y, labels);
     report.loss += loss.item<double>();
     report.micro_batches += 1;
     e.output = loss / static_cast<double>(micro_batches_);

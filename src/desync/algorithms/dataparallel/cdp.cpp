@@ -11,6 +11,7 @@
 #include "desync/algorithms/common.h"
 #include "desync/algorithms/registry.h"
 #include "desync/core/error.h"
+#include "desync/core/reductions.h"
 #include "desync/core/trace.h"
 
 namespace desync {
@@ -88,7 +89,10 @@ class StageReducer {
         queue_.pop_front();
       }
       try {
+        const int64_t issued = Tracer::now_us();
         channel_->all_reduce(item.grad);
+        record_reduction(item.stage, issued, Tracer::now_us(),
+                         item.grad.numel() * item.grad.element_size());
       } catch (...) {
         std::lock_guard<std::mutex> lock(mu_);
         error_ = std::current_exception();

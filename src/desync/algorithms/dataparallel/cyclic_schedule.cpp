@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "desync/algorithms/common.h"
+#include "desync/core/activation_memory.h"
 #include "desync/core/error.h"
 #include "desync/core/trace.h"
 
@@ -201,6 +202,7 @@ void StagedPass::begin(MicroBatch mb) {
 
 void StagedPass::forward(int64_t l) {
   TraceSpan span("forward", "compute");
+  ActivationScope activations;
   const StageRange range = stages_.at(l);
   torch::Tensor x = l == 0 ? mb_.inputs : outputs_[l - 1].detach().requires_grad_();
   inputs_[l] = x;

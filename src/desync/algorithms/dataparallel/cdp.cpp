@@ -23,10 +23,7 @@ std::unique_ptr<Algorithm> make_cdp(const AlgorithmConfig& cfg) {
       r.get_choice("runtime", "staggered", {"staggered", "simulator"}) == "staggered";
   const bool latest = r.get_choice("final_model", "average", {"average", "latest"}) == "latest";
   r.finish();
-  if (cfg.accumulation != 1)
-    throw ConfigError(
-        "cdp: algorithm.accumulation must be 1 (each worker runs one micro-batch per cycle)");
-  return std::make_unique<Cdp>(o, staggered, latest);
+  return std::make_unique<Cdp>(o, staggered, latest, cfg.accumulation);
 }
 
 // The reduction thread of the staggered runtime: all-reduces the stage gradients it is handed,
@@ -117,8 +114,11 @@ class StageReducer {
   std::thread thread_;  // last: starts once the members above exist
 };
 
-Cdp::Cdp(CyclicOptions o, bool staggered, bool final_latest)
-    : opts_(std::move(o)), staggered_(staggered), final_latest_(final_latest) {}
+Cdp::Cdp(CyclicOptions o, bool staggered, bool final_latest, int64_t accumulation)
+    : opts_(std::move(o)),
+      staggered_(staggered),
+      accumulation_(accumulation),
+      final_latest_(final_latest) {}
 
 Cdp::~Cdp() = default;
 
@@ -218,10 +218,19 @@ void Cdp::run_op(Context& ctx, int64_t j, StepReport& report) {
   clock_.wait_for(op.tick);
   const int64_t l = op.stage;
   if (!op.backward) {
-    if (l == 0) {
-      pass_->begin(ctx.batches.next());
+    if (l == 0) {  // the cycle's batch: `accumulation` micro-batches together
+      std::vector<torch::Tensor> inputs, targets;
+      for (int64_t i = 0; i < accumulation_; ++i) {
+        MicroBatch mb = ctx.batches.next();
+        inputs.push_back(mb.inputs);
+        targets.push_back(mb.targets);
+      }
+      MicroBatch cycle;
+      cycle.inputs = accumulation_ == 1 ? inputs[0] : torch::cat(inputs);
+      cycle.targets = accumulation_ == 1 ? targets[0] : torch::cat(targets);
+      pass_->begin(std::move(cycle));
       report.samples += pass_->samples();
-      report.micro_batches += 1;
+      report.micro_batches += accumulation_;
     }
     if (fresh_[l] && pending_[l]) apply(ctx, l);
     pass_->forward(l);
@@ -256,7 +265,7 @@ StepReport Cdp::simulate(Context& ctx) {
   StepReport report;
   {
     torch::AutoGradMode grad(true);
-    report = accumulate_gradients(ctx, 1);
+    report = accumulate_gradients(ctx, accumulation_);
   }
   ctx.comm.all_reduce(flat_->grads_flat());
   flat_->grads_flat().div_(static_cast<double>(world_));

@@ -47,7 +47,7 @@ class StageReducer;
 
 class Cdp : public Algorithm {
  public:
-  Cdp(CyclicOptions o, bool staggered, bool final_latest = false);
+  Cdp(CyclicOptions o, bool staggered, bool final_latest = false, int64_t accumulation = 1);
   ~Cdp() override;
   void setup(Context& ctx) override;
   StepReport step(Context& ctx) override;
@@ -77,7 +77,8 @@ class Cdp : public Algorithm {
 
   CyclicOptions opts_;
   bool staggered_;
-  bool final_latest_;  // final_model = "latest": theta_K on every stage, not the copies' average
+  int64_t accumulation_;  // micro-batches in a cycle's batch
+  bool final_latest_;     // final_model = "latest": theta_K on every stage, not the copies' average
   int64_t rank_ = 0, world_ = 1;
   std::vector<StageRange> stages_;
   std::vector<Slice> slices_;

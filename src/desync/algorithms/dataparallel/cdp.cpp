@@ -275,7 +275,7 @@ StepReport Cdp::simulate(Context& ctx) {
   return report;
 }
 
-void Cdp::average_copies(Context& ctx, StagedModel& model, Communicator& comm) const {
+void Cdp::average_copies(StagedModel& model, Communicator& comm) const {
   if (world_ == 1) return;
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> tensors = model->parameters_of(0, model->num_stages());
@@ -290,7 +290,7 @@ void Cdp::average_copies(Context& ctx, StagedModel& model, Communicator& comm) c
 StagedModel Cdp::model_for_eval(Context& ctx) {
   if (world_ == 1 || finished_) return ctx.model;
   StagedModel copy(ctx.model->clone_model());
-  average_copies(ctx, copy, ctx.eval_channel());
+  average_copies(copy, ctx.eval_channel());
   return copy;
 }
 
@@ -314,7 +314,7 @@ void Cdp::finish(Context& ctx) {
       slice(flat_->params_flat(), l)
           .copy_(fresh_[l] || final_latest_ ? slice(theta_, l) : slice(prev_, l));
   }
-  average_copies(ctx, ctx.model, ctx.comm);
+  average_copies(ctx.model, ctx.comm);
 }
 
 void Cdp::save(Archive& archive) const {

@@ -73,7 +73,7 @@ class Cdp : public Algorithm {
   StepReport simulate(Context& ctx);
   void run_op(Context& ctx, int64_t j, StepReport& report);
   void apply(Context& ctx, int64_t l);
-  void average_copies(Context& ctx, StagedModel& model, Communicator& comm) const;
+  void average_copies(StagedModel& model, Communicator& comm) const;
 
   CyclicOptions opts_;
   bool staggered_;

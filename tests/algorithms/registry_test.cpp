@@ -31,7 +31,7 @@ int64_t world_for(const AlgorithmInfo& info) { return info.name == "single" ? 1 
 
 // Registered algorithms without a page in docs/algorithms/ yet. Take a name out when its page
 // is written: EveryAlgorithmHasADocPage fails while a listed page exists.
-const std::set<std::string> kNoPageYet = {};
+const std::set<std::string> kNoPageYet = {"cdp"};
 
 TEST(Registry, EveryEntryIsNamedOnceAndDescribed) {
   ASSERT_FALSE(algorithm_registry().empty());

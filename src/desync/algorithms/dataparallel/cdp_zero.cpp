@@ -18,10 +18,7 @@ std::unique_ptr<Algorithm> make_cdp_zero(const AlgorithmConfig& cfg) {
   CyclicOptions o = read_cyclic_options(r);
   const bool latest = r.get_choice("final_model", "latest", {"average", "latest"}) == "latest";
   r.finish();
-  if (cfg.accumulation != 1)
-    throw ConfigError(
-        "cdp_zero: algorithm.accumulation must be 1 (each worker runs one micro-batch per cycle)");
-  return std::make_unique<CdpZero>(o, latest);
+  return std::make_unique<CdpZero>(o, latest, cfg.accumulation);
 }
 
 namespace {
@@ -225,8 +222,8 @@ class StageRing {
   std::thread gradient_thread_, parameter_thread_;  // last: start once the members above exist
 };
 
-CdpZero::CdpZero(CyclicOptions o, bool final_latest)
-    : opts_(std::move(o)), final_latest_(final_latest) {}
+CdpZero::CdpZero(CyclicOptions o, bool final_latest, int64_t accumulation)
+    : opts_(std::move(o)), final_latest_(final_latest), accumulation_(accumulation) {}
 
 CdpZero::~CdpZero() = default;
 
@@ -249,7 +246,7 @@ void CdpZero::setup(Context& ctx) {
   // worker's next gradient of the stage, before which no newer version can arrive.
   std::vector<torch::Tensor> retained;
   for (int64_t l = 0; l < model_->num_stages(); ++l) retained.push_back(ring_->version(l));
-  runtime_ = std::make_unique<CyclicRuntime>(ctx, *model_, opts_, retained);
+  runtime_ = std::make_unique<CyclicRuntime>(ctx, *model_, opts_, accumulation_, retained);
   runtime_->start(ctx, *this);
 }
 

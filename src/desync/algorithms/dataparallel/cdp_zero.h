@@ -51,8 +51,9 @@
 // model_for_eval() evaluates the average of the current copies (on the evaluation channel).
 //
 // Options: rule ("cdp2"), fresh_predicate ("code"), n_stages (4), stage_cuts ([]), unit_ms (0),
-// final_model ("latest"). optimizer.grad_clip is not supported and algorithm.accumulation must
-// be 1. No checkpoint during training (a micro-batch is in flight between steps; setup() refuses
+// final_model ("latest"); algorithm.accumulation micro-batches make a cycle's batch, taken
+// together. optimizer.grad_clip is not supported (the stages are updated at different times). No
+// checkpoint during training (a micro-batch is in flight between steps; setup() refuses
 // checkpoint.every > 0): only the final checkpoint, written after finish(), which holds the
 // final model and cannot be resumed.
 #pragma once
@@ -70,7 +71,7 @@ class StageRing;
 
 class CdpZero : public Algorithm, private CyclicExchange {
  public:
-  CdpZero(CyclicOptions o, bool final_latest);
+  CdpZero(CyclicOptions o, bool final_latest, int64_t accumulation = 1);
   ~CdpZero() override;
   void setup(Context& ctx) override;
   StepReport step(Context& ctx) override;
@@ -86,6 +87,7 @@ class CdpZero : public Algorithm, private CyclicExchange {
 
   CyclicOptions opts_;
   bool final_latest_;
+  int64_t accumulation_;  // micro-batches in a cycle's batch
   int64_t rank_ = 0, world_ = 1;
   std::unique_ptr<CyclicModel> model_;
   std::unique_ptr<StageRing> ring_;

@@ -66,8 +66,12 @@ void average_copies(StagedModel& model, Communicator& comm, bool with_params) {
 }
 
 CyclicRuntime::CyclicRuntime(Context& ctx, CyclicModel& model, const CyclicOptions& o,
-                             std::vector<torch::Tensor> retained)
-    : model_(model), opts_(o), rank_(ctx.comm.rank()), world_(ctx.comm.world_size()) {
+                             int64_t accumulation, std::vector<torch::Tensor> retained)
+    : model_(model),
+      opts_(o),
+      accumulation_(accumulation),
+      rank_(ctx.comm.rank()),
+      world_(ctx.comm.world_size()) {
   const int64_t S = model_.num_stages();
   retained.resize(S);
   master_.resize(S);
@@ -113,10 +117,19 @@ void CyclicRuntime::run_op(Context& ctx, int64_t j, StepReport& report) {
   clock_.wait_for(op.tick);
   const int64_t l = op.stage;
   if (!op.backward) {
-    if (l == 0) {
-      pass_->begin(ctx.batches.next());
+    if (l == 0) {  // the cycle's batch: `accumulation` micro-batches together
+      std::vector<torch::Tensor> inputs, targets;
+      for (int64_t i = 0; i < accumulation_; ++i) {
+        MicroBatch mb = ctx.batches.next();
+        inputs.push_back(mb.inputs);
+        targets.push_back(mb.targets);
+      }
+      MicroBatch cycle;
+      cycle.inputs = accumulation_ == 1 ? inputs[0] : torch::cat(inputs);
+      cycle.targets = accumulation_ == 1 ? targets[0] : torch::cat(targets);
+      pass_->begin(std::move(cycle));
       report.samples += pass_->samples();
-      report.micro_batches += 1;
+      report.micro_batches += accumulation_;
     }
     if (model_.fresh(l) && pending_[l]) apply(ctx, l);
     pass_->forward(l);

@@ -9,7 +9,7 @@
 // CyclicRuntime runs the worker's operations, one window of 2S units per Trainer step, on the
 // clock (worker r's cycles start r*delta units after worker 0's):
 //   forward of stage l (cycle k):
-//     l == 0: take the next micro-batch
+//     l == 0: take the cycle's batch: the next `accumulation` micro-batches, as one batch
 //     fresh(r, l) and stage l pending: next_version(l, k-1, W_l)          (W_l <- theta_{k,l})
 //     forward stage l with W_l
 //   backward of stage l (cycle k):
@@ -90,9 +90,10 @@ void average_copies(StagedModel& model, Communicator& comm, bool with_params = t
 
 class CyclicRuntime {
  public:
-  // `retained[l]`, where given for a stale stage, is the method's buffer that serves as M_l;
-  // the runtime allocates the others (initialised to theta_0).
-  CyclicRuntime(Context& ctx, CyclicModel& model, const CyclicOptions& o,
+  // A cycle's batch is `accumulation` micro-batches, concatenated. `retained[l]`, where given
+  // for a stale stage, is the method's buffer that serves as M_l; the runtime allocates the
+  // others (initialised to theta_0).
+  CyclicRuntime(Context& ctx, CyclicModel& model, const CyclicOptions& o, int64_t accumulation = 1,
                 std::vector<torch::Tensor> retained = {});
 
   // The buffer stage l's versions go into: W_l for a fresh stage, M_l for a stale one.
@@ -117,6 +118,7 @@ class CyclicRuntime {
 
   CyclicModel& model_;
   CyclicOptions opts_;
+  int64_t accumulation_ = 1;
   int64_t rank_ = 0, world_ = 1;
   std::vector<torch::Tensor> master_;  // M_l for stale stages (undefined for fresh ones)
   std::vector<bool> own_master_;       // M_l was allocated here

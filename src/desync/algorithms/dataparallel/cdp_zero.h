@@ -4,7 +4,7 @@
 // parameters travel a ring of workers by send/recv. Reference: "Cyclic Data Parallelism for
 // Efficient Parallelism of Deep Neural Networks" (arXiv 2403.08837), whose abstract says CDP lets
 // ZeRO use point-to-point operations instead of a collective; the protocol is not given there and
-// this one is our design (docs/algorithms/cdp.md, "cdp_zero").
+// this one is our design (docs/algorithms/cdp_zero.md).
 //
 // The ring is the workers' start order. For every cyclic stage l and cycle k:
 //

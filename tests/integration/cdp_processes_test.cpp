@@ -80,7 +80,7 @@ TEST(CdpProcesses, SlowSummedActivationsStayFlatAndBelowDdpsAndReductionsSpread)
   testing::TempDir dir;
   const std::string job =
       kDesync + " train examples/fmnist_cdp.toml --quiet --set model.width=8 --set run.steps=80" +
-      " --set run.epochs=0 --set eval.every=0 --set eval.limit=500 --set eval.final_full=false" +
+      " --set eval.every=0 --set eval.limit=500 --set eval.final_full=false" +
       " --set checkpoint.enabled=false --set run.threads=1";
   auto summary_of = [&](const std::string& name, const std::string& args) {
     auto r = testing::run_command("(cd " + testing::source_dir() + " && " + job + " --out " +

@@ -277,7 +277,9 @@ const std::vector<WireCase> kDataParallelCases = {{"ddp", "ddp", ""},
                                                   {"zero1", "zero1", ""},
                                                   {"dpu", "dpu", ""},
                                                   {"acco", "acco", ""},
-                                                  {"cdp", "cdp", ""}};
+                                                  {"cdp", "cdp", ""},
+
+                                                  {"cdp_zero", "cdp_zero", ""}};
 // DiLoCo and GASLoC average every two local steps.
 const std::vector<WireCase> kDecentralizedCases = {
     {"diloco", "diloco", "--set algorithm.diloco.local_steps=2"},

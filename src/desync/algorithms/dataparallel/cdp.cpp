@@ -117,33 +117,10 @@ class StageReducer {
 Cdp::Cdp(CyclicOptions o, bool staggered, bool final_latest, int64_t accumulation)
     : opts_(std::move(o)),
       staggered_(staggered),
-      accumulation_(accumulation),
-      final_latest_(final_latest) {}
+      final_latest_(final_latest),
+      accumulation_(accumulation) {}
 
 Cdp::~Cdp() = default;
-
-std::unique_ptr<Optimizer> Cdp::stage_optimizer(Context& ctx, int64_t l,
-                                                torch::Tensor params) const {
-  // The stage's slots with their names and weight decay, pointed at `params` (a buffer laid out
-  // as the stage's slice of the flat parameters) and the slice of the flat gradient.
-  std::vector<ParamSlot> all = param_slots(ctx.model->named_params(), ctx.config.optimizer);
-  torch::Tensor grads =
-      flat_->grads_flat().narrow(0, slices_[l].begin, slices_[l].end - slices_[l].begin);
-  std::vector<ParamSlot> mine;
-  for (size_t i = 0; i < flat_->params().size(); ++i) {
-    const int64_t offset = flat_->offset(i);
-    if (offset < slices_[l].begin || offset >= slices_[l].end) continue;
-    const torch::Tensor& p = flat_->params()[i];
-    for (ParamSlot& slot : all) {
-      if (!slot.param.is_same(p)) continue;
-      const int64_t at = offset - slices_[l].begin;
-      slot.param = params.narrow(0, at, p.numel()).view(p.sizes());
-      slot.grad = grads.narrow(0, at, p.numel()).view(p.sizes());
-      mine.push_back(slot);
-    }
-  }
-  return ctx.make_optimizer(std::move(mine));
-}
 
 void Cdp::setup(Context& ctx) {
   if (ctx.config.optimizer.grad_clip > 0)
@@ -155,136 +132,60 @@ void Cdp::setup(Context& ctx) {
         "cdp: the staggered runtime holds a micro-batch in flight between steps and cannot be "
         "checkpointed mid-run: set checkpoint.every = 0 (the final checkpoint is still written), "
         "or algorithm.runtime = \"simulator\"");
-  rank_ = ctx.comm.rank();
   world_ = ctx.comm.world_size();
-  MicroBatch probe = probe_batch(ctx);
-  stages_ = cyclic_stages(ctx.model, probe.inputs, opts_);
-  flat_ = make_replicated_flat(ctx);
-  // Each cyclic stage's parameters are a contiguous slice of the flat buffers (stage order is
-  // registration order).
-  for (const StageRange& range : stages_) {
-    Slice s{flat_->numel(), 0};
-    for (const torch::Tensor& p : ctx.model->parameters_of(range.begin, range.end))
-      for (size_t i = 0; i < flat_->params().size(); ++i)
-        if (flat_->params()[i].is_same(p)) {
-          s.begin = std::min(s.begin, flat_->offset(i));
-          s.end = std::max(s.end, flat_->offset(i) + p.numel());
-        }
-    if (s.end == 0) s.begin = s.end = slices_.empty() ? 0 : slices_.back().end;
-    slices_.push_back(s);
-  }
-  const int64_t S = num_stages();
-  for (int64_t l = 0; l < S; ++l) fresh_.push_back(is_fresh(opts_, rank_, l, world_, S));
-
+  model_ = std::make_unique<CyclicModel>(ctx, opts_);
+  const int64_t S = model_->num_stages();
+  auto stage_optimizer = [&](int64_t l, torch::Tensor params) {
+    return ctx.make_optimizer(model_->stage_slots(ctx, l, params, model_->grads(l)));
+  };
   if (!staggered_) {  // simulator: the optimizers own theta_k
-    theta_ = flat_->params_flat().clone();
+    theta_ = model_->flat().params_flat().clone();
     prev_ = theta_.clone();
     for (int64_t l = 0; l < S; ++l)
-      optimizers_.push_back(stage_optimizer(ctx, l, slice(theta_, l)));
+      optimizers_.push_back(stage_optimizer(l, model_->slice(theta_, l)));
     return;
   }
-  master_.resize(S);
-  for (int64_t l = 0; l < S; ++l) {
-    torch::Tensor w = slice(flat_->params_flat(), l);
-    if (!fresh_[l]) master_[l] = w.clone();
-    optimizers_.push_back(stage_optimizer(ctx, l, fresh_[l] ? w : master_[l]));
-  }
-  pending_.assign(S, false);
-  pending_cycle_.assign(S, 0);
-  pass_ = std::make_unique<StagedPass>(ctx.model, stages_);
-  const double unit = cyclic_unit_seconds(ctx, stages_, opts_);
+  runtime_ = std::make_unique<CyclicRuntime>(ctx, *model_, opts_, accumulation_);
+  for (int64_t l = 0; l < S; ++l)
+    optimizers_.push_back(stage_optimizer(l, runtime_->version_buffer(l)));
   reducer_ = std::make_unique<StageReducer>(ctx.comm, S);
-  clock_ = CyclicClock(world_, unit);
-  ctx.comm.barrier();
-  clock_.anchor(0);
+  runtime_->start(ctx, *this);
 }
 
 StepReport Cdp::step(Context& ctx) {
   if (!staggered_) return simulate(ctx);
-  const int64_t S = num_stages();
-  auto [first, end] = window_ops(world_, S, rank_, ctx.step);
-  clock_.catch_up(2 * S * world_ * ctx.step);
-  StepReport report;
-  for (int64_t j = std::max(first, next_op_); j < end; ++j) run_op(ctx, j, report);
-  // The first window of a late worker ends before its first loss: run on to it.
-  while (ctx.step == 0 && next_op_ < S) run_op(ctx, next_op_, report);
-  report.loss = last_loss_;
-  return report;
+  return runtime_->step(ctx);
 }
 
-void Cdp::run_op(Context& ctx, int64_t j, StepReport& report) {
-  const int64_t S = num_stages();
-  const CyclicOp op = cyclic_op(world_, S, rank_, j);
-  clock_.wait_for(op.tick);
-  const int64_t l = op.stage;
-  if (!op.backward) {
-    if (l == 0) {  // the cycle's batch: `accumulation` micro-batches together
-      std::vector<torch::Tensor> inputs, targets;
-      for (int64_t i = 0; i < accumulation_; ++i) {
-        MicroBatch mb = ctx.batches.next();
-        inputs.push_back(mb.inputs);
-        targets.push_back(mb.targets);
-      }
-      MicroBatch cycle;
-      cycle.inputs = accumulation_ == 1 ? inputs[0] : torch::cat(inputs);
-      cycle.targets = accumulation_ == 1 ? targets[0] : torch::cat(targets);
-      pass_->begin(std::move(cycle));
-      report.samples += pass_->samples();
-      report.micro_batches += accumulation_;
-    }
-    if (fresh_[l] && pending_[l]) apply(ctx, l);
-    pass_->forward(l);
-    if (l == S - 1) last_loss_ = pass_->loss();
-  } else {
-    if (!fresh_[l] && pending_[l]) apply(ctx, l);
-    pass_->backward(l);
-    torch::NoGradGuard no_grad;
-    if (!fresh_[l]) slice(flat_->params_flat(), l).copy_(master_[l]);
-    reducer_->launch(l, slice(flat_->grads_flat(), l));
-    pending_[l] = true;
-    pending_cycle_[l] = op.cycle;
-  }
-  next_op_ = j + 1;
+void Cdp::send_gradient(Context& ctx, int64_t l, int64_t cycle, torch::Tensor grad) {
+  reducer_->launch(l, std::move(grad));
 }
 
-void Cdp::apply(Context& ctx, int64_t l) {
+void Cdp::next_version(Context& ctx, int64_t l, int64_t cycle, torch::Tensor params) {
   reducer_->wait(l);
   TraceSpan span("optimizer", "optimizer");
-  torch::Tensor g = slice(flat_->grads_flat(), l);
+  torch::Tensor g = model_->grads(l);
   g.div_(static_cast<double>(world_));
-  optimizers_[l]->step(ctx.schedule.lr(pending_cycle_[l]));
+  optimizers_[l]->step(ctx.schedule.lr(cycle));  // on `params`, the stage's version buffer
   g.zero_();
-  pending_[l] = false;
 }
 
 StepReport Cdp::simulate(Context& ctx) {
   torch::NoGradGuard no_grad;
-  for (int64_t l = 0; l < num_stages(); ++l)
-    slice(flat_->params_flat(), l).copy_(fresh_[l] ? slice(theta_, l) : slice(prev_, l));
-  flat_->grads_flat().zero_();
+  for (int64_t l = 0; l < model_->num_stages(); ++l)
+    model_->params(l).copy_(model_->fresh(l) ? model_->slice(theta_, l) : model_->slice(prev_, l));
+  model_->flat().grads_flat().zero_();
   StepReport report;
   {
     torch::AutoGradMode grad(true);
     report = accumulate_gradients(ctx, accumulation_);
   }
-  ctx.comm.all_reduce(flat_->grads_flat());
-  flat_->grads_flat().div_(static_cast<double>(world_));
+  ctx.comm.all_reduce(model_->flat().grads_flat());
+  model_->flat().grads_flat().div_(static_cast<double>(world_));
   prev_.copy_(theta_);
   TraceSpan span("optimizer", "optimizer");
   for (auto& optimizer : optimizers_) optimizer->step(ctx.schedule.lr(ctx.step));
   return report;
-}
-
-void Cdp::average_copies(StagedModel& model, Communicator& comm) const {
-  if (world_ == 1) return;
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> tensors = model->parameters_of(0, model->num_stages());
-  for (auto& [name, buf] : model->named_bufs())
-    if (buf.is_floating_point()) tensors.push_back(buf);
-  for (torch::Tensor& t : tensors) {
-    comm.all_reduce(t);
-    t.div_(static_cast<double>(world_));
-  }
 }
 
 StagedModel Cdp::model_for_eval(Context& ctx) {
@@ -299,20 +200,12 @@ void Cdp::finish(Context& ctx) {
   finished_ = true;
   torch::NoGradGuard no_grad;
   if (staggered_) {
-    {  // the backwards still owed by the last cycle, without the clock
-      torch::AutoGradMode grad(true);
-      StepReport ignored;
-      while (next_op_ % (2 * num_stages()) != 0) run_op(ctx, next_op_, ignored);
-    }
-    for (int64_t l = 0; l < num_stages(); ++l) {
-      if (pending_[l]) apply(ctx, l);  // fresh: W = theta_K; stale: M = theta_K, W = theta_{K-1}
-      if (final_latest_ && !fresh_[l]) slice(flat_->params_flat(), l).copy_(master_[l]);
-    }
+    runtime_->drain(ctx, final_latest_);
     reducer_.reset();
   } else {
-    for (int64_t l = 0; l < num_stages(); ++l)
-      slice(flat_->params_flat(), l)
-          .copy_(fresh_[l] || final_latest_ ? slice(theta_, l) : slice(prev_, l));
+    for (int64_t l = 0; l < model_->num_stages(); ++l)
+      model_->params(l).copy_(model_->fresh(l) || final_latest_ ? model_->slice(theta_, l)
+                                                                : model_->slice(prev_, l));
   }
   average_copies(ctx.model, ctx.comm);
 }
@@ -343,22 +236,19 @@ void Cdp::load(const Archive& archive) {
 }
 
 AlgorithmReport Cdp::report() const {
-  const int64_t elem = flat_->params_flat().element_size();
-  int64_t state = 0, previous = 0;
+  const int64_t elem = model_->flat().params_flat().element_size();
+  int64_t state = 0;
   for (const auto& optimizer : optimizers_) state += optimizer->state_numel() * elem;
-  for (const torch::Tensor& m : master_)
-    if (m.defined()) previous += m.numel() * elem;
-  if (!staggered_) previous = 2 * theta_.numel() * elem;  // theta_k and theta_{k-1}
+  // Staggered: the copies M_l of stale stages; simulator: theta_k and theta_{k-1}.
+  const int64_t previous = staggered_ ? runtime_->retained_bytes() : 2 * theta_.numel() * elem;
   AlgorithmReport r;
-  r.memory = {{"parameters", flat_->padded_numel() * elem},
-              {"gradients", flat_->padded_numel() * elem},
+  r.memory = {{"parameters", model_->flat().padded_numel() * elem},
+              {"gradients", model_->flat().padded_numel() * elem},
               {"optimizer_state", state},
               {"previous_versions", previous}};
-  int64_t stale = 0;
-  for (bool f : fresh_) stale += f ? 0 : 1;
-  r.counts = {{"cyclic_stages", num_stages()},
-              {"stale_stages", stale},
-              {"unit_us", static_cast<int64_t>(clock_.unit_seconds() * 1e6)}};
+  r.counts = {{"cyclic_stages", model_->num_stages()},
+              {"stale_stages", model_->stale_stages()},
+              {"unit_us", static_cast<int64_t>(staggered_ ? runtime_->unit_seconds() * 1e6 : 0)}};
   return r;
 }
 

@@ -293,7 +293,10 @@ const std::vector<WireCase> kPipelineCases = {
      EvalTraffic::kSharedStages},
     {"pipedream", "pipedream", kPipelineArgs, EvalTraffic::kSharedStages},
     {"dsp", "dsp", kPipelineArgs, EvalTraffic::kSharedStages},
-    {"petra", "petra", kPipelineArgs, EvalTraffic::kSharedStages}};
+    {"petra", "petra", kPipelineArgs, EvalTraffic::kSharedStages},
+    // N = 4 streams of micro-batches of 64 a step; finish() shares the stages on the training
+    // channel, so the final evaluation only all-reduces its totals.
+    {"cdp_mp", "cdp_mp", "--set data.batch_size=64", EvalTraffic::kAllReduce}};
 
 TEST(Netbed, DataParallelBytesAgreeWithTheWire) {
   if (std::string why = unavailable(); !why.empty()) GTEST_SKIP() << why;

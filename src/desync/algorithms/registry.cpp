@@ -18,6 +18,7 @@ std::unique_ptr<Algorithm> make_dpu(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_acco(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_cdp(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_cdp_zero(const AlgorithmConfig& cfg);
+std::unique_ptr<Algorithm> make_cdp_mp(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_diloco(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_dpsgd(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_adpsgd(const AlgorithmConfig& cfg);
@@ -49,6 +50,10 @@ const std::vector<AlgorithmInfo>& algorithm_registry() {
        "cyclic data parallelism, ZeRO variant: stage gradients and parameters travel a ring of "
        "workers by send/recv, the last worker owns the optimizer; no collective",
        make_cdp_zero},
+      {"cdp_mp", "dataparallel",
+       "cyclic data parallelism, model-parallel: S ranks, one cyclic stage each, serve N "
+       "staggered micro-batch streams; point-to-point only",
+       make_cdp_mp},
       {"diloco", "decentralized",
        "DiLoCo: H local inner steps, then an outer Nesterov step on the averaged pseudo-gradient",
        make_diloco},

@@ -7,6 +7,7 @@
 
 #include "desync/algorithms/common.h"
 #include "desync/algorithms/registry.h"
+#include "desync/core/activation_memory.h"
 #include "desync/core/error.h"
 #include "desync/core/trace.h"
 
@@ -208,6 +209,7 @@ void CdpMp::forward(Context& ctx, const CyclicOp& op, StepReport& report) {
     labels = m.labels;
   }
   TraceSpan span("forward", "compute");
+  ActivationScope activations;  // what the stage's forward keeps for the backward
   torch::Tensor y = replica(e.buffer)->forward_range(x, mine_.begin, mine_.end);
   if (last_) {
     e.output = loss_of(y, labels);

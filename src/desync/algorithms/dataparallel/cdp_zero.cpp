@@ -9,6 +9,7 @@
 #include "desync/algorithms/common.h"
 #include "desync/algorithms/registry.h"
 #include "desync/core/error.h"
+#include "desync/core/reductions.h"
 #include "desync/core/trace.h"
 
 namespace desync {
@@ -75,8 +76,9 @@ class StageRing {
   void hand(int64_t l, double lr) {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      gradient_queue_.push_back({l, lr});
-      parameter_queue_.push_back({l, lr});
+      const int64_t now = Tracer::now_us();
+      gradient_queue_.push_back({l, lr, now});
+      parameter_queue_.push_back({l, lr, now});
       ++handed_[l];
     }
     cv_.notify_all();
@@ -112,6 +114,7 @@ class StageRing {
   struct Item {
     int64_t stage;
     double lr;
+    int64_t handed_us;  // when the training thread handed the stage's gradient
   };
 
   // Pops the next item of `queue`; false once stopped with nothing left.
@@ -173,6 +176,9 @@ class StageRing {
         fail();
         return;
       }
+      // The ring's sum of stage l, as far as this worker takes part: from its hand-over to its
+      // relay (to the owner's step, on the owner).
+      record_reduction(l, item.handed_us, Tracer::now_us(), g.numel() * g.element_size());
       count(relayed_, l);
     }
   }

@@ -273,19 +273,23 @@ void expect_bytes_agree_with_the_wire(const std::vector<WireCase>& cases) {
 // so that training traffic outweighs the gathering of the model for evaluation.
 const std::string kPipelineArgs = "--set data.batch_size=64 --set algorithm.accumulation=8";
 
-const std::vector<WireCase> kDataParallelCases = {{"ddp", "ddp", ""},
-                                                  {"zero1", "zero1", ""},
-                                                  {"dpu", "dpu", ""},
-                                                  {"acco", "acco", ""},
-                                                  {"cdp", "cdp", ""},
-
-                                                  {"cdp_zero", "cdp_zero", ""}};
+const std::vector<WireCase> kDataParallelCases = {{"ddp", "ddp", ""}, {"zero1", "zero1", ""},
+                                                  {"dpu", "dpu", ""}, {"acco", "acco", ""},
+                                                  {"cdp", "cdp", ""}, {"cdp_zero", "cdp_zero", ""}};
 // DiLoCo and GASLoC average every two local steps.
 const std::vector<WireCase> kDecentralizedCases = {
     {"diloco", "diloco", "--set algorithm.diloco.local_steps=2"},
     {"dpsgd", "dpsgd", ""},
     {"adpsgd", "adpsgd", ""},
     {"gasloc", "gasloc", "--set algorithm.gasloc.local_steps=2"}};
+// Populations: WASH shuffles a large share (p = 0.5) so that its shuffles outweigh the
+// evaluation's; PAPA averages every two steps, PAPA-2 every step; the independent ensemble sends
+// only at evaluation (the ensemble's probabilities and the members' average).
+const std::vector<WireCase> kPopulationCases = {
+    {"wash", "wash", "--set algorithm.wash.p=0.5"},
+    {"papa_gradual", "papa", "--set algorithm.papa.ema_every=2"},
+    {"papa_pair", "papa", "--set algorithm.papa.variant=pair --set algorithm.papa.every_steps=1"},
+    {"ensemble", "ensemble", ""}};
 const std::vector<WireCase> kPipelineCases = {
     {"pipeline_gpipe", "pipeline", kPipelineArgs + " --set algorithm.pipeline.schedule=gpipe",
      EvalTraffic::kSharedStages},
@@ -306,6 +310,11 @@ TEST(Netbed, DataParallelBytesAgreeWithTheWire) {
 TEST(Netbed, DecentralizedBytesAgreeWithTheWire) {
   if (std::string why = unavailable(); !why.empty()) GTEST_SKIP() << why;
   expect_bytes_agree_with_the_wire(kDecentralizedCases);
+}
+
+TEST(Netbed, PopulationBytesAgreeWithTheWire) {
+  if (std::string why = unavailable(); !why.empty()) GTEST_SKIP() << why;
+  expect_bytes_agree_with_the_wire(kPopulationCases);
 }
 
 TEST(Netbed, PipelineBytesAgreeWithTheWire) {
@@ -357,7 +366,8 @@ std::set<std::string> registered_algorithms() {
 // A newly registered algorithm gets a wire check, or this fails.
 TEST(Netbed, EveryRegisteredAlgorithmHasAWireCheck) {
   std::set<std::string> checked = {"single"};  // SingleWorkerSendsNothing
-  for (const auto* cases : {&kDataParallelCases, &kDecentralizedCases, &kPipelineCases})
+  for (const auto* cases :
+       {&kDataParallelCases, &kDecentralizedCases, &kPopulationCases, &kPipelineCases})
     for (const WireCase& c : *cases) checked.insert(c.algorithm);
   std::set<std::string> registered = registered_algorithms();
   ASSERT_FALSE(registered.empty());

@@ -23,6 +23,9 @@ std::unique_ptr<Algorithm> make_diloco(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_dpsgd(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_adpsgd(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_gasloc(const AlgorithmConfig& cfg);
+std::unique_ptr<Algorithm> make_wash(const AlgorithmConfig& cfg);
+std::unique_ptr<Algorithm> make_papa(const AlgorithmConfig& cfg);
+std::unique_ptr<Algorithm> make_ensemble(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_pipeline(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_pipedream(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_dsp(const AlgorithmConfig& cfg);
@@ -65,6 +68,17 @@ const std::vector<AlgorithmInfo>& algorithm_registry() {
        make_adpsgd},
       {"gasloc", "decentralized",
        "GASLoC: local steps, gossip of proposals with random peers, outer momentum", make_gasloc},
+      {"wash", "population",
+       "WASH: a population of models, one per worker; a few coordinates permuted across them "
+       "every step (early layers most); the members' average is the model",
+       make_wash},
+      {"papa", "population",
+       "PAPA: a population pulled towards its mean (gradual EMA, all, or pairs); the members' "
+       "average is the model",
+       make_papa},
+      {"ensemble", "population",
+       "independent members, no communication; evaluated as an ensemble and as their average",
+       make_ensemble},
       {"pipeline", "pipeline",
        "exact backprop over a pipeline of ranks, GPipe or 1F1B schedule, flush every step",
        make_pipeline},

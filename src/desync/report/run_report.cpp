@@ -145,6 +145,10 @@ std::string headline(const RunData& run) {
   body += "<table>";
   body += row({"test accuracy", fixed(s, "test_accuracy", "{:.4f}"), "test loss",
                fixed(s, "test_loss", "{:.4f}")});
+  if (s.contains("population"))  // test accuracy above is the members' average
+    body +=
+        row({"ensemble accuracy", fixed(s["population"], "ensemble_accuracy", "{:.4f}"),
+             "member accuracy (mean)", fixed(s["eval_metrics"], "member_accuracy_mean", "{:.4f}")});
   body +=
       row({"train loss", fixed(s, "train_loss", "{:.4f}"), "steps", fixed(s, "steps", "{:.0f}")});
   body += row({"samples", fixed(s, "samples", "{:.0f}"), "samples/s",
@@ -167,12 +171,17 @@ std::string headline(const RunData& run) {
 
 std::string learning_curves(const RunData& run) {
   std::string body = "<h2>Learning curves</h2>";
+  const bool population = run.summary.contains("population");
   auto learning = [&](const char* id, const char* title, const char* x, const char* x_label,
                       bool loss) {
     LineChart c{id, title, x_label, loss ? "loss" : "test accuracy", {}, ""};
     if (loss) {
       c.series.push_back(curve(run, "train", "loss", x, "train loss"));
       c.series.push_back(curve(run, "eval", "test_loss", x, "test loss"));
+    } else if (population) {  // the average is the run's model; its members and ensemble
+      c.series.push_back(curve(run, "eval", "test_accuracy", x, "average"));
+      c.series.push_back(curve(run, "eval", "ensemble_accuracy", x, "ensemble"));
+      c.series.push_back(curve(run, "eval", "member_accuracy_mean", x, "members (mean)"));
     } else {
       c.series.push_back(curve(run, "eval", "test_accuracy", x, "test accuracy"));
     }

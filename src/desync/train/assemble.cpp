@@ -1,5 +1,6 @@
 #include "desync/train/assemble.h"
 
+#include "desync/algorithms/population/population.h"
 #include "desync/algorithms/registry.h"
 
 namespace desync {
@@ -7,9 +8,13 @@ namespace desync {
 RunParts assemble_run(const Config& cfg, const DatasetSplits& data, int64_t rank, int64_t world) {
   validate_for_world(cfg, world);
   RunParts p;
-  torch::manual_seed(static_cast<uint64_t>(cfg.run.seed));
-  p.model = make_model(cfg.model, ModelInput{data.train.example_shape(), data.train.num_classes});
   p.algorithm = make_algorithm(cfg.algorithm);
+  // Every rank starts from the same weights, except the members of a population that start
+  // apart: rank r's model is seeded with run.seed + r.
+  const Population* population = as_population(*p.algorithm);
+  const bool distinct = population && population->population().distinct_init;
+  torch::manual_seed(static_cast<uint64_t>(cfg.run.seed + (distinct ? rank : 0)));
+  p.model = make_model(cfg.model, ModelInput{data.train.example_shape(), data.train.num_classes});
   const bool sharded = p.algorithm->traits().data == AlgorithmTraits::Data::kSharded;
   const int64_t readers = sharded ? world : 1;
   p.batches = std::make_unique<MicroBatchSource>(

@@ -2,11 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 #include <thread>
 
 #include "desync/algorithms/common.h"
+#include "desync/algorithms/population/population.h"
 #include "desync/core/activation_memory.h"
 #include "desync/core/checkpoint.h"
 #include "desync/core/error.h"
@@ -22,49 +24,11 @@
 #include "desync/report/run_report.h"
 #include "desync/report/summary.h"
 #include "desync/train/assemble.h"
+#include "desync/train/evaluation.h"
 #include "desync/train/trainer_state.h"
 
 namespace desync {
 namespace {
-
-// Mean loss and accuracy of `model` on the first `limit` examples of `data` (0 = all), with the
-// examples split across ranks.
-EvalResult evaluate(StagedModel model, const Dataset& data, int64_t limit, const Config& cfg,
-                    Communicator& comm) {
-  int64_t n = data.size();
-  if (limit > 0) n = std::min(n, limit);
-  int64_t per_rank = (n + comm.world_size() - 1) / comm.world_size();
-  int64_t begin = std::min(n, comm.rank() * per_rank);
-  int64_t end = std::min(n, begin + per_rank);
-
-  torch::NoGradGuard no_grad;
-  bool was_training = model->is_training();
-  model->eval();
-  double loss_sum = 0.0, correct = 0.0, count = 0.0;
-  for (int64_t b = begin; b < end; b += cfg.data.eval_batch_size) {
-    MicroBatch mb =
-        take_range(data, b, std::min(end, b + cfg.data.eval_batch_size), cfg.data.normalize);
-    torch::Tensor logits = model->forward(mb.inputs);
-    double items = static_cast<double>(mb.targets.numel());
-    loss_sum += loss_of(logits, mb.targets).item<double>() * items;
-    correct += logits.argmax(-1).eq(mb.targets).sum().item<double>();
-    count += items;
-  }
-  if (was_training) model->train();
-  torch::Tensor totals = torch::tensor({loss_sum, correct, count}, torch::kFloat64);
-  comm.all_reduce(totals);
-  auto t = totals.accessor<double, 1>();
-  EvalResult r;
-  r.examples = static_cast<int64_t>(t[2]);
-  r.loss = t[2] > 0 ? t[0] / t[2] : 0.0;
-  r.accuracy = t[2] > 0 ? t[1] / t[2] : 0.0;
-  if (data.kind == DataKind::kText && data.text_bytes > 0) {
-    r.perplexity = std::exp(r.loss);
-    r.bits_per_byte = r.loss * static_cast<double>(data.text_tokens) /
-                      (static_cast<double>(data.text_bytes) * std::log(2.0));
-  }
-  return r;
-}
 
 // What rank 0 logs every run.log_every steps, over all ranks (one all-reduce).
 struct StepLog {
@@ -169,6 +133,7 @@ class Run {
   TrainerState state_;
   std::unique_ptr<MetricsWriter> metrics_;
   std::vector<std::pair<std::string, double>> eval_extras_;  // the last evaluation's
+  std::optional<PopulationResult> population_;  // the last evaluation's, for a population
   bool stopped_ = false;
   Stopwatch window_;            // since the last logged step
   int64_t window_samples_ = 0;  // global samples at the window's start
@@ -241,9 +206,29 @@ void Run::log_step(const StepReport& report) {
 
 EvalResult Run::evaluate_and_log(int64_t limit) {
   TraceSpan span("eval", "eval");
-  EvalResult r =
-      evaluate(parts_.algorithm->model_for_eval(ctx_), data_.test, limit, cfg_, *eval_comm_);
+  const Population* population = as_population(*parts_.algorithm);
+  std::optional<PopulationResult> members;
+  EvalResult r;
+  if (population) {
+    members = evaluate_population(ctx_.model, parts_.algorithm->model_for_eval(ctx_), data_, limit,
+                                  population->population().repair_batches, cfg_, *eval_comm_);
+    r = members->average;
+  } else {
+    r = evaluate(parts_.algorithm->model_for_eval(ctx_), data_.test, limit, cfg_, *eval_comm_);
+  }
   eval_extras_ = parts_.algorithm->report().eval_metrics;
+  if (members) {
+    const std::vector<double>& acc = members->member_accuracy;
+    double mean = 0.0;
+    for (double a : acc) mean += a / static_cast<double>(acc.size());
+    eval_extras_.insert(eval_extras_.begin(),
+                        {{"ensemble_accuracy", members->ensemble.accuracy},
+                         {"ensemble_loss", members->ensemble.loss},
+                         {"member_accuracy_mean", mean},
+                         {"member_accuracy_min", *std::min_element(acc.begin(), acc.end())},
+                         {"member_accuracy_max", *std::max_element(acc.begin(), acc.end())}});
+    population_ = *members;
+  }
   if (leader_) {
     nlohmann::json record = {{"type", "eval"},
                              {"step", state_.step},
@@ -251,6 +236,11 @@ EvalResult Run::evaluate_and_log(int64_t limit) {
                              {"test_accuracy", r.accuracy},
                              {"test_examples", r.examples},
                              {"elapsed", state_.train_seconds}};
+    if (members) {
+      record["member_accuracy"] = members->member_accuracy;
+      record["member_loss"] = members->member_loss;
+      record["average_repaired"] = members->repaired;
+    }
     std::string extras;
     if (is_text()) {
       record["test_perplexity"] = r.perplexity;
@@ -372,6 +362,14 @@ nlohmann::json Run::summary(const std::optional<EvalResult>& final_eval) {
       {"interrupted", stopped_},
       {"run_dir", dir_}};
   for (const auto& [name, value] : eval_extras_) s["eval_metrics"][name] = value;
+  if (population_)
+    s["population"] = {{"member_accuracy", population_->member_accuracy},
+                       {"member_loss", population_->member_loss},
+                       {"ensemble_accuracy", population_->ensemble.accuracy},
+                       {"ensemble_loss", population_->ensemble.loss},
+                       {"average_accuracy", population_->average.accuracy},
+                       {"average_loss", population_->average.loss},
+                       {"average_repaired", population_->repaired}};
   add_rank_figures(s, comm_, mine);
   add_timelines(s, comm_, activations_.record(), peak_activation_bytes(), recorded_reductions());
   const auto samples = s["samples"].get<int64_t>();

@@ -273,9 +273,9 @@ void expect_bytes_agree_with_the_wire(const std::vector<WireCase>& cases) {
 // so that training traffic outweighs the gathering of the model for evaluation.
 const std::string kPipelineArgs = "--set data.batch_size=64 --set algorithm.accumulation=8";
 
-const std::vector<WireCase> kDataParallelCases = {{"ddp", "ddp", ""}, {"zero1", "zero1", ""},
-                                                  {"dpu", "dpu", ""}, {"acco", "acco", ""},
-                                                  {"cdp", "cdp", ""}, {"cdp_zero", "cdp_zero", ""}};
+const std::vector<WireCase> kDataParallelCases = {
+    {"ddp", "ddp", ""}, {"zero1", "zero1", ""},       {"dpu", "dpu", ""}, {"acco", "acco", ""},
+    {"cdp", "cdp", ""}, {"cdp_zero", "cdp_zero", ""}, {"sdp", "sdp", ""}};
 // DiLoCo and GASLoC average every two local steps.
 const std::vector<WireCase> kDecentralizedCases = {
     {"diloco", "diloco", "--set algorithm.diloco.local_steps=2"},

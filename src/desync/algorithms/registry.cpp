@@ -19,6 +19,7 @@ std::unique_ptr<Algorithm> make_acco(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_cdp(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_cdp_zero(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_cdp_mp(const AlgorithmConfig& cfg);
+std::unique_ptr<Algorithm> make_sdp(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_diloco(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_dpsgd(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_adpsgd(const AlgorithmConfig& cfg);
@@ -57,6 +58,10 @@ const std::vector<AlgorithmInfo>& algorithm_registry() {
        "cyclic data parallelism, model-parallel: S ranks, one cyclic stage each, serve N "
        "staggered micro-batch streams; point-to-point only",
        make_cdp_mp},
+      {"sdp", "dataparallel",
+       "subnetwork data parallelism: each worker trains a subnetwork (blocks or hidden units) "
+       "and each parameter's gradient is averaged over its holders",
+       make_sdp},
       {"diloco", "decentralized",
        "DiLoCo: H local inner steps, then an outer Nesterov step on the averaged pseudo-gradient",
        make_diloco},

@@ -5,6 +5,7 @@
 
 #include "desync/core/error.h"
 #include "desync/models/builders.h"
+#include "desync/models/residual.h"
 
 namespace desync::models {
 
@@ -12,8 +13,8 @@ namespace {
 
 // Two 3x3 convolutions with BatchNorm and a residual connection; a 1x1 convolution (+BN)
 // projects the shortcut when the stride or the channel count changes. Cloneable, so a stage
-// holding it can be cloned.
-class BasicBlockImpl : public torch::nn::Cloneable<BasicBlockImpl> {
+// holding it can be cloned. Its branch (conv1, bn1, conv2, bn2) can be switched off (residual.h).
+class BasicBlockImpl : public torch::nn::Cloneable<BasicBlockImpl>, public ResidualBlock {
  public:
   BasicBlockImpl(int64_t in_channels, int64_t out_channels, int64_t stride)
       : in_channels_(in_channels), out_channels_(out_channels), stride_(stride) {
@@ -42,7 +43,12 @@ class BasicBlockImpl : public torch::nn::Cloneable<BasicBlockImpl> {
     }
   }
 
+  std::vector<torch::nn::Module*> branch_modules() override {
+    return {conv1_.get(), bn1_.get(), conv2_.get(), bn2_.get()};
+  }
+
   torch::Tensor forward(torch::Tensor x) {
+    if (!branch_enabled_) return torch::relu(shortcut_.is_empty() ? x : shortcut_->forward(x));
     torch::Tensor out = torch::relu(bn1_(conv1_(x)));
     out = bn2_(conv2_(out));
     out += shortcut_.is_empty() ? x : shortcut_->forward(x);

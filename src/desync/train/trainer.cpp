@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "desync/algorithms/common.h"
+#include "desync/algorithms/eval_repair.h"
 #include "desync/algorithms/population/population.h"
 #include "desync/core/activation_memory.h"
 #include "desync/core/checkpoint.h"
@@ -79,6 +80,8 @@ class Run {
         leader_(comm.rank() == 0),
         data_(load_dataset(cfg.data, static_cast<uint64_t>(cfg.run.seed))),
         parts_(assemble_run(cfg, data_, comm.rank(), comm.world_size())),
+        // Counted before setup(): an algorithm may release what a worker does not hold (sdp).
+        model_parameters_(parts_.model->parameter_count()),
         // Evaluation traffic (test-set totals, models averaged for evaluation) has its own
         // channel, so that the bytes and waits reported for training exclude it.
         eval_comm_(comm.split("eval")),
@@ -125,6 +128,7 @@ class Run {
   Stopwatch wall_;
   DatasetSplits data_;
   RunParts parts_;
+  const int64_t model_parameters_;
   std::shared_ptr<Communicator> eval_comm_;
   Context ctx_;
   CheckpointStore store_;
@@ -214,7 +218,10 @@ EvalResult Run::evaluate_and_log(int64_t limit) {
                                   population->population().repair_batches, cfg_, *eval_comm_);
     r = members->average;
   } else {
-    r = evaluate(parts_.algorithm->model_for_eval(ctx_), data_.test, limit, cfg_, *eval_comm_);
+    StagedModel model = parts_.algorithm->model_for_eval(ctx_);
+    if (const int64_t batches = repair_batches_of(*parts_.algorithm); batches > 0)
+      reestimate_batchnorm(model, data_.train, batches, cfg_);  // sdp's assembled model
+    r = evaluate(model, data_.test, limit, cfg_, *eval_comm_);
   }
   eval_extras_ = parts_.algorithm->report().eval_metrics;
   if (members) {
@@ -357,7 +364,7 @@ nlohmann::json Run::summary(const std::optional<EvalResult>& final_eval) {
       {"wall_seconds", state_.wall_seconds + wall_.seconds()},
       {"train_seconds", state_.train_seconds},
       {"eval_metrics", nlohmann::json::object()},
-      {"parameters", parts_.model->parameter_count()},
+      {"parameters", model_parameters_},
       {"seed", cfg_.run.seed},
       {"interrupted", stopped_},
       {"run_dir", dir_}};

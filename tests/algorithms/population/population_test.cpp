@@ -86,7 +86,7 @@ TEST(Wash, PlansAgreeOnEveryRankFormPermutationsAndSelectAtTheTensorsRate) {
 }
 
 Config wash_config(std::vector<std::string> more) {
-  std::vector<std::string> o = {"algorithm.name=\"wash\"", kNoStep};
+  std::vector<std::string> o = {"algorithm.name=\"wash\"", "algorithm.init=\"distinct\"", kNoStep};
   o.insert(o.end(), more.begin(), more.end());
   return tiny_config(o);
 }
@@ -232,6 +232,7 @@ Config papa_config(const std::string& variant, std::vector<std::string> more = {
                                 "algorithm.variant=\"" + variant + "\"",
                                 "algorithm.ema_every=1",
                                 "algorithm.every_steps=1",
+                                "algorithm.init=\"distinct\"",
                                 kNoStep,
                                 kFloat64};
   o.insert(o.end(), more.begin(), more.end());
@@ -298,7 +299,8 @@ TEST(Papa, AllMakesTheMembersOneAndPairsMakeEachTheMeanOfTwoOthers) {
 TEST(Papa, AllAndPairAverageOnlyAtTheirEpochs) {
   // synthetic_train = 1024, batch 32, 4 ranks: 8 steps an epoch; every 1 epoch.
   const Config cfg = tiny_config({"algorithm.name=\"papa\"", "algorithm.variant=\"all\"",
-                                  "algorithm.every_epochs=1", "data.batch_size=32"});
+                                  "algorithm.every_epochs=1", "data.batch_size=32",
+                                  "algorithm.init=\"distinct\""});
   DatasetSplits data = load_dataset(cfg.data, 0);
   std::vector<std::vector<double>> spread(4);
   FakeRunOptions o;

@@ -4,9 +4,9 @@
 
 namespace desync {
 
-Population::Options population_options(SectionReader& r) {
+Population::Options population_options(SectionReader& r, const std::string& default_init) {
   Population::Options o;
-  o.distinct_init = r.get_choice("init", "distinct", {"distinct", "shared"}) == "distinct";
+  o.distinct_init = r.get_choice("init", default_init, {"distinct", "shared"}) == "distinct";
   o.repair_batches = r.get("repair_batches", o.repair_batches, int64_t{0});
   return o;
 }

@@ -3,7 +3,8 @@
 // Trainer evaluates every member, their ensemble and their average (train/evaluation.h).
 //
 //   population_options(r)  reads `init` ("distinct": member r's weights are seeded with
-//                          run.seed + r; "shared": every member starts from the same weights) and
+//                          run.seed + r; "shared": every member starts from the same weights;
+//                          the default is the method's) and
 //                          `repair_batches` (training batches that re-estimate the averaged
 //                          model's BatchNorm statistics before it is evaluated; 0 = none)
 //   Member::local_step     g <- grad of the member's loss on its next `accumulation`
@@ -22,7 +23,7 @@
 
 namespace desync {
 
-Population::Options population_options(SectionReader& r);
+Population::Options population_options(SectionReader& r, const std::string& default_init);
 
 class Member {
  public:

@@ -10,7 +10,7 @@ namespace desync {
 
 std::unique_ptr<Algorithm> make_papa(const AlgorithmConfig& cfg) {
   SectionReader r = algorithm_options(cfg);
-  Population::Options options = population_options(r);
+  Population::Options options = population_options(r, "shared");
   const std::string v = r.get_choice("variant", "gradual", {"gradual", "all", "pair"});
   const int64_t ema_every = r.get("ema_every", int64_t{10}, int64_t{1});
   const double alpha = r.get("alpha", 0.99, 0.0, 1.0);

@@ -13,7 +13,7 @@ namespace desync {
 
 std::unique_ptr<Algorithm> make_wash(const AlgorithmConfig& cfg) {
   SectionReader r = algorithm_options(cfg);
-  Population::Options options = population_options(r);
+  Population::Options options = population_options(r, "shared");
   const double p = r.get("p", 0.01, 0.0, 1.0);
   const int64_t every = r.get("shuffle_every", int64_t{1}, int64_t{1});
   const bool by_layer = r.get_choice("depth", "tensor", {"tensor", "layer"}) == "layer";
@@ -52,7 +52,8 @@ ShufflePlan wash_plan(uint64_t seed, int64_t round, const std::vector<int64_t>& 
         torch::empty({sizes[l]}, torch::kFloat32).bernoulli_(probabilities[l], gen);
     torch::Tensor index = mask.nonzero().reshape({-1});
     // pi_c = argsort of N uniforms: perm[c][k] = pi_c(k), the member that k takes c from.
-    torch::Tensor perm = torch::rand({index.numel(), world}, gen, torch::kFloat64).argsort(int64_t{1});
+    torch::Tensor perm =
+        torch::rand({index.numel(), world}, gen, torch::kFloat64).argsort(int64_t{1});
     plan.index.push_back(index);
     sources.push_back(perm.select(1, rank).contiguous());
     destinations.push_back(perm.eq(rank).to(torch::kInt64).argmax(1));

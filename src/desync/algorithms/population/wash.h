@@ -20,8 +20,9 @@
 // of every coordinate across the members, hence their mean, is unchanged.
 //
 // Options: p (0.01), shuffle_every (1), depth ("tensor" | "layer"), decay ("linear" | "none"),
-// shuffle_optimizer_state (false), and the population's init ("distinct") and repair_batches
-// (16).
+// shuffle_optimizer_state (false), and the population's init ("shared": the members differ by
+// their data; from distinct starts a shuffle swaps values of unrelated models) and
+// repair_batches (16).
 #pragma once
 
 #include <memory>

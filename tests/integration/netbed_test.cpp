@@ -274,8 +274,17 @@ void expect_bytes_agree_with_the_wire(const std::vector<WireCase>& cases) {
 const std::string kPipelineArgs = "--set data.batch_size=64 --set algorithm.accumulation=8";
 
 const std::vector<WireCase> kDataParallelCases = {
-    {"ddp", "ddp", ""}, {"zero1", "zero1", ""},       {"dpu", "dpu", ""}, {"acco", "acco", ""},
-    {"cdp", "cdp", ""}, {"cdp_zero", "cdp_zero", ""}, {"sdp", "sdp", ""}};
+    {"ddp", "ddp", ""},
+    {"zero1", "zero1", ""},
+    {"dpu", "dpu", ""},
+    {"acco", "acco", ""},
+    {"cdp", "cdp", ""},
+    {"cdp_zero", "cdp_zero", ""},
+    {"sdp", "sdp", ""},
+    // B-SDP: each block's gradient goes round its holders only (sends and receives).
+    {"sdp_blocks", "sdp",
+     "--set model.name=resnet18 --set model.width=16 --set data.synthetic_shape=[1,8,8] "
+     "--set algorithm.sdp.assignment=balanced"}};
 // DiLoCo and GASLoC average every two local steps.
 const std::vector<WireCase> kDecentralizedCases = {
     {"diloco", "diloco", "--set algorithm.diloco.local_steps=2"},

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "desync/algorithms/common.h"
+#include "desync/algorithms/packing.h"
 #include "desync/algorithms/registry.h"
 #include "desync/core/error.h"
 #include "desync/core/trace.h"
@@ -291,20 +292,14 @@ void Sdp::average_gradients(Context& ctx) {
     std::vector<int64_t> members;
     for (int64_t w = 0; w < world; ++w)
       if (set >> w & 1) members.push_back(w);
-    std::vector<torch::Tensor> parts;
-    for (size_t i : tensors) parts.push_back(params_[i].grad().reshape({-1}));
-    torch::Tensor packed = torch::cat(parts);
+    std::vector<torch::Tensor> grads;
+    for (size_t i : tensors) grads.push_back(params_[i].grad());
+    torch::Tensor packed = pack(grads);
     if (static_cast<int64_t>(members.size()) == world)
       ctx.comm.all_reduce(packed);
     else
       ring_all_reduce(ctx.comm, packed, members, 2 * set);
-    packed.div_(static_cast<double>(members.size()));
-    int64_t at = 0;
-    for (size_t i : tensors) {
-      torch::Tensor g = params_[i].mutable_grad();
-      g.copy_(packed.narrow(0, at, g.numel()).view_as(g));
-      at += g.numel();
-    }
+    unpack(packed.div_(static_cast<double>(members.size())), grads);
   }
 }
 
@@ -318,26 +313,39 @@ StagedModel Sdp::model_for_eval(Context& ctx) {
   for (size_t i = 0; i < params.size(); ++i) {
     if (released_[i]) params[i].set_data(torch::zeros(shapes_[i], params[i].options()));
     params[i].mul_(mask_[i]);
-    comm.all_reduce(params[i]);
-    params[i].div_(count_[i].clamp_min(1.0));
   }
-  // Buffers (BatchNorm statistics): over the workers that ran them (a dropped branch did not).
-  const std::vector<ResidualBlock*> blocks = residual_blocks(*model);
-  std::unordered_map<ImplKey, bool> dropped;
-  for (ResidualBlock* b : blocks) {
-    for (torch::nn::Module* m : b->branch_modules())
-      for (const torch::Tensor& buf : m->buffers()) dropped[key_of(buf)] = !b->branch_enabled();
-    b->set_branch_enabled(true);
+  torch::Tensor sum = pack(params);
+  comm.all_reduce(sum);
+  unpack(sum, params);
+  for (size_t i = 0; i < params.size(); ++i) params[i].div_(count_[i].clamp_min(1.0));
+  // Buffers (BatchNorm statistics): over the workers that ran them, a block's branch on its
+  // holders only, everything else on every worker.
+  const int64_t rank = ctx.comm.rank(), world = ctx.comm.world_size();
+  std::unordered_map<ImplKey, int64_t> ran_by;  // buffer -> its workers, a bit per rank
+  if (blocks_) {
+    const std::vector<ResidualBlock*> blocks = residual_blocks(*model);
+    const std::vector<int64_t> holders = block_holders(model, world);
+    for (size_t b = 0; b < blocks.size(); ++b) {
+      for (torch::nn::Module* m : blocks[b]->branch_modules())
+        for (const torch::Tensor& buf : m->buffers()) ran_by[key_of(buf)] = holders[b];
+      blocks[b]->set_branch_enabled(true);
+    }
   }
+  std::vector<torch::Tensor> buffers;
+  std::vector<double> ran;  // per buffer: how many workers ran it
   for (auto& [name, buf] : model->named_bufs()) {
     if (!buf.is_floating_point()) continue;
-    torch::Tensor ran = torch::full(
-        {1}, dropped.count(key_of(buf)) && dropped[key_of(buf)] ? 0.0 : 1.0, torch::kFloat64);
-    buf.mul_(ran.item<double>());
-    comm.all_reduce(buf);
-    comm.all_reduce(ran);
-    buf.div_(std::max(1.0, ran.item<double>()));
+    auto it = ran_by.find(key_of(buf));
+    if (it != ran_by.end() && !(it->second >> rank & 1)) buf.zero_();
+    ran.push_back(it == ran_by.end() ? static_cast<double>(world)
+                                     : static_cast<double>(__builtin_popcountll(it->second)));
+    buffers.push_back(buf);
   }
+  if (buffers.empty()) return model;
+  sum = pack(buffers);
+  comm.all_reduce(sum);
+  unpack(sum, buffers);
+  for (size_t k = 0; k < buffers.size(); ++k) buffers[k].div_(std::max(1.0, ran[k]));
   return model;
 }
 

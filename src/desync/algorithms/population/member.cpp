@@ -1,5 +1,6 @@
 #include "desync/algorithms/population/member.h"
 
+#include "desync/algorithms/packing.h"
 #include "desync/algorithms/registry.h"
 
 namespace desync {
@@ -42,17 +43,11 @@ void Member::mix_towards_average(Context& ctx, Communicator& comm, double alpha)
   };
   mix(params());
   // The float buffers together, in one message.
-  std::vector<torch::Tensor> buffers = float_buffers(ctx.model);
+  const std::vector<torch::Tensor> buffers = float_buffers(ctx.model);
   if (buffers.empty()) return;
-  std::vector<torch::Tensor> flat;
-  for (const torch::Tensor& b : buffers) flat.push_back(b.reshape({-1}));
-  torch::Tensor packed = torch::cat(flat);
+  torch::Tensor packed = pack(buffers);
   mix(packed);
-  int64_t at = 0;
-  for (torch::Tensor& b : buffers) {
-    b.copy_(packed.narrow(0, at, b.numel()).view_as(b));
-    at += b.numel();
-  }
+  unpack(packed, buffers);
 }
 
 }  // namespace desync

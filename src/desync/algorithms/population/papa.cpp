@@ -2,6 +2,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include "desync/algorithms/packing.h"
 #include "desync/algorithms/registry.h"
 #include "desync/core/trace.h"
 #include "desync/data/batch_source.h"
@@ -73,9 +74,7 @@ void Papa::average_pair(Context& ctx) {
   // The member as one message: its parameters, then its float buffers.
   std::vector<torch::Tensor> parts = Member::float_buffers(ctx.model);
   parts.insert(parts.begin(), member_->params());
-  std::vector<torch::Tensor> flat;
-  for (const torch::Tensor& t : parts) flat.push_back(t.reshape({-1}));
-  torch::Tensor mine = torch::cat(flat);
+  torch::Tensor mine = pack(parts);
   // Slot 0 holds member pairs[me].first, slot 1 pairs[me].second (tags 0 and 1).
   std::vector<torch::Tensor> slot(2);
   std::vector<std::shared_ptr<Work>> pending;
@@ -95,12 +94,7 @@ void Papa::average_pair(Context& ctx) {
     if (pairs[k].second == me) pending.push_back(ctx.comm.send_async(mine, k, 1));
   }
   for (auto& w : pending) w->wait();
-  torch::Tensor mean = (slot[0] + slot[1]).div_(2.0);
-  int64_t at = 0;
-  for (torch::Tensor& t : parts) {
-    t.copy_(mean.narrow(0, at, t.numel()).view_as(t));
-    at += t.numel();
-  }
+  unpack((slot[0] + slot[1]).div_(2.0), parts);
 }
 
 void Papa::save(Archive& archive) const {

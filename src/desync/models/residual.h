@@ -1,8 +1,8 @@
 // A block whose output is relu(branch(x) + shortcut(x)) (ResNet's BasicBlock) can run without
 // its residual branch: its output is then relu(shortcut(x)), the identity where the shortcut is
 // (x is itself the output of a ReLU), the projection otherwise. Subnetwork data parallelism
-// drops blocks this way (algorithms/dataparallel/sdp.h). Find the blocks of a model with
-// residual_blocks().
+// drops blocks this way (algorithms/dataparallel/sdp.h), or the hidden units of their branches
+// (hidden_units()). Find the blocks of a model with residual_blocks().
 #pragma once
 
 #include <torch/torch.h>
@@ -19,6 +19,16 @@ class ResidualBlock {
   bool branch_enabled() const { return branch_enabled_; }
   // The branch's modules (not the shortcut's): their parameters and buffers are the branch's.
   virtual std::vector<torch::nn::Module*> branch_modules() = 0;
+
+  // The branch's hidden units (the channels between its two layers) and the tensors that have a
+  // slice per unit: along dim 0 in the layers that produce them (`produce`: the first layer's
+  // weight, its norm's scale and shift; `statistics`: the norm's running statistics), along
+  // dim 1 in the layer that consumes them (`consume`). With a unit's slices at zero the branch
+  // computes what it would without that unit.
+  struct HiddenUnits {
+    std::vector<torch::Tensor> produce, consume, statistics;
+  };
+  virtual HiddenUnits hidden_units() = 0;
 
  protected:
   bool branch_enabled_ = true;

@@ -46,6 +46,12 @@ class BasicBlockImpl : public torch::nn::Cloneable<BasicBlockImpl>, public Resid
   std::vector<torch::nn::Module*> branch_modules() override {
     return {conv1_.get(), bn1_.get(), conv2_.get(), bn2_.get()};
   }
+  // conv1's output channels: a zero channel stays zero through bn1 (scale and shift 0) and relu.
+  HiddenUnits hidden_units() override {
+    return {.produce = {conv1_->weight, bn1_->weight, bn1_->bias},
+            .consume = {conv2_->weight},
+            .statistics = {bn1_->running_mean, bn1_->running_var}};
+  }
 
   torch::Tensor forward(torch::Tensor x) {
     if (!branch_enabled_) return torch::relu(shortcut_.is_empty() ? x : shortcut_->forward(x));

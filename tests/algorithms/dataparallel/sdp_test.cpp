@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <set>
+#include <unordered_map>
 
 #include "algorithms/fake_run.h"
 #include "desync/models/residual.h"
@@ -107,16 +108,74 @@ TEST(Sdp, EveryBlockHasAHolderAtAnyCoverage) {
 }
 
 TEST(Sdp, NeuronMasksHoldTheCoverageOfTheParameters) {
-  for (double coverage : {0.5, 0.75}) {
-    const Config cfg = tiny_config(sdp("neuron", "forward", coverage, mlp()));
-    DatasetSplits data = load_dataset(cfg.data, 0);
-    auto ranks = run_on_fake_world(cfg, 4, 1, data);
-    for (int64_t r = 0; r < 4; ++r) {
-      const auto* s = dynamic_cast<const Sdp*>(ranks[r].algorithm.get());
-      EXPECT_NEAR(s->held_fraction(), coverage, 0.02) << coverage << " rank " << r;
-      // Every element is held by someone.
-      for (const torch::Tensor& c : s->holder_counts()) EXPECT_GE(c.min().item<double>(), 1.0);
+  for (const auto& base : {mlp(), resnet({"model.width=8"})})
+    for (double coverage : {0.5, 0.75}) {
+      const Config cfg = tiny_config(sdp("neuron", "forward", coverage, base));
+      DatasetSplits data = load_dataset(cfg.data, 0);
+      auto ranks = run_on_fake_world(cfg, 4, 1, data);
+      for (int64_t r = 0; r < 4; ++r) {
+        const auto* s = dynamic_cast<const Sdp*>(ranks[r].algorithm.get());
+        EXPECT_NEAR(s->held_fraction(), coverage, 0.02)
+            << cfg.model.name << " " << coverage << " rank " << r;
+        // Every element is held by someone.
+        for (const torch::Tensor& c : s->holder_counts()) EXPECT_GE(c.min().item<double>(), 1.0);
+      }
     }
+}
+
+// A ResNet's hidden units are the channels inside its blocks' branches: a unit held by no one
+// would leave the branch's conv1 filter, bn1 scale and shift and conv2 input slice unused.
+TEST(Sdp, ResNetNeuronUnitsAreTheChannelsInsideEveryBranch) {
+  const Config cfg = tiny_config(sdp("neuron", "forward", 0.5, resnet({"model.width=8"})));
+  DatasetSplits data = load_dataset(cfg.data, 0);
+  auto ranks = run_on_fake_world(cfg, 4, 1, data);
+  const auto* s = dynamic_cast<const Sdp*>(ranks[0].algorithm.get());
+  std::vector<torch::Tensor> params = ranks[0].model->parameters();
+  std::unordered_map<const void*, size_t> index;
+  for (size_t i = 0; i < params.size(); ++i) index[params[i].unsafeGetTensorImpl()] = i;
+  int64_t partly_held = 0;
+  for (ResidualBlock* b : residual_blocks(*ranks[0].model)) {
+    const ResidualBlock::HiddenUnits units = b->hidden_units();
+    // This worker's channels, read off bn1's scale mask.
+    const torch::Tensor mine = s->masks()[index.at(units.produce[1].unsafeGetTensorImpl())];
+    ASSERT_EQ(mine.dim(), 1);
+    partly_held += mine.sum().item<double>() < static_cast<double>(mine.numel());
+    const torch::Tensor conv1 = s->masks()[index.at(units.produce[0].unsafeGetTensorImpl())];
+    const torch::Tensor conv2 = s->masks()[index.at(units.consume[0].unsafeGetTensorImpl())];
+    for (int64_t c = 0; c < mine.numel(); ++c) {
+      EXPECT_TRUE(conv1[c].eq(mine[c]).all().item<bool>()) << "conv1 filter " << c;
+      EXPECT_TRUE(conv2.select(1, c).eq(mine[c]).all().item<bool>()) << "conv2 slice " << c;
+    }
+  }
+  EXPECT_EQ(partly_held, 8);  // every branch is cut, none dropped whole
+}
+
+TEST(Sdp, ForwardNeuronMaskingKeepsEveryDroppedUnitAtZeroAndTheHoldersAgree) {
+  // Momentum and weight decay: a dropped unit's zero must survive the optimizer too.
+  const std::vector<std::string> optimizer = {"optimizer.momentum=0.9",
+                                              "optimizer.weight_decay=0.01"};
+  for (const auto& base : {mlp(optimizer), resnet(with({"model.width=4"}, optimizer))}) {
+    const Config cfg = tiny_config(sdp("neuron", "forward", 0.5, base));
+    DatasetSplits data = load_dataset(cfg.data, 0);
+    auto ranks = run_on_fake_world(cfg, 4, 3, data);
+    std::vector<std::vector<torch::Tensor>> params(4), masks(4);
+    for (int64_t r = 0; r < 4; ++r) {
+      params[r] = ranks[r].model->parameters();
+      masks[r] = dynamic_cast<const Sdp*>(ranks[r].algorithm.get())->masks();
+    }
+    for (size_t i = 0; i < params[0].size(); ++i)
+      for (int64_t r = 0; r < 4; ++r) {
+        const torch::Tensor dropped = (1.0 - masks[r][i]) * params[r][i].detach();
+        EXPECT_EQ(dropped.abs().max().item<double>(), 0.0)
+            << cfg.model.name << " tensor " << i << " rank " << r;
+        for (int64_t v = r + 1; v < 4; ++v) {  // what both hold, both hold alike
+          const torch::Tensor both = masks[r][i] * masks[v][i];
+          EXPECT_LT(max_diff(both * params[r][i].detach(), both * params[v][i].detach()), 1e-6)
+              << cfg.model.name << " tensor " << i << " ranks " << r << ", " << v;
+        }
+      }
+    // The ranks did train different subnetworks.
+    EXPECT_GT(max_diff(flat_params(ranks[0].model), flat_params(ranks[2].model)), 1e-3);
   }
 }
 
@@ -251,6 +310,85 @@ TEST(Sdp, ForwardBlockMaskingAtHalfCoverageHoldsUnderSixTenthsOfDdpsStateAndSend
   for (int64_t r = 0; r < 4; ++r) {
     EXPECT_LE(state(ranks[r].algorithm->report()), 0.6 * ddp_state) << "rank " << r;
     EXPECT_LT(ranks[r].stats.bytes_sent, 0.75 * reference[r].stats.bytes_sent) << "rank " << r;
+  }
+}
+
+// Trains `steps` steps on `world` fake ranks as run_on_fake_world() does, then has every rank
+// assemble model_for_eval(); `ranks` receives the trained ranks.
+std::vector<StagedModel> trained_then_assembled(const Config& base, int64_t world, int64_t steps,
+                                                const DatasetSplits& data,
+                                                std::vector<RankState>& ranks) {
+  Config cfg = base;
+  cfg.run.steps = steps;
+  std::vector<RunParts> parts;
+  for (int64_t r = 0; r < world; ++r) parts.push_back(assemble_run(cfg, data, r, world));
+  std::vector<StagedModel> assembled(world, StagedModel{nullptr});
+  FakeWorld::create(world)->run([&](int64_t r, Communicator& comm) {
+    Context ctx = make_context(cfg, comm, parts[r]);
+    parts[r].algorithm->setup(ctx);
+    for (int64_t t = 0; t < steps; ++t) {
+      ctx.step = t;
+      parts[r].algorithm->step(ctx);
+    }
+    assembled[r] = parts[r].algorithm->model_for_eval(ctx);
+  });
+  ranks.resize(world);
+  for (int64_t r = 0; r < world; ++r) {
+    ranks[r].model = parts[r].model;
+    ranks[r].algorithm = std::move(parts[r].algorithm);
+  }
+  return assembled;
+}
+
+// The evaluated model, element by element, is what its holders hold; bn1's running statistics
+// are their holders' mean (a non-holder's never ran on data).
+TEST(Sdp, TheEvaluatedModelIsAssembledFromTheHoldersOfEveryElement) {
+  for (const char* granularity : {"block", "neuron"}) {
+    const Config cfg = tiny_config(with(sdp(granularity, "forward", 0.5, resnet({"model.width=4"})),
+                                        {"algorithm.assignment=\"balanced\""}));
+    DatasetSplits data = load_dataset(cfg.data, 0);
+    std::vector<RankState> ranks;
+    std::vector<StagedModel> assembled = trained_then_assembled(cfg, 4, 3, data, ranks);
+    std::vector<std::vector<torch::Tensor>> masks(4);
+    for (int64_t r = 0; r < 4; ++r)
+      masks[r] = dynamic_cast<const Sdp*>(ranks[r].algorithm.get())->masks();
+    for (int64_t r = 0; r < 4; ++r) {
+      std::vector<torch::Tensor> whole = assembled[r]->parameters();
+      for (size_t i = 0; i < whole.size(); ++i) {
+        torch::Tensor covered = torch::zeros_like(whole[i]);
+        for (int64_t w = 0; w < 4; ++w) {
+          const torch::Tensor held = masks[w][i].expand_as(whole[i]);
+          if (held.sum().item<double>() == 0) continue;
+          const torch::Tensor own = ranks[w].model->parameters()[i].detach();
+          EXPECT_LT(max_diff(held * whole[i], held * own), 1e-6)
+              << granularity << " tensor " << i << " rank " << r << " holder " << w;
+          covered += held;
+        }
+        EXPECT_GE(covered.min().item<double>(), 1.0) << granularity << " tensor " << i;
+      }
+      // bn1's statistics: per channel, the mean over the workers that ran it.
+      std::vector<ResidualBlock*> blocks = residual_blocks(*assembled[r]);
+      std::vector<std::unordered_map<const void*, size_t>> index(4);
+      for (int64_t w = 0; w < 4; ++w) {
+        std::vector<torch::Tensor> p = ranks[w].model->parameters();
+        for (size_t i = 0; i < p.size(); ++i) index[w][p[i].unsafeGetTensorImpl()] = i;
+      }
+      for (size_t b = 0; b < blocks.size(); ++b)
+        for (size_t k = 0; k < 2; ++k) {  // running mean, running variance
+          torch::Tensor sum = torch::zeros_like(blocks[b]->hidden_units().statistics[k]);
+          torch::Tensor count = torch::zeros_like(sum);
+          for (int64_t w = 0; w < 4; ++w) {
+            const ResidualBlock::HiddenUnits own =
+                residual_blocks(*ranks[w].model)[b]->hidden_units();
+            const torch::Tensor ran =
+                masks[w][index[w].at(own.produce[1].unsafeGetTensorImpl())].expand_as(sum);
+            sum += ran * own.statistics[k];
+            count += ran;
+          }
+          EXPECT_LT(max_diff(blocks[b]->hidden_units().statistics[k], sum / count), 1e-6)
+              << granularity << " block " << b << " statistic " << k << " rank " << r;
+        }
+    }
   }
 }
 

@@ -90,12 +90,35 @@ void ring_all_reduce(Communicator& comm, torch::Tensor t, const std::vector<int6
   }
 }
 
-// The hidden units of an MLP: its Linear layers in order (the last is the head).
-std::vector<torch::nn::LinearImpl*> linear_layers(StagedModel& model) {
-  std::vector<torch::nn::LinearImpl*> out;
+// The hidden units that granularity = "neuron" masks, a group per layer of units: the channels
+// inside every residual block's branch, or for an MLP (a model of Linear layers only) the units
+// of every other hidden layer (the 1st, 3rd, ...), each with its rows of W_in and b_in and its
+// column of W_out. Every weight belongs to one unit or to none. Empty for any other model.
+std::vector<ResidualBlock::HiddenUnits> unit_groups(StagedModel& model) {
+  std::vector<ResidualBlock::HiddenUnits> groups;
+  const std::vector<ResidualBlock*> blocks = residual_blocks(*model);
+  for (ResidualBlock* b : blocks) groups.push_back(b->hidden_units());
+  if (!blocks.empty()) return groups;
+  std::vector<torch::nn::LinearImpl*> layers;
+  size_t linear_params = 0;
   for (const auto& m : model->modules())
-    if (auto* linear = m->as<torch::nn::LinearImpl>()) out.push_back(linear);
-  return out;
+    if (auto* linear = m->as<torch::nn::LinearImpl>()) {
+      layers.push_back(linear);
+      linear_params += linear->parameters().size();
+    }
+  if (layers.size() < 2 || linear_params != model->parameters().size()) return {};
+  for (size_t l = 0; l + 1 < layers.size(); l += 2)  // the last layer is the head
+    groups.push_back({.produce = {layers[l]->weight, layers[l]->bias},
+                      .consume = {layers[l + 1]->weight},
+                      .statistics = {}});
+  return groups;
+}
+
+// `unit` (one value per unit) shaped to broadcast along dimension `dim` of `t`.
+torch::Tensor along(const torch::Tensor& unit, const torch::Tensor& t, int64_t dim) {
+  std::vector<int64_t> shape(t.dim(), 1);
+  shape[dim] = unit.numel();
+  return unit.reshape(shape);
 }
 
 int64_t numel_of(const std::vector<torch::Tensor>& masks,
@@ -124,25 +147,31 @@ std::vector<torch::Tensor> Sdp::masks_of(StagedModel& model, int64_t w, int64_t 
           masks[index.at(key_of(p))].fill_(static_cast<double>(holders[b] >> w & 1));
     return masks;
   }
-  // The hidden units of every other hidden layer (the 1st, 3rd, ...), each with its rows of W_in
-  // and b_in and its columns of W_out, so that every weight belongs to one unit or to none.
-  const std::vector<torch::nn::LinearImpl*> layers = linear_layers(model);
-  for (size_t l = 0; l + 1 < layers.size(); l += 2) {  // the last layer is the head
-    const int64_t units = layers[l]->weight.size(0);
-    const int64_t held = std::max<int64_t>(1, std::llround(units * units_held_ / 1000.0));
-    const std::vector<bool> mine = sdp_assignment(units, world, held, w);
-    torch::Tensor unit = torch::zeros({units}, params_[0].options());
-    for (int64_t u = 0; u < units; ++u) unit[u] = mine[u] ? 1.0 : 0.0;
-    // Rows of W_in and b_in; columns of W_out.
-    for (const torch::Tensor* p : {&layers[l]->weight, &layers[l]->bias}) {
-      torch::Tensor& m = masks[index.at(key_of(*p))];
-      m = (m.dim() == 0 ? torch::ones_like(*p) : m) * (p->dim() == 2 ? unit.unsqueeze(1) : unit);
-    }
-    const torch::Tensor& out = layers[l + 1]->weight;
-    torch::Tensor& m = masks[index.at(key_of(out))];
-    m = (m.dim() == 0 ? torch::ones_like(out) : m) * unit.unsqueeze(0);
+  const std::vector<ResidualBlock::HiddenUnits> groups = unit_groups(model);
+  const std::vector<torch::Tensor> units = unit_masks(groups, w, world);
+  for (size_t g = 0; g < groups.size(); ++g) {
+    auto mask = [&](const torch::Tensor& p, int64_t dim) {
+      torch::Tensor& m = masks[index.at(key_of(p))];
+      m = (m.dim() == 0 ? torch::ones_like(p) : m) * along(units[g], p, dim);
+    };
+    for (const torch::Tensor& p : groups[g].produce) mask(p, 0);
+    for (const torch::Tensor& p : groups[g].consume) mask(p, 1);
   }
   return masks;
+}
+
+std::vector<torch::Tensor> Sdp::unit_masks(const std::vector<ResidualBlock::HiddenUnits>& groups,
+                                           int64_t w, int64_t world) const {
+  std::vector<torch::Tensor> out;
+  for (const ResidualBlock::HiddenUnits& group : groups) {
+    const int64_t units = group.produce.front().size(0);
+    const int64_t held = std::max<int64_t>(1, std::llround(units * units_held_ / 1000.0));
+    const std::vector<bool> mine = sdp_assignment(units, world, held, w);
+    torch::Tensor unit = torch::zeros({units}, group.produce.front().options());
+    for (int64_t u = 0; u < units; ++u) unit[u] = mine[u] ? 1.0 : 0.0;
+    out.push_back(unit);
+  }
+  return out;
 }
 
 std::vector<int64_t> Sdp::block_holders(StagedModel& model, int64_t world) const {
@@ -202,13 +231,10 @@ void Sdp::setup(Context& ctx) {
       }
     }
   } else {
-    const auto layers = linear_layers(ctx.model);
-    int64_t linear = 0;
-    for (auto* l : layers) linear += static_cast<int64_t>(l->parameters().size());
-    if (layers.size() < 2 || linear != static_cast<int64_t>(params_.size()))
+    if (unit_groups(ctx.model).empty())
       throw ConfigError(
           "sdp: granularity = \"neuron\" masks the hidden units of an MLP (model.name = \"mlp\" "
-          "with model.hidden set); for resnet18 use granularity = \"block\"");
+          "with model.hidden set) or of residual blocks (model.name = \"resnet18\")");
     double best_gap = 2.0;
     int64_t best = 1000;
     for (int64_t permille = 10; permille <= 1000; permille += 10) {
@@ -279,8 +305,11 @@ void Sdp::average_gradients(Context& ctx) {
     // One masked all-reduce of the whole gradient, divided by the holders of each element.
     for (size_t i = 0; i < params_.size(); ++i) params_[i].mutable_grad().mul_(mask_[i]);
     ctx.comm.all_reduce(flat_->grads_flat());
-    for (size_t i = 0; i < params_.size(); ++i)
+    for (size_t i = 0; i < params_.size(); ++i) {
       params_[i].mutable_grad().div_(count_[i].clamp_min(1.0));
+      // Forward masking: a dropped unit's weights stay zero, out of this worker's subnetwork.
+      if (forward_) params_[i].mutable_grad().mul_(mask_[i]);
+    }
     return;
   }
   // One exchange per holder set, among its holders, in the same order on every rank.
@@ -318,34 +347,45 @@ StagedModel Sdp::model_for_eval(Context& ctx) {
   comm.all_reduce(sum);
   unpack(sum, params);
   for (size_t i = 0; i < params.size(); ++i) params[i].div_(count_[i].clamp_min(1.0));
-  // Buffers (BatchNorm statistics): over the workers that ran them, a block's branch on its
-  // holders only, everything else on every worker.
+  // Buffers (BatchNorm statistics): over the workers that ran them, a dropped block's branch
+  // or a dropped unit's statistics on their holders only, everything else on every worker.
   const int64_t rank = ctx.comm.rank(), world = ctx.comm.world_size();
-  std::unordered_map<ImplKey, int64_t> ran_by;  // buffer -> its workers, a bit per rank
+  std::unordered_map<ImplKey, std::pair<torch::Tensor, torch::Tensor>> ran;  // mask, count
   if (blocks_) {
     const std::vector<ResidualBlock*> blocks = residual_blocks(*model);
     const std::vector<int64_t> holders = block_holders(model, world);
     for (size_t b = 0; b < blocks.size(); ++b) {
+      const torch::Tensor mine = torch::tensor(static_cast<double>(holders[b] >> rank & 1));
+      const torch::Tensor count =
+          torch::tensor(static_cast<double>(__builtin_popcountll(holders[b])));
       for (torch::nn::Module* m : blocks[b]->branch_modules())
-        for (const torch::Tensor& buf : m->buffers()) ran_by[key_of(buf)] = holders[b];
+        for (const torch::Tensor& buf : m->buffers()) ran[key_of(buf)] = {mine, count};
       blocks[b]->set_branch_enabled(true);
     }
+  } else {
+    const std::vector<ResidualBlock::HiddenUnits> groups = unit_groups(model);
+    const std::vector<torch::Tensor> mine = unit_masks(groups, rank, world);
+    for (size_t g = 0; g < groups.size(); ++g) {
+      torch::Tensor count = torch::zeros_like(mine[g]);
+      for (int64_t w = 0; w < world; ++w) count += unit_masks({groups[g]}, w, world)[0];
+      for (const torch::Tensor& buf : groups[g].statistics) ran[key_of(buf)] = {mine[g], count};
+    }
   }
-  std::vector<torch::Tensor> buffers;
-  std::vector<double> ran;  // per buffer: how many workers ran it
+  std::vector<torch::Tensor> buffers, counts;
   for (auto& [name, buf] : model->named_bufs()) {
     if (!buf.is_floating_point()) continue;
-    auto it = ran_by.find(key_of(buf));
-    if (it != ran_by.end() && !(it->second >> rank & 1)) buf.zero_();
-    ran.push_back(it == ran_by.end() ? static_cast<double>(world)
-                                     : static_cast<double>(__builtin_popcountll(it->second)));
+    auto it = ran.find(key_of(buf));
+    if (it != ran.end()) buf.mul_(it->second.first.to(buf.dtype()));
+    counts.push_back(it == ran.end() ? torch::tensor(static_cast<double>(world))
+                                     : it->second.second);
     buffers.push_back(buf);
   }
   if (buffers.empty()) return model;
   sum = pack(buffers);
   comm.all_reduce(sum);
   unpack(sum, buffers);
-  for (size_t k = 0; k < buffers.size(); ++k) buffers[k].div_(std::max(1.0, ran[k]));
+  for (size_t k = 0; k < buffers.size(); ++k)
+    buffers[k].div_(counts[k].clamp_min(1.0).to(buffers[k].dtype()));
   return model;
 }
 

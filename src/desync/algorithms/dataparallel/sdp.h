@@ -9,14 +9,17 @@
 //     holds the branches of blocks {(floor(w L / N) + j) mod L : j < n_b}, n_b the least count
 //     >= L / N whose parameters reach C on average; with "balanced", every block has round(C N)
 //     holders, the least loaded workers, largest blocks first (blocks of unequal size);
-//   granularity = "neuron" (N-SDP, the MLP): in every other hidden layer (1st, 3rd, ...),
-//     worker w holds units {(floor(w U / N) + j) mod U : j < n_u}: their rows of W_in, b_in
-//     and their columns of W_out; n_u / U is chosen so that the held parameters come nearest
-//     to C.
+//   granularity = "neuron" (N-SDP): in every layer of hidden units, worker w holds units
+//     {(floor(w U / N) + j) mod U : j < n_u}; n_u / U is chosen so that the held parameters
+//     come nearest to C. The layers: for an MLP every other hidden layer (1st, 3rd, ...), a
+//     unit being its rows of W_in, b_in and its column of W_out; for a ResNet the channels
+//     inside every block's branch, a unit being its output filter of conv1, its scale and
+//     shift in bn1 and its input slice of conv2 (ResidualBlock::hidden_units()).
 //
 // every step, on worker w:
 //   masking = "forward": loss of the subnetwork (dropped blocks' branches off, dropped units'
-//                        weights zero); g_w <- its gradient, on held parameters only
+//                        weights zero, and kept at zero); g_w <- its gradient, on held
+//                        parameters only
 //   masking = "backward": loss of the full model; g_w <- its gradient, masked to held parameters
 //   g_p <- (sum over the holders H_p of g_{v,p}) / |H_p|     for every parameter element p
 //   w <- Opt(w, g)                                             (held parameters)
@@ -43,6 +46,7 @@
 
 #include "desync/algorithms/algorithm.h"
 #include "desync/algorithms/eval_repair.h"
+#include "desync/models/residual.h"
 
 namespace desync {
 
@@ -86,6 +90,9 @@ class Sdp : public Algorithm, public EvalRepair {
   std::vector<torch::Tensor> masks_of(StagedModel& model, int64_t w, int64_t world) const;
   // Per residual block: its holders, a bit per rank.
   std::vector<int64_t> block_holders(StagedModel& model, int64_t world) const;
+  // Per group of hidden units (granularity = "neuron"): worker w's units, 1 or 0 per unit.
+  std::vector<torch::Tensor> unit_masks(const std::vector<ResidualBlock::HiddenUnits>& groups,
+                                        int64_t w, int64_t world) const;
   void average_gradients(Context& ctx);
 
   std::optional<bool> granularity_;

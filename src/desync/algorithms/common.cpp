@@ -4,6 +4,7 @@
 #include <cmath>
 #include <thread>
 
+#include "desync/algorithms/loss_recipe.h"
 #include "desync/core/activation_memory.h"
 #include "desync/core/trace.h"
 
@@ -17,6 +18,14 @@ torch::Tensor loss_of(const torch::Tensor& logits, const torch::Tensor& targets)
 }
 
 StepReport accumulate_gradients(Context& ctx, int64_t n, int64_t divisor) {
+  return accumulate_gradients_with(ctx, n, divisor, [&](const MicroBatch& mb) {
+    return loss_of(ctx.model->forward(mb.inputs), mb.targets);
+  });
+}
+
+StepReport accumulate_gradients_with(
+    Context& ctx, int64_t n, int64_t divisor,
+    const std::function<torch::Tensor(const MicroBatch&)>& loss_fn) {
   StepReport report;
   double loss_sum = 0.0;
   for (int64_t k = 0; k < n; ++k) {
@@ -27,7 +36,7 @@ StepReport accumulate_gradients(Context& ctx, int64_t n, int64_t divisor) {
       torch::Tensor loss;
       {
         ActivationScope activations;  // what forward saves for backward (core/activation_memory.h)
-        loss = loss_of(ctx.model->forward(mb.inputs), mb.targets);
+        loss = loss_fn(mb);
       }
       (loss / static_cast<double>(divisor)).backward();
       loss_sum += loss.item<double>();

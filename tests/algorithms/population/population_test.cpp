@@ -331,5 +331,50 @@ TEST(Ensemble, MembersStartApartUnlessSharedAndNeverCommunicate) {
   }
 }
 
+TEST(Population, MembersTakeTheirRecipesInTurn) {
+  Population::Options o;
+  o.mixup = {0.0, 0.5, 1.0};
+  o.label_smoothing = {0.0, 0.1};
+  const std::vector<std::pair<double, double>> expected = {
+      {0.0, 0.0}, {0.5, 0.0}, {1.0, 0.0}, {0.0, 0.1}, {0.5, 0.1}, {1.0, 0.1}, {0.0, 0.0}};
+  for (size_t r = 0; r < expected.size(); ++r) {
+    const LossRecipe recipe = member_recipe(o, static_cast<int64_t>(r));
+    EXPECT_EQ(recipe.mixup, expected[r].first) << r;
+    EXPECT_EQ(recipe.label_smoothing, expected[r].second) << r;
+  }
+}
+
+TEST(Population, AMemberStepsOnTheGradientOfItsOwnRecipe) {
+  // Two members from the same weights on the same batch: member 0 plain, member 1 with label
+  // smoothing 0.2. One SGD step of lr 1 moves each by its own loss's gradient, computed here.
+  const Config cfg =
+      tiny_config({"algorithm.name=\"ensemble\"", "algorithm.init=\"shared\"",
+                   "algorithm.label_smoothing=[0.0, 0.2]", "model.dtype=\"float64\"",
+                   "optimizer.lr=1.0", "optimizer.momentum=0.0", "optimizer.weight_decay=0.0"});
+  DatasetSplits data = load_dataset(cfg.data, 0);
+  FakeRunOptions same_data;
+  same_data.identical_data = true;
+  auto ranks = run_on_fake_world(cfg, 2, 1, data, same_data);
+  for (int64_t r = 0; r < 2; ++r) {
+    torch::manual_seed(static_cast<uint64_t>(cfg.run.seed));
+    StagedModel model =
+        make_model(cfg.model, ModelInput{data.train.example_shape(), data.train.num_classes});
+    const torch::Tensor x0 = flat_params(model);
+    MicroBatchSource source(data.train, cfg.data.batch_size, 0, 1,
+                            static_cast<uint64_t>(cfg.run.seed),
+                            TransformOptions{cfg.data.normalize, cfg.data.augment});
+    MicroBatch mb = source.next();
+    const torch::Tensor logp = torch::log_softmax(model->forward(mb.inputs), 1);
+    const double eps = r == 0 ? 0.0 : 0.2;
+    const torch::Tensor loss =
+        -(1 - eps) * logp.gather(1, mb.targets.unsqueeze(1)).mean() - eps * logp.mean();
+    loss.backward();
+    std::vector<torch::Tensor> g;
+    for (auto& p : model->parameters()) g.push_back(p.grad().reshape({-1}));
+    EXPECT_LT(max_diff(flat_params(ranks[r].model), x0 - torch::cat(g)), 1e-10) << r;
+  }
+  EXPECT_GT(max_diff(flat_params(ranks[0].model), flat_params(ranks[1].model)), 1e-6);
+}
+
 }  // namespace
 }  // namespace desync

@@ -6,7 +6,8 @@
 //
 //   every step, on worker k: w_k <- Opt(w_k, grad of its own loss)       (Member::local_step)
 //
-// Options: the population's init ("distinct") and repair_batches (16).
+// Options: the population's init ("distinct"), repair_batches (16), mixup and label_smoothing
+// ([0]).
 #pragma once
 
 #include <memory>
@@ -18,7 +19,7 @@ namespace desync {
 class Ensemble : public Population {
  public:
   explicit Ensemble(Population::Options options) : Population(options) {}
-  void setup(Context& ctx) override { member_ = std::make_unique<Member>(ctx); }
+  void setup(Context& ctx) override { member_ = std::make_unique<Member>(ctx, population()); }
   StepReport step(Context& ctx) override { return member_->local_step(ctx); }
   StagedModel model_for_eval(Context& ctx) override { return member_->average(ctx); }
   void save(Archive& archive) const override { member_->save(archive); }

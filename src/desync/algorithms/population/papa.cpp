@@ -35,7 +35,7 @@ std::vector<std::pair<int64_t, int64_t>> papa_pairs(uint64_t seed, int64_t round
 }
 
 void Papa::setup(Context& ctx) {
-  member_ = std::make_unique<Member>(ctx);
+  member_ = std::make_unique<Member>(ctx, population());
   next_epoch_ = every_epochs_;
 }
 

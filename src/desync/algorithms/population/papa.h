@@ -16,7 +16,7 @@
 // An epoch is the data stream's (every rank reads its shard of every global batch); every_steps
 // > 0 counts in steps instead (short runs, tests).
 // Options: variant ("gradual"), ema_every (10), alpha (0.99), every_epochs (5), every_steps (0),
-// and the population's init ("shared") and repair_batches (16).
+// and the population's init ("shared"), repair_batches (16), mixup and label_smoothing ([0]).
 #pragma once
 
 #include <memory>

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "desync/algorithms/algorithm.h"
 
@@ -20,6 +21,9 @@ class Population : public Algorithm {
   struct Options {
     bool distinct_init = true;    // member r starts from weights seeded with run.seed + r
     int64_t repair_batches = 16;  // 0: the average's BatchNorm statistics are not re-estimated
+    // Member r's loss (algorithms/loss_recipe.h): mixup alpha mixup[r mod A] and label
+    // smoothing label_smoothing[floor(r / A) mod B], A and B the lists' lengths.
+    std::vector<double> mixup{0.0}, label_smoothing{0.0};
   };
   explicit Population(Options options) : population_(options) {}
   const Options& population() const { return population_; }

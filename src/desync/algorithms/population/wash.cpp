@@ -118,7 +118,7 @@ void apply_shuffle(const ShufflePlan& plan, const std::vector<torch::Tensor>& te
 }
 
 void Wash::setup(Context& ctx) {
-  member_ = std::make_unique<Member>(ctx);
+  member_ = std::make_unique<Member>(ctx, population());
   std::vector<int64_t> depth;
   std::map<std::string, int64_t> slot_of;
   std::string last_layer;

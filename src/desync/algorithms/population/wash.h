@@ -21,8 +21,8 @@
 //
 // Options: p (0.01), shuffle_every (1), depth ("tensor" | "layer"), decay ("linear" | "none"),
 // shuffle_optimizer_state (false), and the population's init ("shared": the members differ by
-// their data; from distinct starts a shuffle swaps values of unrelated models) and
-// repair_batches (16).
+// their data; from distinct starts a shuffle swaps values of unrelated models), repair_batches
+// (16), mixup and label_smoothing ([0]: the members' losses, member.h).
 #pragma once
 
 #include <memory>

@@ -29,6 +29,8 @@ class ResidualBlock {
     std::vector<torch::Tensor> produce, consume, statistics;
   };
   virtual HiddenUnits hidden_units() = 0;
+  // Multiplies the branch's output by s from now on (a stochastic-depth model's test-time rule).
+  virtual void scale_branch(double s) = 0;
 
  protected:
   bool branch_enabled_ = true;

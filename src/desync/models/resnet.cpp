@@ -47,6 +47,12 @@ class BasicBlockImpl : public torch::nn::Cloneable<BasicBlockImpl>, public Resid
     return {conv1_.get(), bn1_.get(), conv2_.get(), bn2_.get()};
   }
   // conv1's output channels: a zero channel stays zero through bn1 (scale and shift 0) and relu.
+  // bn2 ends the branch: its scale and shift carry the factor.
+  void scale_branch(double s) override {
+    torch::NoGradGuard no_grad;
+    bn2_->weight.mul_(s);
+    bn2_->bias.mul_(s);
+  }
   HiddenUnits hidden_units() override {
     return {.produce = {conv1_->weight, bn1_->weight, bn1_->bias},
             .consume = {conv2_->weight},

@@ -392,5 +392,63 @@ TEST(Sdp, TheEvaluatedModelIsAssembledFromTheHoldersOfEveryElement) {
   }
 }
 
+// eval_scale = "holders": the assembled model weighs each block's branch, and each hidden unit's
+// outgoing weights, by the share of workers that trained with it; nothing else changes.
+TEST(Sdp, ScalingByHoldersWeighsEachBranchAndUnitByItsShareOfWorkers) {
+  for (const char* granularity : {"block", "neuron"}) {
+    const bool blocks = std::string(granularity) == "block";
+    const auto base = with(sdp(granularity, "forward", 0.5, blocks ? resnet() : mlp()),
+                           {"algorithm.assignment=\"balanced\"", "algorithm.repair_batches=0"});
+    const Config plain = tiny_config(base);
+    const Config scaled = tiny_config(with(base, {"algorithm.eval_scale=\"holders\""}));
+    DatasetSplits data = load_dataset(plain.data, 0);
+    std::vector<RankState> ranks, scaled_ranks;
+    std::vector<StagedModel> a = trained_then_assembled(plain, 4, 2, data, ranks);
+    std::vector<StagedModel> b = trained_then_assembled(scaled, 4, 2, data, scaled_ranks);
+    std::vector<torch::Tensor> pa = a[0]->parameters(), pb = b[0]->parameters();
+    // The expected factor of every tensor: the holders' share where it applies, else 1.
+    std::vector<torch::Tensor> factor;
+    for (const torch::Tensor& p : pa) factor.push_back(torch::ones_like(p));
+    std::unordered_map<const void*, size_t> index;
+    for (size_t i = 0; i < pa.size(); ++i) index[pa[i].unsafeGetTensorImpl()] = i;
+    auto holders = [&](size_t i) {  // per element of tensor i: how many ranks hold it
+      torch::Tensor n = torch::zeros_like(pa[i]);
+      for (int64_t w = 0; w < 4; ++w)
+        n += dynamic_cast<const Sdp*>(ranks[w].algorithm.get())->masks()[i].expand_as(pa[i]);
+      return n;
+    };
+    if (blocks) {
+      for (ResidualBlock* block : residual_blocks(*a[0])) {
+        auto* bn2 = block->branch_modules().back();
+        for (const torch::Tensor& p : bn2->parameters()) {
+          const size_t i = index.at(p.unsafeGetTensorImpl());
+          factor[i] = holders(i) / 4.0;
+        }
+      }
+    } else {  // the MLP's first hidden layer: its units' columns of the next layer's weight
+      const torch::Tensor share = holders(1) / 4.0;  // the first layer's bias: one per unit
+      factor[2] = share.unsqueeze(0).expand_as(pa[2]);
+    }
+    int64_t scaled_tensors = 0;
+    for (size_t i = 0; i < pa.size(); ++i) {
+      EXPECT_LT(max_diff(pb[i], pa[i] * factor[i]), 1e-6) << granularity << " tensor " << i;
+      scaled_tensors += factor[i].lt(1.0).any().item<bool>();
+    }
+    EXPECT_GT(scaled_tensors, 0) << granularity;
+  }
+  // A branch scaled by 0 adds nothing: the block computes what it does without its branch.
+  const Config cfg = tiny_config(resnet());
+  DatasetSplits data = load_dataset(cfg.data, 0);
+  torch::manual_seed(5);
+  StagedModel dropped =
+      make_model(cfg.model, ModelInput{data.train.example_shape(), data.train.num_classes});
+  StagedModel zeroed(dropped->clone_model());
+  residual_blocks(*dropped)[3]->set_branch_enabled(false);
+  residual_blocks(*zeroed)[3]->scale_branch(0.0);
+  MicroBatch mb = take_range(data.train, 0, 16, cfg.data.normalize);
+  torch::NoGradGuard no_grad;
+  EXPECT_LT(max_diff(dropped->forward(mb.inputs), zeroed->forward(mb.inputs)), 1e-6);
+}
+
 }  // namespace
 }  // namespace desync

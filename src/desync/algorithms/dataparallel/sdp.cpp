@@ -24,10 +24,11 @@ std::unique_ptr<Algorithm> make_sdp(const AlgorithmConfig& cfg) {
   const double coverage = r.get("coverage", 0.5, 1e-3, 1.0);
   const bool balanced = r.get_choice("assignment", "window", {"window", "balanced"}) == "balanced";
   const int64_t repair = r.get("repair_batches", int64_t{16}, int64_t{0});
+  const bool scale = r.get_choice("eval_scale", "none", {"none", "holders"}) == "holders";
   r.finish();
   const std::optional<bool> blocks =
       granularity == "auto" ? std::nullopt : std::optional<bool>(granularity == "block");
-  return std::make_unique<Sdp>(blocks, forward, coverage, balanced, repair);
+  return std::make_unique<Sdp>(blocks, forward, coverage, balanced, repair, scale);
 }
 
 std::vector<bool> sdp_assignment(int64_t units, int64_t world, int64_t held, int64_t w) {
@@ -361,6 +362,9 @@ StagedModel Sdp::model_for_eval(Context& ctx) {
       for (torch::nn::Module* m : blocks[b]->branch_modules())
         for (const torch::Tensor& buf : m->buffers()) ran[key_of(buf)] = {mine, count};
       blocks[b]->set_branch_enabled(true);
+      if (scale_by_holders_)
+        blocks[b]->scale_branch(static_cast<double>(__builtin_popcountll(holders[b])) /
+                                static_cast<double>(world));
     }
   } else {
     const std::vector<ResidualBlock::HiddenUnits> groups = unit_groups(model);
@@ -369,6 +373,9 @@ StagedModel Sdp::model_for_eval(Context& ctx) {
       torch::Tensor count = torch::zeros_like(mine[g]);
       for (int64_t w = 0; w < world; ++w) count += unit_masks({groups[g]}, w, world)[0];
       for (const torch::Tensor& buf : groups[g].statistics) ran[key_of(buf)] = {mine[g], count};
+      if (scale_by_holders_)
+        for (const torch::Tensor& p : groups[g].consume)
+          p.mul_(along(count / static_cast<double>(world), p, 1));
     }
   }
   std::vector<torch::Tensor> buffers, counts;

@@ -32,12 +32,15 @@
 //
 // Memory: B-SDP with forward masking keeps only the held parameters, their gradients and
 // optimizer state (a dropped branch's tensors are released); the other combinations keep the
-// whole model, like DDP. Evaluation assembles the whole model from its holders (eval channel).
+// whole model, like DDP. Evaluation assembles the whole model from its holders (eval channel);
+// with eval_scale = "holders" each block's branch output, or each hidden unit's outgoing
+// weights, is then multiplied by |H|/N, the share of workers that trained with it (the
+// test-time rule of stochastic depth and dropout).
 //
 // Options: granularity ("auto": "block" for a model with residual blocks, else "neuron"),
 // masking ("forward"), coverage (0.5), assignment ("window"), repair_batches (16: the training
 // batches that re-estimate the assembled model's BatchNorm statistics at evaluation, forward
-// masking only; 0 = none).
+// masking only; 0 = none), eval_scale ("none" | "holders", forward masking only).
 #pragma once
 
 #include <memory>
@@ -63,10 +66,11 @@ class Sdp : public Algorithm, public EvalRepair {
  public:
   // granularity: true = blocks, false = hidden units, nullopt = blocks if the model has any.
   Sdp(std::optional<bool> granularity, bool forward, double coverage, bool balanced = false,
-      int64_t repair_batches = 16)
+      int64_t repair_batches = 16, bool scale_by_holders = false)
       : granularity_(granularity),
         forward_(forward),
         balanced_(balanced),
+        scale_by_holders_(scale_by_holders),
         coverage_(coverage),
         repair_batches_(repair_batches) {}
   // Forward masking: the assembled model's BatchNorm statistics are re-estimated before it is
@@ -96,7 +100,7 @@ class Sdp : public Algorithm, public EvalRepair {
   void average_gradients(Context& ctx);
 
   std::optional<bool> granularity_;
-  bool blocks_ = true, forward_, balanced_;
+  bool blocks_ = true, forward_, balanced_, scale_by_holders_;
   double coverage_;
   int64_t repair_batches_;
   int64_t accumulation_ = 1;

@@ -31,6 +31,7 @@ std::unique_ptr<Algorithm> make_pipeline(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_pipedream(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_dsp(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_petra(const AlgorithmConfig& cfg);
+std::unique_ptr<Algorithm> make_dgl(const AlgorithmConfig& cfg);
 
 const std::vector<AlgorithmInfo>& algorithm_registry() {
   static const std::vector<AlgorithmInfo> kRegistry = {
@@ -95,6 +96,10 @@ const std::vector<AlgorithmInfo>& algorithm_registry() {
       {"petra", "pipeline",
        "PETRA: reversible stages (RevNets; not gpt) rebuild their inputs; one weight version",
        make_petra},
+      {"dgl", "local",
+       "decoupled greedy learning: K blocks, each trained by its own auxiliary head's loss, as "
+       "a forward-only pipeline (activations and labels go forward, nothing comes back)",
+       make_dgl},
   };
   return kRegistry;
 }

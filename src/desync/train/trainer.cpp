@@ -9,6 +9,7 @@
 
 #include "desync/algorithms/common.h"
 #include "desync/algorithms/eval_repair.h"
+#include "desync/algorithms/local_heads.h"
 #include "desync/algorithms/population/population.h"
 #include "desync/core/activation_memory.h"
 #include "desync/core/checkpoint.h"
@@ -224,6 +225,14 @@ EvalResult Run::evaluate_and_log(int64_t limit) {
     r = evaluate(model, data_.test, limit, cfg_, *eval_comm_);
   }
   eval_extras_ = parts_.algorithm->report().eval_metrics;
+  if (LocalHeads* heads = as_local_heads(*parts_.algorithm)) {  // after model_for_eval()
+    std::vector<StagedModel> models = heads->head_models(ctx_);
+    for (size_t k = 0; k < models.size(); ++k) {
+      const EvalResult h = evaluate(models[k], data_.test, limit, cfg_, *eval_comm_);
+      eval_extras_.push_back({fmt::format("aux_accuracy_{}", k + 1), h.accuracy});
+      eval_extras_.push_back({fmt::format("aux_loss_{}", k + 1), h.loss});
+    }
+  }
   if (members) {
     const std::vector<double>& acc = members->member_accuracy;
     double mean = 0.0;

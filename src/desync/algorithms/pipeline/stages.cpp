@@ -193,7 +193,7 @@ void PipeLink::recv_header(int64_t src, int64_t tag, int64_t expected, const cha
                     comm_.rank(), what, expected, src, got));
 }
 
-void PipeLink::send_forward(const PipeMessage& m) {
+void PipeLink::send_forward(const PipeMessage& m) {  // three sends: header, x, labels
   const int64_t dst = comm_.rank() + 1;
   send(torch::tensor({m.id}, torch::kInt64), dst, kForwardHeader);
   send(m.x, dst, kForwardX);
@@ -239,6 +239,15 @@ void PipeLink::wait_older_sends() {
     pending_.pop_front();
   }
   older_ = pending_.size();
+}
+
+void PipeLink::wait_until_in_flight(int64_t messages) {
+  const size_t keep = static_cast<size_t>(std::max<int64_t>(0, messages)) * 3;  // see send_forward
+  while (pending_.size() > keep) {
+    pending_.front().first->wait();
+    pending_.pop_front();
+  }
+  older_ = std::min(older_, pending_.size());
 }
 
 void PipeLink::wait_sends() {

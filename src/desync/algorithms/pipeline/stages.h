@@ -112,6 +112,9 @@ class PipeLink {
   // in flight (a pipeline tick waits for the sends of two ticks ago).
   void wait_older_sends();
   void wait_sends();
+  // Waits for the oldest sends until at most `messages` forward messages remain in flight (a
+  // rank that only sends forward, as local learning's do: a bounded queue).
+  void wait_until_in_flight(int64_t messages);
 
  private:
   void send(const torch::Tensor& t, int64_t dst, int64_t tag);

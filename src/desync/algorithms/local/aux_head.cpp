@@ -1,0 +1,61 @@
+#include "desync/algorithms/local/aux_head.h"
+
+#include <fmt/format.h>
+
+#include "desync/core/error.h"
+
+namespace desync {
+
+torch::nn::Sequential make_aux_head(const AuxHeadOptions& options,
+                                    const std::vector<int64_t>& shape, int64_t classes) {
+  namespace nn = torch::nn;
+  const bool image = shape.size() == 3;
+  if (!image && shape.size() != 1)
+    throw ConfigError(
+        fmt::format("algorithm.aux: a block's output of {} dimensions has no "
+                    "auxiliary head (image {{C, H, W}} or flat {{F}} only)",
+                    shape.size()));
+  const int64_t channels = shape[0];
+  // Average pool to 2x2 and flatten (images); the width that comes out.
+  auto pool = [&](nn::Sequential& head, int64_t c) {
+    if (!image) return c;
+    head->push_back(nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions(2)));
+    head->push_back(nn::Flatten());
+    return 4 * c;
+  };
+  nn::Sequential head;
+  if (options.kind == "linear") {
+    if (image)
+      head->push_back(nn::BatchNorm2d(channels));
+    else
+      head->push_back(nn::BatchNorm1d(channels));
+    head->push_back(nn::Linear(pool(head, channels), classes));
+  } else if (options.kind == "cnn") {
+    if (!image)
+      throw ConfigError(
+          "algorithm.aux = \"cnn\" needs image activations {C, H, W}; use \"mlp\" or \"linear\"");
+    const int64_t h = options.hidden > 0 ? options.hidden : 32;
+    head->push_back(nn::Conv2d(nn::Conv2dOptions(channels, h, 1)));
+    for (int i = 0; i < 3; ++i) {
+      head->push_back(nn::Conv2d(nn::Conv2dOptions(h, h, 3).stride(2).padding(1).bias(false)));
+      head->push_back(nn::BatchNorm2d(h));
+      head->push_back(nn::ReLU());
+    }
+    head->push_back(nn::Linear(pool(head, h), classes));
+  } else if (options.kind == "mlp") {
+    const int64_t w = options.hidden > 0 ? options.hidden : 1024;
+    int64_t in = pool(head, channels);
+    for (int i = 0; i < 3; ++i) {
+      head->push_back(nn::Linear(in, w));
+      head->push_back(nn::ReLU());
+      in = w;
+    }
+    head->push_back(nn::Linear(in, classes));
+  } else {
+    throw ConfigError(fmt::format(
+        "algorithm.aux: unknown auxiliary head \"{}\" (mlp, cnn or linear)", options.kind));
+  }
+  return head;
+}
+
+}  // namespace desync

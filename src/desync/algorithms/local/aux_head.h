@@ -1,0 +1,32 @@
+// Auxiliary heads for local learning: a small classifier on a block's output, trained by the
+// block's own loss (docs/algorithms/dgl.md). The kinds, as the forward-gradient study's code
+// defines them (the hidden sizes keep their FLOPs small next to the blocks'):
+//
+//   linear   BatchNorm, average pool to 2x2, linear
+//   cnn      1x1 conv to `hidden` channels, 3 x [3x3 stride-2 conv, BatchNorm, ReLU], average
+//            pool to 2x2, linear
+//   mlp      average pool to 2x2, 3 x [linear to `hidden`, ReLU], linear
+//
+// On a flat activation {F} (an MLP's), pooling is skipped and BatchNorm is 1-d; `cnn` needs an
+// image activation {C, H, W}.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+namespace desync {
+
+struct AuxHeadOptions {
+  std::string kind = "mlp";  // "mlp" | "cnn" | "linear"
+  int64_t hidden = 0;        // 0: the kind's default (mlp 1024, cnn 32)
+};
+
+// The head for activations of `shape` (one example's, without the batch dimension) and
+// `classes` classes, initialised from the current torch RNG state. Throws ConfigError for a
+// kind that does not fit the shape.
+torch::nn::Sequential make_aux_head(const AuxHeadOptions& options,
+                                    const std::vector<int64_t>& shape, int64_t classes);
+
+}  // namespace desync

@@ -151,20 +151,39 @@ TEST(Dgl, OnlyActivationsAndLabelsGoForward) {
 }
 
 TEST(Dgl, AuxiliaryHeadsFitImagesAndFlatActivations) {
+  at::Generator gen = at::detail::createCPUGenerator(1);
   for (const char* kind : {"mlp", "cnn", "linear"}) {
     AuxHeadOptions o{kind, 8};
-    torch::nn::Sequential image = make_aux_head(o, {6, 14, 14}, 10);
+    torch::nn::Sequential image = make_aux_head(o, {6, 14, 14}, 10, gen);
     EXPECT_EQ(image->forward(torch::randn({5, 6, 14, 14})).sizes(), (std::vector<int64_t>{5, 10}))
         << kind;
     if (std::string(kind) == "cnn") {
-      EXPECT_THROW(make_aux_head(o, {16}, 10), ConfigError);
+      EXPECT_THROW(make_aux_head(o, {16}, 10, gen), ConfigError);
     } else {
-      torch::nn::Sequential flat = make_aux_head(o, {16}, 10);
+      torch::nn::Sequential flat = make_aux_head(o, {16}, 10, gen);
       EXPECT_EQ(flat->forward(torch::randn({5, 16})).sizes(), (std::vector<int64_t>{5, 10}))
           << kind;
     }
   }
-  EXPECT_THROW(make_aux_head({"mlp", 8}, {2, 3}, 10), ConfigError);
+  EXPECT_THROW(make_aux_head({"mlp", 8}, {2, 3}, 10, gen), ConfigError);
+}
+
+// A head is drawn from its own generator only: ranks that set up at once in one process (or
+// anything else using the global RNG) cannot change it. Its layers follow torch's default
+// bound, 1/sqrt(fan_in).
+TEST(Dgl, AHeadDependsOnItsGeneratorOnly) {
+  auto draw = [](uint64_t global_seed) {
+    torch::manual_seed(global_seed);
+    at::Generator gen = at::detail::createCPUGenerator(42);
+    return make_aux_head({"mlp", 8}, {16}, 10, gen);
+  };
+  torch::nn::Sequential a = draw(1), b = draw(2);
+  std::vector<torch::Tensor> pa = a->parameters(), pb = b->parameters();
+  ASSERT_EQ(pa.size(), pb.size());
+  for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(pa[i].equal(pb[i])) << i;
+  // The first layer: 16 inputs, so within ±1/4, and spread over most of it.
+  EXPECT_LE(pa[0].abs().max().item<double>(), 0.25);
+  EXPECT_GT(pa[0].abs().max().item<double>(), 0.2);
 }
 
 TEST(Dgl, RefusesFewerBlocksThanWorkersOrMoreThanStages) {

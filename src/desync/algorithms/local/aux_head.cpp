@@ -2,12 +2,40 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+
 #include "desync/core/error.h"
 
 namespace desync {
 
+namespace {
+
+// Linear and conv layers as torch initialises them, drawn from `gen`: weight and bias uniform in
+// ±1/sqrt(fan_in) (kaiming_uniform with a = sqrt(5), and the bias rule).
+void initialise(torch::nn::Sequential& head, at::Generator& gen) {
+  torch::NoGradGuard no_grad;
+  for (const auto& m : head->modules(/*include_self=*/false)) {
+    torch::Tensor weight, bias;
+    if (auto* l = m->as<torch::nn::LinearImpl>()) {
+      weight = l->weight;
+      bias = l->bias;
+    } else if (auto* c = m->as<torch::nn::Conv2dImpl>()) {
+      weight = c->weight;
+      bias = c->bias;
+    } else {
+      continue;
+    }
+    const double bound = 1.0 / std::sqrt(static_cast<double>(weight[0].numel()));
+    weight.uniform_(-bound, bound, gen);
+    if (bias.defined()) bias.uniform_(-bound, bound, gen);
+  }
+}
+
+}  // namespace
+
 torch::nn::Sequential make_aux_head(const AuxHeadOptions& options,
-                                    const std::vector<int64_t>& shape, int64_t classes) {
+                                    const std::vector<int64_t>& shape, int64_t classes,
+                                    at::Generator& gen) {
   namespace nn = torch::nn;
   const bool image = shape.size() == 3;
   if (!image && shape.size() != 1)
@@ -55,6 +83,7 @@ torch::nn::Sequential make_aux_head(const AuxHeadOptions& options,
     throw ConfigError(fmt::format(
         "algorithm.aux: unknown auxiliary head \"{}\" (mlp, cnn or linear)", options.kind));
   }
+  initialise(head, gen);
   return head;
 }
 

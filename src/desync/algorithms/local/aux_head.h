@@ -24,9 +24,11 @@ struct AuxHeadOptions {
 };
 
 // The head for activations of `shape` (one example's, without the batch dimension) and
-// `classes` classes, initialised from the current torch RNG state. Throws ConfigError for a
-// kind that does not fit the shape.
+// `classes` classes. Its weights and biases are drawn from `gen` as PyTorch's defaults draw them
+// (uniform in ±1/sqrt(fan_in)), so that no global RNG state is read or changed. Throws
+// ConfigError for a kind that does not fit the shape.
 torch::nn::Sequential make_aux_head(const AuxHeadOptions& options,
-                                    const std::vector<int64_t>& shape, int64_t classes);
+                                    const std::vector<int64_t>& shape, int64_t classes,
+                                    at::Generator& gen);
 
 }  // namespace desync

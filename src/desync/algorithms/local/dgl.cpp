@@ -48,23 +48,19 @@ void Dgl::setup(Context& ctx) {
   first_ = rank == 0;
   last_ = rank == world - 1;
 
-  // The heads, alike on every rank: block k's from its own seed, the global RNG left as it was.
+  // The heads, alike on every rank: block k's drawn from a generator of its own.
   MicroBatch probe =
       take_range(ctx.batches.dataset(), 0, ctx.batches.batch_size(), ctx.config.data.normalize);
   const std::vector<std::vector<int64_t>> shapes = boundary_shapes(ctx.model, probe.inputs);
-  at::Generator global = at::detail::getDefaultCPUGenerator();
-  const torch::Tensor state = global.get_state();
   for (int64_t k = 0; k + 1 < K; ++k) {
-    torch::manual_seed(mix64(static_cast<uint64_t>(ctx.config.run.seed) * 1000003u +
-                             static_cast<uint64_t>(k) + 1));
+    at::Generator gen = at::detail::createCPUGenerator(
+        mix64(static_cast<uint64_t>(ctx.config.run.seed) * 1000003u + static_cast<uint64_t>(k)));
     const std::vector<int64_t>& out = shapes[blocks_[k].end];
     heads_.push_back(make_aux_head(opts_.aux, std::vector<int64_t>(out.begin() + 1, out.end()),
-                                   ctx.batches.dataset().num_classes));
+                                   ctx.batches.dataset().num_classes, gen));
     heads_.back()->to(ctx.model->dtype());
   }
-  global.set_state(state);
 
-  std::vector<std::pair<std::string, torch::Tensor>> model_named = ctx.model->named_params();
   for (int64_t k = placement_[rank].begin; k < placement_[rank].end; ++k) {
     std::vector<torch::Tensor> params = ctx.model->parameters_of(blocks_[k].begin, blocks_[k].end);
     if (k + 1 < K)

@@ -331,9 +331,9 @@ const std::vector<WireCase> kPipelineCases = {
     // channel, so the final evaluation only all-reduces its totals.
     {"cdp_mp", "cdp_mp", "--set data.batch_size=64", EvalTraffic::kAllReduce},
     // DGL: activations and labels forward only; the last block's rank sends nothing while
-    // training. Heads of width 256 (about 1 MB each), gathered at evaluation with the stages,
+    // training. Heads of width 512 (about 3 MB each), gathered at evaluation with the stages,
     // so that rank 0, which receives nothing while training, has enough to judge.
-    {"dgl", "dgl", kPipelineArgs + " --set algorithm.dgl.aux_hidden=256",
+    {"dgl", "dgl", kPipelineArgs + " --set algorithm.dgl.aux_hidden=512",
      EvalTraffic::kSharedStagesAndHeads, 3}};
 
 TEST(Netbed, DataParallelBytesAgreeWithTheWire) {

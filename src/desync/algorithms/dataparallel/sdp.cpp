@@ -168,9 +168,8 @@ std::vector<torch::Tensor> Sdp::unit_masks(const std::vector<ResidualBlock::Hidd
     const int64_t units = group.produce.front().size(0);
     const int64_t held = std::max<int64_t>(1, std::llround(units * units_held_ / 1000.0));
     const std::vector<bool> mine = sdp_assignment(units, world, held, w);
-    torch::Tensor unit = torch::zeros({units}, group.produce.front().options());
-    for (int64_t u = 0; u < units; ++u) unit[u] = mine[u] ? 1.0 : 0.0;
-    out.push_back(unit);
+    out.push_back(torch::tensor(std::vector<double>(mine.begin(), mine.end()))
+                      .to(group.produce.front().dtype()));
   }
   return out;
 }
@@ -245,14 +244,25 @@ void Sdp::setup(Context& ctx) {
     }
     units_held_ = best;
   }
-  mask_ = masks_of(ctx.model, rank, world);
-  for (size_t i = 0; i < params_.size(); ++i) count_.push_back(torch::zeros_like(mask_[i]));
   holders_.assign(params_.size(), 0);
   for (int64_t w = 0; w < world; ++w) {
     std::vector<torch::Tensor> m = masks_of(ctx.model, w, world);
+    if (w == 0)
+      for (const torch::Tensor& t : m) count_.push_back(torch::zeros_like(t));
+    if (w == rank) mask_ = m;
     for (size_t i = 0; i < params_.size(); ++i) {
       count_[i] += m[i];
       if (blocks_ && m[i].item<double>() > 0) holders_[i] |= int64_t{1} << w;
+    }
+  }
+  if (!blocks_) {  // per group of units: this worker's, and every unit's holders
+    const std::vector<ResidualBlock::HiddenUnits> groups = unit_groups(ctx.model);
+    unit_mask_ = unit_masks(groups, rank, world);
+    for (int64_t w = 0; w < world; ++w) {
+      const std::vector<torch::Tensor> m = unit_masks(groups, w, world);
+      if (w == 0) unit_count_.assign(m.size(), torch::Tensor());
+      for (size_t g = 0; g < m.size(); ++g)
+        unit_count_[g] = unit_count_[g].defined() ? unit_count_[g] + m[g] : m[g];
     }
   }
   held_fraction_ = static_cast<double>(numel_of(mask_, params_)) / static_cast<double>(total);
@@ -286,7 +296,7 @@ void Sdp::setup(Context& ctx) {
     named = held_named;
   } else {
     flat_ = std::move(all);
-    if (forward_)  // dropped units: zero weights, which their zero gradients keep at zero
+    if (forward_)  // dropped units: zero weights, which their masked gradients keep at zero
       for (size_t i = 0; i < params_.size(); ++i) params_[i].mul_(mask_[i]);
   }
   optimizer_ = ctx.make_optimizer(param_slots(named, ctx.config.optimizer));
@@ -368,14 +378,12 @@ StagedModel Sdp::model_for_eval(Context& ctx) {
     }
   } else {
     const std::vector<ResidualBlock::HiddenUnits> groups = unit_groups(model);
-    const std::vector<torch::Tensor> mine = unit_masks(groups, rank, world);
     for (size_t g = 0; g < groups.size(); ++g) {
-      torch::Tensor count = torch::zeros_like(mine[g]);
-      for (int64_t w = 0; w < world; ++w) count += unit_masks({groups[g]}, w, world)[0];
-      for (const torch::Tensor& buf : groups[g].statistics) ran[key_of(buf)] = {mine[g], count};
+      for (const torch::Tensor& buf : groups[g].statistics)
+        ran[key_of(buf)] = {unit_mask_[g], unit_count_[g]};
       if (scale_by_holders_)
         for (const torch::Tensor& p : groups[g].consume)
-          p.mul_(along(count / static_cast<double>(world), p, 1));
+          p.mul_(along(unit_count_[g] / static_cast<double>(world), p, 1));
     }
   }
   std::vector<torch::Tensor> buffers, counts;

@@ -109,6 +109,7 @@ class Sdp : public Algorithm, public EvalRepair {
   std::vector<std::vector<int64_t>> shapes_;
   std::vector<int64_t> block_sizes_;  // parameters of each residual block's branch
   std::vector<torch::Tensor> mask_, count_;
+  std::vector<torch::Tensor> unit_mask_, unit_count_;  // per group of units (neuron)
   std::vector<int64_t> holders_;          // per tensor: a bit per rank (block granularity)
   std::vector<bool> released_;            // per tensor: not held here, storage released
   std::unique_ptr<FlatParameters> flat_;  // the held parameters (all, under backward masking)

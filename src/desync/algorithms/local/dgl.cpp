@@ -45,6 +45,8 @@ void Dgl::setup(Context& ctx) {
         "blocks with different losses: set model.tie_embeddings = false");
   blocks_ = place_stages(stages, K, opts_.stages_per_block, std::vector<double>(stages, 1.0));
   placement_ = place_stages(K, world, {}, std::vector<double>(K, 1.0));
+  for (const StageRange& p : placement_)
+    rank_stages_.push_back({blocks_[p.begin].begin, blocks_[p.end - 1].end});
   first_ = rank == 0;
   last_ = rank == world - 1;
 
@@ -73,9 +75,7 @@ void Dgl::setup(Context& ctx) {
     b.optimizer = ctx.make_optimizer(param_slots(named, ctx.config.optimizer));
     mine_.push_back(std::move(b));
   }
-  const StageRange mine{blocks_[placement_[rank].begin].begin,
-                        blocks_[placement_[rank].end - 1].end};
-  link_ = make_pipe_link(ctx, mine, /*backward_carries_x=*/false);
+  link_ = make_pipe_link(ctx, rank_stages_[rank], /*backward_carries_x=*/false);
 }
 
 StepReport Dgl::step(Context& ctx) {
@@ -128,10 +128,7 @@ StepReport Dgl::step(Context& ctx) {
 void Dgl::finish(Context& ctx) { link_->wait_sends(); }
 
 StagedModel Dgl::model_for_eval(Context& ctx) {
-  std::vector<StageRange> ranges;  // model stages of each rank
-  for (const StageRange& p : placement_)
-    ranges.push_back({blocks_[p.begin].begin, blocks_[p.end - 1].end});
-  share_stages(ctx.model, ranges, ctx.eval_channel());
+  share_stages(ctx.model, rank_stages_, ctx.eval_channel());
   return ctx.model;
 }
 

@@ -76,6 +76,7 @@ class Dgl : public Algorithm, public LocalHeads {
   DglOptions opts_;
   int64_t micro_batches_;  // M
   std::vector<StageRange> blocks_, placement_;
+  std::vector<StageRange> rank_stages_;       // the model stages of each rank's blocks
   std::vector<torch::nn::Sequential> heads_;  // of blocks 0..K-2, on every rank
   std::vector<Block> mine_;
   std::unique_ptr<PipeLink> link_;

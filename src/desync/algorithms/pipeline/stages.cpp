@@ -13,6 +13,7 @@ namespace {
 
 constexpr int64_t kForwardHeader = 11, kForwardX = 12, kForwardLabels = 13;
 constexpr int64_t kBackwardHeader = 21, kBackwardX = 22, kBackwardGrad = 23;
+constexpr size_t kSendsPerForward = 3;  // a forward message: header, activation, labels
 
 }  // namespace
 
@@ -193,7 +194,7 @@ void PipeLink::recv_header(int64_t src, int64_t tag, int64_t expected, const cha
                     comm_.rank(), what, expected, src, got));
 }
 
-void PipeLink::send_forward(const PipeMessage& m) {  // three sends: header, x, labels
+void PipeLink::send_forward(const PipeMessage& m) {  // kSendsPerForward sends
   const int64_t dst = comm_.rank() + 1;
   send(torch::tensor({m.id}, torch::kInt64), dst, kForwardHeader);
   send(m.x, dst, kForwardX);
@@ -242,7 +243,7 @@ void PipeLink::wait_older_sends() {
 }
 
 void PipeLink::wait_until_in_flight(int64_t messages) {
-  const size_t keep = static_cast<size_t>(std::max<int64_t>(0, messages)) * 3;  // see send_forward
+  const size_t keep = static_cast<size_t>(std::max<int64_t>(0, messages)) * kSendsPerForward;
   while (pending_.size() > keep) {
     pending_.front().first->wait();
     pending_.pop_front();

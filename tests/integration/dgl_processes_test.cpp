@@ -65,6 +65,8 @@ TEST(DglProcesses, TwoProcessesTrainWhatOneTrainsAndEveryHeadIsScored) {
   ASSERT_FALSE(two.is_discarded());
   EXPECT_NEAR(two["test_loss"].get<double>(), one["test_loss"].get<double>(), 1e-6);
   EXPECT_EQ(two["test_accuracy"], one["test_accuracy"]);
+  // The training loss logged is the model's (the last block's), not a mix of the heads'.
+  EXPECT_NEAR(two["train_loss"].get<double>(), one["train_loss"].get<double>(), 1e-6);
   for (int k = 1; k <= 3; ++k) {  // blocks 1..3 have auxiliary heads; block 4 the model's
     const std::string acc = "aux_accuracy_" + std::to_string(k);
     ASSERT_TRUE(two["eval_metrics"].contains(acc)) << acc;

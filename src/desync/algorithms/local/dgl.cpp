@@ -107,13 +107,15 @@ StepReport Dgl::step(Context& ctx) {
         loss = loss_of(block.k + 1 < K ? heads_[block.k]->forward(h) : h, labels);
       }
       (loss / static_cast<double>(micro_batches_)).backward();
-      if (&block == &mine_.back()) loss_sum += loss.item<double>();
+      if (last_ && &block == &mine_.back()) loss_sum += loss.item<double>();
       x = h.detach();
     }
     if (!last_) link_->send_forward({id, x, labels, {}});
   }
-  report.micro_batches = micro_batches_;
-  report.loss = loss_sum / static_cast<double>(micro_batches_);
+  if (last_) {  // the model's loss, as a pipeline reports it; the heads' are local figures
+    report.micro_batches = micro_batches_;
+    report.loss = loss_sum / static_cast<double>(micro_batches_);
+  }
   {
     TraceSpan span("queue", "wait");
     link_->wait_until_in_flight(opts_.queue * micro_batches_);

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "desync/algorithms/common.h"
+#include "desync/algorithms/eval_probe.h"
 #include "desync/algorithms/eval_repair.h"
 #include "desync/algorithms/local_heads.h"
 #include "desync/algorithms/population/population.h"
@@ -107,7 +108,7 @@ class Run {
   }
   int64_t global_micro_batches(const StepReport& report);
   void log_step(const StepReport& report);
-  EvalResult evaluate_and_log(int64_t limit);
+  EvalResult evaluate_and_log(int64_t limit, bool last = false);
   void checkpoint() {
     TraceSpan span("checkpoint", "checkpoint");
     store_.write(state_.step,
@@ -209,7 +210,7 @@ void Run::log_step(const StepReport& report) {
   window_.reset();
 }
 
-EvalResult Run::evaluate_and_log(int64_t limit) {
+EvalResult Run::evaluate_and_log(int64_t limit, bool last) {
   TraceSpan span("eval", "eval");
   const Population* population = as_population(*parts_.algorithm);
   std::optional<PopulationResult> members;
@@ -233,6 +234,8 @@ EvalResult Run::evaluate_and_log(int64_t limit) {
       eval_extras_.push_back({fmt::format("aux_loss_{}", k + 1), h.loss});
     }
   }
+  if (EvalProbe* probe = as_eval_probe(*parts_.algorithm))  // after model_for_eval()
+    for (auto& figure : probe->probe(ctx_, last)) eval_extras_.push_back(std::move(figure));
   if (members) {
     const std::vector<double>& acc = members->member_accuracy;
     double mean = 0.0;
@@ -414,7 +417,7 @@ nlohmann::json Run::summary(const std::optional<EvalResult>& final_eval) {
 nlohmann::json Run::finish() {
   std::optional<EvalResult> final_eval;
   if (!stopped_) {
-    final_eval = evaluate_and_log(cfg_.eval.final_full ? 0 : cfg_.eval.limit);
+    final_eval = evaluate_and_log(cfg_.eval.final_full ? 0 : cfg_.eval.limit, /*last=*/true);
     if (cfg_.checkpoint.enabled) checkpoint();
   } else {
     say(fmt::format("interrupted: checkpoint written at step {}; continue with --resume",

@@ -218,6 +218,8 @@ enum class EvalTraffic {
   kSharedStages,  // a pipeline gathers the model: every rank receives, by broadcast, each stage
                   // it does not hold
   kSharedStagesAndHeads,  // as kSharedStages, and the auxiliary heads of local learning too
+  kSharedStagesOwnHeads,  // as kSharedStages; heads stay with their owners (contrastive_local's
+                          // projection heads), but memory_bytes counts a rank's with its stages
 };
 
 struct WireCase {
@@ -243,6 +245,8 @@ double eval_received(const BedRun& b, const WireCase& c, int r) {
     // memory_bytes counts a rank's heads with its blocks: take them back out of what it holds.
     received += heads[r].get<double>() * 4 + (all - heads[r].get<double>()) * 4;
   }
+  if (c.eval == EvalTraffic::kSharedStagesOwnHeads)  // take the rank's own heads back out
+    received += b.summary["algorithm_stats"]["aux_parameters"][r].get<double>() * 4;
   return received;
 }
 
@@ -334,7 +338,14 @@ const std::vector<WireCase> kPipelineCases = {
     // training. Heads of width 512 (about 3 MB each), gathered at evaluation with the stages,
     // so that rank 0, which receives nothing while training, has enough to judge.
     {"dgl", "dgl", kPipelineArgs + " --set algorithm.dgl.aux_hidden=512",
-     EvalTraffic::kSharedStagesAndHeads, 3}};
+     EvalTraffic::kSharedStagesAndHeads, 3},
+    // Contrastive local learning: both views' activations (2B rows) and the labels forward only;
+    // the last rank (the last block and the model's head) sends nothing while training. Four
+    // hidden layers: an encoder of four stages, one block per rank. The projection heads stay
+    // with their owners at evaluation; rank 0 broadcasts the probe's few figures.
+    {"contrastive_local", "contrastive_local",
+     kPipelineArgs + " --set model.hidden=[512,512,512,512]", EvalTraffic::kSharedStagesOwnHeads,
+     3}};
 
 TEST(Netbed, DataParallelBytesAgreeWithTheWire) {
   if (std::string why = unavailable(); !why.empty()) GTEST_SKIP() << why;

@@ -106,6 +106,31 @@ TEST(RunReport, HasEveryChartWithItsMarks) {
   EXPECT_NE(html.find("How the figures are derived"), std::string::npos);
 }
 
+// contrastive_local logs erank_<k> per block at every evaluation: one curve per block; a run
+// without them has no such chart.
+TEST(RunReport, PlotsEachBlocksEffectiveRank) {
+  testing::TempDir dir;
+  write_run(dir.file("plain"), "ddp", 0.5, 0.8, 0.1);
+  write_run(dir.file("local"), "contrastive_local", 0.5, 0.8, 0.1);
+  std::string metrics;
+  for (nlohmann::json r : load_run(dir.file("local")).metrics) {
+    if (r["type"] == "eval")
+      for (int k = 1; k <= 3; ++k)
+        r["erank_" + std::to_string(k)] = 10.0 / k + r["step"].get<double>();
+    metrics += r.dump() + "\n";
+  }
+  testing::write_file(dir.file("local/metrics.jsonl"), metrics);
+  write_run_report(dir.file("local"));
+  write_run_report(dir.file("plain"));
+  const std::string chart =
+      figure(testing::read_file(dir.file("local/report.html")), "erank-vs-step");
+  EXPECT_EQ(count(chart, "class=\"series\""), 3u);
+  for (const char* block : {"block 1", "block 2", "block 3"})
+    EXPECT_NE(chart.find(std::string("data-series=\"") + block + "\""), std::string::npos) << block;
+  EXPECT_EQ(chart.find("block 4"), std::string::npos);
+  EXPECT_TRUE(figure(testing::read_file(dir.file("plain/report.html")), "erank-vs-step").empty());
+}
+
 TEST(RunReport, AccuracyEvaluatedOnlyAtTheEndShowsTheNumberNotAChart) {
   testing::TempDir dir;
   write_run(dir.file("once"), "ddp", 0.5, 0.88125, 0.1);

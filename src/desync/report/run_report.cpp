@@ -169,6 +169,23 @@ std::string headline(const RunData& run) {
   return body + "</table>";
 }
 
+// One curve per block k = 1, 2, ... of the eval records' `<prefix><k>` (contrastive_local's
+// erank_<k>), against the step; nothing when no eval record has `<prefix>1`.
+std::string per_block_curves(const RunData& run, const std::string& prefix, const char* id,
+                             const char* title, const char* y_label) {
+  const std::vector<const nlohmann::json*> evals = records_of(run, "eval");
+  LineChart c{id, title, "step", y_label, {}, ""};
+  for (int k = 1;; ++k) {
+    const std::string key = prefix + std::to_string(k);
+    const bool found = std::any_of(evals.begin(), evals.end(),
+                                   [&](const nlohmann::json* r) { return r->contains(key); });
+    if (!found) break;
+    c.series.push_back(curve(run, "eval", key.c_str(), "step", fmt::format("block {}", k)));
+  }
+  if (c.series.empty()) return "";
+  return render_line_chart(c);
+}
+
 std::string learning_curves(const RunData& run) {
   std::string body = "<h2>Learning curves</h2>";
   const bool population = run.summary.contains("population");
@@ -195,7 +212,9 @@ std::string learning_curves(const RunData& run) {
   if (run.summary.contains("tokens"))
     learning("loss-vs-tokens", "Loss against training tokens", "tokens", "tokens (all workers)",
              true);
-  return body;
+  return body + per_block_curves(run, "erank_", "erank-vs-step",
+                                 "Effective rank of each block's features (probe batch)",
+                                 "effective rank");
 }
 
 std::string communication(const RunData& run, int64_t world) {

@@ -87,4 +87,31 @@ torch::nn::Sequential make_aux_head(const AuxHeadOptions& options,
   return head;
 }
 
+torch::nn::Sequential make_projection_head(const ProjectionHeadOptions& options,
+                                           const std::vector<int64_t>& shape, at::Generator& gen) {
+  namespace nn = torch::nn;
+  if (shape.size() != 3 && shape.size() != 1)
+    throw ConfigError(fmt::format(
+        "algorithm.projection: a block's output of {} dimensions has no projection head (image "
+        "{{C, H, W}} or flat {{F}} only)",
+        shape.size()));
+  nn::Sequential head;
+  if (shape.size() == 3) {  // one vector per example: the mean over the positions
+    head->push_back(nn::AdaptiveAvgPool2d(nn::AdaptiveAvgPool2dOptions(1)));
+    head->push_back(nn::Flatten());
+  }
+  if (options.kind == "mlp") {
+    head->push_back(nn::Linear(shape[0], options.width));
+    head->push_back(nn::ReLU());
+    head->push_back(nn::Linear(options.width, options.dim));
+  } else if (options.kind == "linear") {
+    head->push_back(nn::Linear(shape[0], options.dim));
+  } else {
+    throw ConfigError(fmt::format(
+        "algorithm.projection: unknown projection head \"{}\" (mlp or linear)", options.kind));
+  }
+  initialise(head, gen);
+  return head;
+}
+
 }  // namespace desync

@@ -9,6 +9,13 @@
 //
 // On a flat activation {F} (an MLP's), pooling is skipped and BatchNorm is 1-d; `cnn` needs an
 // image activation {C, H, W}.
+//
+// Projection heads for contrastive local learning (docs/algorithms/contrastive_local.md; ours,
+// the paper's auxiliary network is not known): average pool an image activation to one vector
+// per example (pool_features of contrastive.h), then
+//
+//   mlp      linear to `width`, ReLU, linear to `dim`
+//   linear   linear to `dim`
 #pragma once
 
 #include <torch/torch.h>
@@ -30,5 +37,16 @@ struct AuxHeadOptions {
 torch::nn::Sequential make_aux_head(const AuxHeadOptions& options,
                                     const std::vector<int64_t>& shape, int64_t classes,
                                     at::Generator& gen);
+
+struct ProjectionHeadOptions {
+  std::string kind = "mlp";  // "mlp" | "linear"
+  int64_t width = 256;       // the mlp's hidden width
+  int64_t dim = 128;         // the projection's width
+};
+
+// The projection head for activations of `shape` (one example's: {C, H, W} or {F}), drawn from
+// `gen` as make_aux_head's. Throws ConfigError for another shape or kind.
+torch::nn::Sequential make_projection_head(const ProjectionHeadOptions& options,
+                                           const std::vector<int64_t>& shape, at::Generator& gen);
 
 }  // namespace desync

@@ -5,10 +5,12 @@
 // "Greedy Layerwise Learning Can Scale to ImageNet" (arXiv 1812.11446); spec §1 of
 // ../shared/algorithms/local-learning-and-forward-gradient.md; docs/algorithms/dgl.md.
 //
-// Blocks: the model's stages cut into K contiguous ranges (`stages_per_block`, or balanced by
-// count); the blocks placed on the ranks in order, contiguous, balanced by count (K >= ranks;
-// one rank may hold all K). Block k < K carries an auxiliary head a_k (aux_head.h); the last
-// block ends with the model's own head.
+// Blocks: the model's stages (all of them: the encoder of local_blocks.h is the whole model)
+// cut into K contiguous ranges (`stages_per_block`, or balanced by count); the blocks placed on
+// the ranks in order, contiguous, balanced by count (K >= ranks; one rank may hold all K). Block
+// k < K carries an auxiliary head a_k (aux_head.h); the last block ends with the model's own
+// head. The block, placement, pipeline and optimizer machinery is LocalBlocks
+// (local_blocks.h), shared with contrastive_local; dgl adds the local loss.
 //
 // every step, on the rank holding blocks k0..k1, for each of its M micro-batches b:
 //   x <- the data (rank 0), or receive (h_{k0-1}, y) from the previous rank
@@ -32,10 +34,9 @@
 #include <memory>
 #include <vector>
 
-#include "desync/algorithms/algorithm.h"
 #include "desync/algorithms/local/aux_head.h"
+#include "desync/algorithms/local/local_blocks.h"
 #include "desync/algorithms/local_heads.h"
-#include "desync/algorithms/pipeline/stages.h"
 
 namespace desync {
 
@@ -46,41 +47,22 @@ struct DglOptions {
   int64_t queue = 0;
 };
 
-class Dgl : public Algorithm, public LocalHeads {
+class Dgl : public LocalBlocks, public LocalHeads {
  public:
   Dgl(DglOptions options, int64_t micro_batches);
-  void setup(Context& ctx) override;
-  StepReport step(Context& ctx) override;
-  StagedModel model_for_eval(Context& ctx) override;
   std::vector<StagedModel> head_models(Context& ctx) override;
-  void finish(Context& ctx) override;
-  void save(Archive& archive) const override;
-  void load(const Archive& archive) override;
-  // memory: this rank's blocks and heads; counts: first_block, aux_parameters (of the heads it
-  // trains), blocks_here.
-  AlgorithmReport report() const override;
 
-  // Model stages of each block, and blocks of each rank (both [begin, end)).
-  const std::vector<StageRange>& block_stages() const { return blocks_; }
-  const std::vector<StageRange>& rank_blocks() const { return placement_; }
-  // Block k's auxiliary head (k < K - 1), as built on this rank.
-  torch::nn::Sequential head(int64_t k) const { return heads_.at(k); }
+ protected:
+  int64_t encoder_stages(const StagedModel& model) const override { return model->num_stages(); }
+  // Block k < K - 1: an auxiliary classifier; the last block: none (the model's own head).
+  torch::nn::Sequential make_head(Context& ctx, int64_t k, const std::vector<int64_t>& shape,
+                                  at::Generator& gen) override;
+  // CE(a_k(h_k), y); the last block: CE(h_K, y).
+  torch::Tensor block_loss(Context& ctx, int64_t k, const torch::Tensor& h,
+                           const torch::Tensor& labels) override;
 
  private:
-  struct Block {
-    int64_t k;
-    std::unique_ptr<FlatParameters> flat;  // the block's stages and its head
-    std::unique_ptr<Optimizer> optimizer;
-  };
-
   DglOptions opts_;
-  int64_t micro_batches_;  // M
-  std::vector<StageRange> blocks_, placement_;
-  std::vector<StageRange> rank_stages_;       // the model stages of each rank's blocks
-  std::vector<torch::nn::Sequential> heads_;  // of blocks 0..K-2, on every rank
-  std::vector<Block> mine_;
-  std::unique_ptr<PipeLink> link_;
-  bool first_ = false, last_ = false;
 };
 
 std::unique_ptr<Algorithm> make_dgl(const AlgorithmConfig& cfg);

@@ -305,6 +305,8 @@ const std::vector<WireCase> kDataParallelCases = {
     {"cdp", "cdp", ""},
     {"cdp_zero", "cdp_zero", ""},
     {"sdp", "sdp", ""},
+    // Forward gradient: one all-reduce of the model's and the heads' gradients a step.
+    {"forward_gradient", "forward_gradient", "--set algorithm.forward_gradient.aux=linear"},
     // B-SDP: each block's gradient goes round its holders only (sends and receives).
     {"sdp_blocks", "sdp",
      "--set model.name=resnet18 --set model.width=16 --set data.synthetic_shape=[1,8,8] "

@@ -32,6 +32,7 @@ std::unique_ptr<Algorithm> make_pipedream(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_dsp(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_petra(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_dgl(const AlgorithmConfig& cfg);
+std::unique_ptr<Algorithm> make_forward_gradient(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_contrastive_local(const AlgorithmConfig& cfg);
 
 const std::vector<AlgorithmInfo>& algorithm_registry() {
@@ -101,6 +102,10 @@ const std::vector<AlgorithmInfo>& algorithm_registry() {
        "decoupled greedy learning: K blocks, each trained by its own auxiliary head's loss, as "
        "a forward-only pipeline (activations and labels go forward, nothing comes back)",
        make_dgl},
+      {"forward_gradient", "local",
+       "forward gradient: each block's gradient estimated from one directional derivative (a "
+       "forward-mode JVP) along a guess, local or random; data parallel",
+       make_forward_gradient},
       {"contrastive_local", "local",
        "contrastive local learning: K blocks, each trained by NT-Xent on two augmented views "
        "through its own projection head (optional similarity subsampling, ours); erank and "

@@ -344,10 +344,14 @@ const std::vector<WireCase> kPipelineCases = {
     // Contrastive local learning: both views' activations (2B rows) and the labels forward only;
     // the last rank (the last block and the model's head) sends nothing while training. Four
     // hidden layers: an encoder of four stages, one block per rank. The projection heads stay
-    // with their owners at evaluation; rank 0 broadcasts the probe's few figures.
+    // with their owners at evaluation; rank 0 broadcasts the probe's few figures. Rank 0
+    // receives only the stages gathered for evaluation: layers of 1024 (4 MB each) and four
+    // micro-batches a step, so that what it receives outweighs the acknowledgements of what it
+    // sends.
     {"contrastive_local", "contrastive_local",
-     kPipelineArgs + " --set model.hidden=[512,512,512,512]", EvalTraffic::kSharedStagesOwnHeads,
-     3}};
+     "--set data.batch_size=64 --set algorithm.accumulation=4 "
+     "--set model.hidden=[1024,1024,1024,1024]",
+     EvalTraffic::kSharedStagesOwnHeads, 3}};
 
 TEST(Netbed, DataParallelBytesAgreeWithTheWire) {
   if (std::string why = unavailable(); !why.empty()) GTEST_SKIP() << why;

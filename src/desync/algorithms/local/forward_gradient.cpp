@@ -124,7 +124,7 @@ void ForwardGradient::setup(Context& ctx) {
         "forward_gradient: model.tie_embeddings ties the first and last stages, which would sit "
         "in different blocks: set model.tie_embeddings = false");
   blocks_ = place_stages(stages, K, opts_.stages_per_block, std::vector<double>(stages, 1.0));
-  flat_ = make_replicated_flat(ctx);  // the model, alike on every rank
+  make_replicated_flat(ctx);  // the model made alike on every rank (the heads are by seed)
   classes_ = ctx.batches.dataset().num_classes;
 
   const int64_t probe_n =
@@ -174,7 +174,7 @@ void ForwardGradient::setup(Context& ctx) {
 
   // One flat buffer and one optimizer over the model and the heads: the gradients are averaged
   // over the ranks in one all-reduce.
-  std::vector<torch::Tensor> all = flat_->params();
+  std::vector<torch::Tensor> all = model_->parameters_of(0, stages);
   std::vector<std::pair<std::string, torch::Tensor>> named = model_->named_params();
   for (size_t k = 0; k < heads_.size(); ++k)
     for (const auto& item : heads_[k]->named_parameters()) {

@@ -245,7 +245,7 @@ void expect_random_guess_unbiased(int draws_classic, int draws_normalized, doubl
 }
 
 TEST(ForwardGradient, RandomGaussianGuessIsUnbiased) {
-  expect_random_guess_unbiased(2000, 1000, 4.0);
+  expect_random_guess_unbiased(1000, 600, 4.0);
 }
 
 // The spec's figures: 10^4 draws, 3 standard errors.

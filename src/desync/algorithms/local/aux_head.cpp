@@ -114,4 +114,28 @@ torch::nn::Sequential make_projection_head(const ProjectionHeadOptions& options,
   return head;
 }
 
+void save_head(Archive& archive, const std::string& name, const torch::nn::Module& head) {
+  for (const auto& item : head.named_parameters())
+    archive.put(fmt::format("{}.{}", name, item.key()), item.value().detach());
+  for (const auto& item : head.named_buffers())
+    archive.put(fmt::format("{}.{}", name, item.key()), item.value().detach());
+}
+
+void load_head(const Archive& archive, const std::string& name, torch::nn::Module& head) {
+  torch::NoGradGuard no_grad;
+  for (const auto& item : head.named_parameters())
+    archive.copy_into(fmt::format("{}.{}", name, item.key()), item.value().detach());
+  for (const auto& item : head.named_buffers())
+    archive.copy_into(fmt::format("{}.{}", name, item.key()), item.value().detach());
+}
+
+StagedModel model_with_head(StagedModel model, int64_t stages, const std::string& name,
+                            const torch::nn::Sequential& head) {
+  StagedModel m;
+  for (int64_t i = 0; i < stages; ++i) m->add_stage(model->stage_name(i), model->stage(i));
+  m->add_stage(name, head);
+  if (model->dtype() != torch::kFloat) m->set_dtype(model->dtype());
+  return m;
+}
+
 }  // namespace desync

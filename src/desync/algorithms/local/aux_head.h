@@ -23,6 +23,9 @@
 #include <string>
 #include <vector>
 
+#include "desync/core/archive.h"
+#include "desync/models/staged_model.h"
+
 namespace desync {
 
 struct AuxHeadOptions {
@@ -48,5 +51,15 @@ struct ProjectionHeadOptions {
 // `gen` as make_aux_head's. Throws ConfigError for another shape or kind.
 torch::nn::Sequential make_projection_head(const ProjectionHeadOptions& options,
                                            const std::vector<int64_t>& shape, at::Generator& gen);
+
+// A head's parameters and buffers in a checkpoint, under "<name>." (heads are not part of the
+// model the Trainer saves).
+void save_head(Archive& archive, const std::string& name, const torch::nn::Module& head);
+void load_head(const Archive& archive, const std::string& name, torch::nn::Module& head);
+
+// The model's stages [0, stages) followed by `head` as a stage called `name`: what a head is
+// scored on. Shares the modules; copies nothing.
+StagedModel model_with_head(StagedModel model, int64_t stages, const std::string& name,
+                            const torch::nn::Sequential& head);
 
 }  // namespace desync

@@ -46,14 +46,9 @@ std::vector<StagedModel> Dgl::head_models(Context& ctx) {
       for (auto& b : head(k)->buffers()) comm.broadcast(b.detach(), owner);
     }
   std::vector<StagedModel> out;
-  for (int64_t k = 0; k + 1 < K; ++k) {
-    StagedModel m;
-    for (int64_t i = 0; i < block_stages()[k].end; ++i)
-      m->add_stage(ctx.model->stage_name(i), ctx.model->stage(i));
-    m->add_stage(fmt::format("aux{}", k + 1), head(k));
-    if (ctx.model->dtype() != torch::kFloat) m->set_dtype(ctx.model->dtype());
-    out.push_back(m);
-  }
+  for (int64_t k = 0; k + 1 < K; ++k)
+    out.push_back(
+        model_with_head(ctx.model, block_stages()[k].end, fmt::format("aux{}", k + 1), head(k)));
   return out;
 }
 

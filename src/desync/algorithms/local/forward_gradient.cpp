@@ -153,23 +153,20 @@ void ForwardGradient::setup(Context& ctx) {
   for (int64_t k = 0; k < K; ++k)
     params_.push_back(model_->parameters_of(blocks_[k].begin, blocks_[k].end));
 
-  // BatchNorms on the way from h_k to block k's target, which couple the examples.
+  // BatchNorms on the way from h_k to block k's target, which couple the examples; and the model
+  // stages the JVP passes run (heads not counted).
   coupling_.resize(std::max<int64_t>(K - 1, 0));
   for (int64_t k = 0; k + 1 < K; ++k) {
-    const bool to_model = opts_.target == "global" || (opts_.target == "above" && k + 2 == K);
-    if (to_model) {
-      for (int64_t s = blocks_[k + 1].begin; s < stages; ++s)
-        collect_batch_norms(*model_->stage(s), coupling_[k]);
-    } else if (opts_.target == "above") {
-      for (int64_t s = blocks_[k + 1].begin; s < blocks_[k + 1].end; ++s)
-        collect_batch_norms(*model_->stage(s), coupling_[k]);
-      collect_batch_norms(*heads_[k + 1], coupling_[k]);
-    } else {
-      collect_batch_norms(*heads_[k], coupling_[k]);
-    }
-    if (opts_.space == "weight")  // block k runs again in the JVP pass
+    if (opts_.space == "weight") {  // block k runs again in the JVP pass
       for (int64_t s = blocks_[k].begin; s < blocks_[k].end; ++s)
         collect_batch_norms(*model_->stage(s), coupling_[k]);
+      if (opts_.jvp != "simulated") jvp_block_forwards_ += blocks_[k].end - blocks_[k].begin;
+    }
+    const TargetMap t = target_map(k);
+    for (int64_t s = t.stages.begin; s < t.stages.end; ++s)
+      collect_batch_norms(*model_->stage(s), coupling_[k]);
+    if (t.head) collect_batch_norms(*t.head, coupling_[k]);
+    if (opts_.jvp != "simulated") jvp_block_forwards_ += t.stages.end - t.stages.begin;
   }
 
   // One flat buffer and one optimizer over the model and the heads: the gradients are averaged
@@ -186,17 +183,6 @@ void ForwardGradient::setup(Context& ctx) {
   for (auto& [name, b] : model_->named_bufs()) buffers_.push_back(b);
   for (auto& head : heads_)
     for (auto& b : head->buffers()) buffers_.push_back(b);
-
-  // Block forwards of the JVP passes per micro-batch (heads not counted).
-  for (int64_t k = 0; k + 1 < K; ++k) {
-    if (opts_.jvp == "simulated") break;
-    int64_t n = opts_.space == "weight" ? blocks_[k].end - blocks_[k].begin : 0;
-    if (opts_.target == "global" || (opts_.target == "above" && k + 2 == K))
-      n += stages - blocks_[k + 1].begin;
-    else if (opts_.target == "above")
-      n += blocks_[k + 1].end - blocks_[k + 1].begin;
-    jvp_block_forwards_ += n;
-  }
 }
 
 bool ForwardGradient::per_example(int64_t k) const {
@@ -207,15 +193,18 @@ bool ForwardGradient::per_example(int64_t k) const {
   return true;
 }
 
+ForwardGradient::TargetMap ForwardGradient::target_map(int64_t k) const {
+  const int64_t K = static_cast<int64_t>(blocks_.size());
+  if (opts_.target == "local") return {{blocks_[k].end, blocks_[k].end}, heads_[k]};
+  if (opts_.target == "above" && k + 2 < K) return {blocks_[k + 1], heads_[k + 1]};
+  return {{blocks_[k + 1].begin, model_->num_stages()}, nullptr};  // the model's loss
+}
+
 torch::Tensor ForwardGradient::target_losses(int64_t k, const torch::Tensor& a,
                                              const torch::Tensor& y) {
-  const int64_t K = static_cast<int64_t>(blocks_.size());
-  if (opts_.target == "local") return per_example_loss(heads_[k]->forward(a), y);
-  if (opts_.target == "above" && k + 2 < K)
-    return per_example_loss(
-        heads_[k + 1]->forward(model_->forward_range(a, blocks_[k + 1].begin, blocks_[k + 1].end)),
-        y);
-  return per_example_loss(model_->forward_range(a, blocks_[k + 1].begin, model_->num_stages()), y);
+  TargetMap t = target_map(k);
+  torch::Tensor out = model_->forward_range(a, t.stages.begin, t.stages.end);
+  return per_example_loss(t.head ? t.head->forward(out) : out, y);
 }
 
 double ForwardGradient::accumulate(const torch::Tensor& x, const torch::Tensor& y, double scale,
@@ -374,14 +363,8 @@ StepReport ForwardGradient::step(Context& ctx) {
 
 std::vector<StagedModel> ForwardGradient::head_models(Context& ctx) {
   std::vector<StagedModel> out;
-  for (size_t k = 0; k < heads_.size(); ++k) {
-    StagedModel m;
-    for (int64_t i = 0; i < blocks_[k].end; ++i)
-      m->add_stage(model_->stage_name(i), model_->stage(i));
-    m->add_stage(fmt::format("aux{}", k + 1), heads_[k]);
-    if (model_->dtype() != torch::kFloat) m->set_dtype(model_->dtype());
-    out.push_back(m);
-  }
+  for (size_t k = 0; k < heads_.size(); ++k)
+    out.push_back(model_with_head(model_, blocks_[k].end, fmt::format("aux{}", k + 1), heads_[k]));
   return out;
 }
 
@@ -442,23 +425,14 @@ std::vector<std::pair<std::string, double>> ForwardGradient::probe(Context& ctx,
 
 void ForwardGradient::save(Archive& archive) const {
   save_optimizer(*optimizer_, archive);
-  for (size_t k = 0; k < heads_.size(); ++k) {  // the heads are not part of the model
-    for (const auto& item : heads_[k]->named_parameters())
-      archive.put(fmt::format("aux{}.{}", k + 1, item.key()), item.value().detach());
-    for (const auto& item : heads_[k]->named_buffers())
-      archive.put(fmt::format("aux{}.{}", k + 1, item.key()), item.value().detach());
-  }
+  for (size_t k = 0; k < heads_.size(); ++k)  // the heads are not part of the model
+    save_head(archive, fmt::format("aux{}", k + 1), *heads_[k]);
 }
 
 void ForwardGradient::load(const Archive& archive) {
-  torch::NoGradGuard no_grad;
   load_optimizer(*optimizer_, archive);
-  for (size_t k = 0; k < heads_.size(); ++k) {
-    for (const auto& item : heads_[k]->named_parameters())
-      archive.copy_into(fmt::format("aux{}.{}", k + 1, item.key()), item.value().detach());
-    for (const auto& item : heads_[k]->named_buffers())
-      archive.copy_into(fmt::format("aux{}.{}", k + 1, item.key()), item.value().detach());
-  }
+  for (size_t k = 0; k < heads_.size(); ++k)
+    load_head(archive, fmt::format("aux{}", k + 1), *heads_[k]);
 }
 
 AlgorithmReport ForwardGradient::report() const {

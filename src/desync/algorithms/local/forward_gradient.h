@@ -92,6 +92,14 @@ class ForwardGradient : public Algorithm, public LocalHeads, public EvalProbe {
   torch::nn::Sequential head(int64_t k) const { return heads_.at(k); }
 
  private:
+  // The map from block k's output to its target's loss: model stages, then a head (none: the
+  // model's own loss). global: the stages above; local: head k; above: block k+1 and its head
+  // (the stages above, for the block below the last).
+  struct TargetMap {
+    StageRange stages;
+    torch::nn::Sequential head;
+  };
+  TargetMap target_map(int64_t k) const;
   // Per-example losses of the target of block k, from an activation at block k's output.
   torch::Tensor target_losses(int64_t k, const torch::Tensor& a, const torch::Tensor& y);
   bool per_example(int64_t k) const;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "desync/algorithms/common.h"
+#include "desync/algorithms/local/aux_head.h"
 #include "desync/core/activation_memory.h"
 #include "desync/core/error.h"
 #include "desync/core/trace.h"
@@ -161,12 +162,7 @@ void LocalBlocks::save(Archive& archive) const {
   if (tail_) save_optimizer(*tail_->optimizer, archive, "tail.");
   // The heads are not part of the model the Trainer saves.
   for (const Block& b : mine_)
-    if (heads_[b.k]) {
-      for (const auto& item : heads_[b.k]->named_parameters())
-        archive.put(fmt::format("{}.{}", head_name(b.k), item.key()), item.value().detach());
-      for (const auto& item : heads_[b.k]->named_buffers())
-        archive.put(fmt::format("{}.{}", head_name(b.k), item.key()), item.value().detach());
-    }
+    if (heads_[b.k]) save_head(archive, head_name(b.k), *heads_[b.k]);
 }
 
 void LocalBlocks::load(const Archive& archive) {
@@ -174,12 +170,7 @@ void LocalBlocks::load(const Archive& archive) {
   if (tail_) load_optimizer(*tail_->optimizer, archive, "tail.");
   for (Block& b : mine_) {
     load_optimizer(*b.optimizer, archive, fmt::format("block{}.", b.k));
-    if (heads_[b.k]) {
-      for (const auto& item : heads_[b.k]->named_parameters())
-        archive.copy_into(fmt::format("{}.{}", head_name(b.k), item.key()), item.value().detach());
-      for (const auto& item : heads_[b.k]->named_buffers())
-        archive.copy_into(fmt::format("{}.{}", head_name(b.k), item.key()), item.value().detach());
-    }
+    if (heads_[b.k]) load_head(archive, head_name(b.k), *heads_[b.k]);
   }
 }
 

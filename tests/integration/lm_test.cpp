@@ -76,12 +76,12 @@ class Lm : public ::testing::Test {
     testing::write_file(dir_.file("job.toml"), kJob);
   }
 
-  LmRun train(const std::string& name, const std::string& args) const {
+  LmRun train(const std::string& name, const std::string& args, const std::string& env = "") const {
     LmRun r;
-    r.result =
-        testing::run_command(kDesync + " train " + dir_.file("job.toml") + " --quiet --out " +
-                             dir_.file(name) + " --set 'data.path=\"" + dir_.file("corpus.txt") +
-                             "\"' --set 'data.cache_dir=\"" + dir_.file("cache") + "\"' " + args);
+    r.result = testing::run_command(env + " " + kDesync + " train " + dir_.file("job.toml") +
+                                    " --quiet --out " + dir_.file(name) + " --set 'data.path=\"" +
+                                    dir_.file("corpus.txt") + "\"' --set 'data.cache_dir=\"" +
+                                    dir_.file("cache") + "\"' " + args);
     r.summary = nlohmann::json::parse(testing::read_file(dir_.file(name + "/summary.json")),
                                       nullptr, false);
     r.losses = testing::train_losses(dir_.file(name));
@@ -188,12 +188,99 @@ TEST_F(Lm, SummaryReportsPerplexityBitsPerByteAndThroughput) {
               1e-9 * s["gflops_per_second"].get<double>());
 }
 
+// Boundary compression on 2 pipeline processes (one boundary of width d = 32; 5 steps of 4
+// micro-batches of 8 x 16 tokens): the bytes each rank hands the Communicator, against the
+// codec's formula (docs/compression.md#bytes), for every setting. Per micro-batch, forward: an
+// 8-byte id, the payload, the token ids when the codec needs them (int32, one slot of b = 4
+// bytes), the labels (int64); backward: the id and the payload. Per step (MAPL): the projector or
+// the sender's part of its gradient forward, the receiver's part backward (d r b each), and with
+// the shared anchor a row count and the changed rows backward.
+TEST_F(Lm, CompressedPipelineBytesMatchTheCodecFormula) {
+  struct Case {
+    std::string name, args;
+    double forward_payload, backward_payload;  // bytes per token
+    bool tokens;
+    double forward_per_step, backward_per_step;
+  };
+  const double d = 32, b = 4, dr = 32 * 8 * 4;  // r = 8 (ratio 4)
+  const std::string mapl = "--set algorithm.compression=mapl --set algorithm.compression_ratio=4 ";
+  const std::string receiver = "--set algorithm.anchor=receiver ";
+  // VQ: G = 4 groups, R = 2 levels, K = 16 codes (4 bits): 8 indices of 4 bits a token; a slice
+  // of 4 rows of the 8 codebooks of 2 coordinates per micro-batch (128 tokens).
+  const std::string vq =
+      "--set algorithm.vq=true --set algorithm.vq_groups=4 --set algorithm.vq_levels=2 "
+      "--set algorithm.vq_codes=16 --set algorithm.vq_stream_rows=4 ";
+  const std::vector<Case> cases = {
+      {"none", "", d * b, d * b, false, 0, 0},
+      {"ssn", "--set algorithm.compression=ssn --set algorithm.compression_ratio=4", 8 * b, 8 * b,
+       true, 0, 0},
+      {"mapl_no_anchor", mapl + "--set algorithm.anchor=none", 8 * b, 8 * b, false, dr, dr},
+      {"mapl_receiver", mapl + receiver, 8 * b, 8 * b, true, dr, dr},
+      {"mapl_bf16", mapl + receiver + "--set algorithm.backward_dtype=bfloat16", 8 * b, 8 * 2, true,
+       dr, dr},
+      {"mapl_both", mapl + receiver + "--set algorithm.projector_sync=both", 8 * b, 8 * b, true, dr,
+       dr},
+      {"mapl_vq", mapl + receiver + vq, 8 * 4 / 8.0 + 4 * 8 * 2 * b / 128, 8 * b, true, dr, dr},
+  };
+  const double tokens = 5 * 4 * 8 * 16, micro_batches = 5 * 4, steps = 5;
+  for (const Case& c : cases) {
+    LmRun r =
+        train(c.name,
+              "--workers 2 --set algorithm.name=pipeline --set algorithm.accumulation=4 " + c.args);
+    ASSERT_EQ(r.result.status, 0) << c.name << "\n" << r.result.output;
+    const double forward =
+        tokens * (c.forward_payload + (c.tokens ? b : 0) + 8) + micro_batches * 8;
+    const double backward = tokens * c.backward_payload + micro_batches * 8;
+    const auto& stats = r.summary["algorithm_stats"];
+    EXPECT_EQ(stats["boundary_forward_bytes"][0].get<double>(), forward) << c.name;
+    EXPECT_EQ(stats["boundary_backward_bytes"][1].get<double>(), backward) << c.name;
+    const double sent0 = r.summary["bytes_sent"][0].get<double>();
+    const double sent1 = r.summary["bytes_sent"][1].get<double>();
+    EXPECT_NEAR(sent0 / (forward + steps * c.forward_per_step), 1.0, 0.05) << c.name;
+    EXPECT_NEAR(sent1 / (backward + steps * c.backward_per_step), 1.0, 0.05) << c.name;
+    std::printf("[  bytes   ] %-15s forward %.1f B/token (formula %.1f), backward %.1f (%.1f)\n",
+                c.name.c_str(), sent0 / tokens, (forward + steps * c.forward_per_step) / tokens,
+                sent1 / tokens, (backward + steps * c.backward_per_step) / tokens);
+  }
+  // The shared anchor adds, per step, a count and at most every row of E (id + r numbers).
+  LmRun shared = train("mapl_shared",
+                       "--workers 2 --set algorithm.name=pipeline "
+                       "--set algorithm.accumulation=4 " +
+                           mapl);
+  ASSERT_EQ(shared.result.status, 0) << shared.result.output;
+  const double backward = tokens * 8 * b + micro_batches * 8 + steps * (dr + 8);
+  const double sent1 = shared.summary["bytes_sent"][1].get<double>();
+  EXPECT_GT(sent1, backward + steps * 8 * (8 + 8 * b));  // some rows changed
+  EXPECT_LT(sent1, 1.05 * (backward + steps * 257 * (8 + 8 * b)));
+}
+
+// A compressed pipeline's checkpoint holds the codecs' state (projector, momentum, anchors and
+// their optimizer, codebooks with their EMA state, the receiver's copy, the stream position):
+// killed and resumed, it reproduces the uninterrupted run's losses exactly.
+TEST_F(Lm, CompressedPipelineResumesExactly) {
+  const std::string args =
+      "--workers 2 --set algorithm.name=pipeline --set algorithm.accumulation=2 "
+      "--set algorithm.compression=mapl --set algorithm.compression_ratio=4 "
+      "--set algorithm.vq=true --set algorithm.vq_groups=4 --set algorithm.vq_codes=16 "
+      "--set algorithm.vq_stream_rows=2 --set run.steps=8 --set checkpoint.enabled=true "
+      "--set checkpoint.every=4";
+  LmRun ref = train("ref", args);
+  ASSERT_EQ(ref.result.status, 0) << ref.result.output;
+  LmRun cut = train("cut", args, "DESYNC_FAULT=rank=1,step=6,action=kill");
+  EXPECT_NE(cut.result.status, 0);
+  LmRun resumed = train("cut", args + " --resume");
+  ASSERT_EQ(resumed.result.status, 0) << resumed.result.output;
+  EXPECT_EQ(ref.losses, resumed.losses);
+  EXPECT_EQ(ref.summary["test_loss"], resumed.summary["test_loss"]);
+}
+
 TEST_F(Lm, GenerateIsDeterministicForASeedAndNeedsALanguageModelRun) {
   LmRun r = train("run", "--set run.steps=20 --set checkpoint.enabled=true");
   ASSERT_EQ(r.result.status, 0) << r.result.output;
   auto generate = [&](const std::string& args) {
     return testing::run_command("(" + kDesync + " generate " + dir_.file("run") +
-                                " --prompt 'Entry 7, n. the' --tokens 40 " + args + " 2>/dev/null)");
+                                " --prompt 'Entry 7, n. the' --tokens 40 " + args +
+                                " 2>/dev/null)");
   };
   auto a = generate("--seed 1"), b = generate("--seed 1"), c = generate("--seed 2");
   ASSERT_EQ(a.status, 0) << a.output;

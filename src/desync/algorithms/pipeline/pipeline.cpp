@@ -15,6 +15,7 @@ std::unique_ptr<Algorithm> make_pipeline(const AlgorithmConfig& cfg) {
   PipelineOptions o;
   o.gpipe = r.get_choice("schedule", "1f1b", {"1f1b", "gpipe"}) == "gpipe";
   o.placement = read_placement_options(r);
+  o.codec = read_codec_options(r, 0, cfg.accumulation);
   r.finish();
   return std::make_unique<Pipeline>(o, cfg.accumulation);
 }
@@ -50,22 +51,31 @@ void Pipeline::setup(Context& ctx) {
   flat_ = std::make_unique<FlatParameters>(ctx.model->parameters_of(mine_.begin, mine_.end));
   optimizer_ =
       ctx.make_optimizer(param_slots(named_params_of(ctx.model, *flat_), ctx.config.optimizer));
-  link_ = make_pipe_link(ctx, mine_, /*backward_carries_x=*/false);
+  if (opts_.codec.kind != "none") {
+    opts_.codec.seed = static_cast<uint64_t>(ctx.config.run.seed);
+    codecs_ = make_boundary_codecs(opts_.codec, ctx.model, ranges_, probe_boundary_shapes(ctx), s,
+                                   micro_batches_, ctx.config.optimizer);
+    if (!first_) in_codec_ = codecs_[s - 1].get();
+    if (!last_) out_codec_ = codecs_[s].get();
+  }
+  link_ = make_pipe_link(ctx, mine_, /*backward_carries_x=*/false, in_codec_, out_codec_);
 }
 
 void Pipeline::forward(Context& ctx, int64_t b, StepReport& report) {
   TraceSpan span("forward", "compute");
   const int64_t id = ctx.step * micro_batches_ + b;
-  torch::Tensor x, labels;
+  torch::Tensor x, labels, tokens;
   if (first_) {
     MicroBatch mb = ctx.batches.next();
     x = mb.inputs;
     labels = mb.targets;
+    tokens = mb.inputs;  // a GPT's input: the token ids the codecs may need
     report.samples += mb.inputs.size(0);
   } else {
     PipeMessage m = link_->recv_forward(id);
     x = m.x.requires_grad_();
     labels = m.labels;
+    tokens = m.tokens;
   }
   torch::Tensor y, loss;
   {
@@ -81,7 +91,7 @@ void Pipeline::forward(Context& ctx, int64_t b, StepReport& report) {
     e.output = loss / static_cast<double>(micro_batches_);
   } else {
     e.output = y;
-    link_->send_forward({id, y.detach(), labels, {}});
+    link_->send_forward({id, y.detach(), labels, {}, tokens});
   }
   e.bytes =
       (first_ ? 0 : x.numel() * x.element_size()) + (last_ ? 0 : y.numel() * y.element_size());
@@ -121,26 +131,59 @@ StepReport Pipeline::step(Context& ctx) {
   }
   TraceSpan span("optimizer", "optimizer");
   clip_global_norm(ctx.comm, flat_->grads_flat(), ctx.config.optimizer.grad_clip);
-  optimizer_->step(ctx.schedule.lr(ctx.step));
+  const double lr = ctx.schedule.lr(ctx.step);
+  optimizer_->step(lr);
   flat_->grads_flat().zero_();
+  if (out_codec_) out_codec_->after_optimizer_step();
+  {
+    TraceSpan codec_span("codec_sync", "comm");
+    if (in_codec_) in_codec_->end_step(ctx.comm, lr);
+    if (out_codec_) out_codec_->end_step(ctx.comm, lr);
+  }
   return report;
 }
 
 StagedModel Pipeline::model_for_eval(Context& ctx) {
   share_stages(ctx.model, ranges_, ctx.eval_channel());
-  return ctx.model;
+  if (codecs_.empty()) return ctx.model;
+  for (auto& codec : codecs_) codec->share(ctx.eval_channel());
+  return compressed_model(ctx.model, ranges_, codecs_);
 }
 
-void Pipeline::save(Archive& archive) const { save_optimizer(*optimizer_, archive); }
-void Pipeline::load(const Archive& archive) { load_optimizer(*optimizer_, archive); }
+void Pipeline::save(Archive& archive) const {
+  save_optimizer(*optimizer_, archive);
+  for (BoundaryCodec* codec : {in_codec_, out_codec_})
+    if (codec) codec->save(archive, "codec" + std::to_string(codec->info().index) + ".");
+}
+
+void Pipeline::load(const Archive& archive) {
+  load_optimizer(*optimizer_, archive);
+  for (BoundaryCodec* codec : {in_codec_, out_codec_})
+    if (codec) codec->load(archive, "codec" + std::to_string(codec->info().index) + ".");
+}
 
 AlgorithmReport Pipeline::report() const {
   AlgorithmReport r;
   r.memory = model_state_memory(*flat_, *optimizer_);
   r.memory.push_back({"activations", peak_activation_bytes_});
+  int64_t sync_bytes = 0;
+  for (const auto& codec : codecs_) {  // summed by name over the boundaries
+    for (auto& [name, bytes] : codec->memory()) {
+      auto same = std::find_if(r.memory.begin(), r.memory.end(),
+                               [&](const auto& e) { return e.first == name; });
+      if (same == r.memory.end())
+        r.memory.emplace_back(name, bytes);
+      else
+        same->second += bytes;
+    }
+    sync_bytes += codec->sync_bytes_sent();
+  }
   r.counts = {{"stage_begin", mine_.begin},
               {"stage_end", mine_.end},
-              {"peak_in_flight_micro_batches", peak_in_flight_}};
+              {"peak_in_flight_micro_batches", peak_in_flight_},
+              {"boundary_forward_bytes", link_->forward_bytes_sent()},
+              {"boundary_backward_bytes", link_->backward_bytes_sent()},
+              {"boundary_sync_bytes", sync_bytes}};
   return r;
 }
 

@@ -24,7 +24,10 @@
 // gradients of sequential backprop with accumulation over M; they differ in how many
 // micro-batches a rank keeps in flight (GPipe M; 1F1B min(J-s, M)), which report() shows.
 // Options: schedule ("1f1b" | "gpipe"), stages_per_rank ([] = balanced), balance ("count" |
-// "measured").
+// "measured"), and the boundary compression (boundary_codec.h: compression = "none" | "ssn" |
+// "mapl", with its keys). With compression, every message between ranks goes through the
+// boundary's codec, each codec takes its per-step update after the optimizer step, and
+// evaluation runs the model through the same codecs (CompressedModel).
 #pragma once
 
 #include <map>
@@ -32,6 +35,7 @@
 #include <vector>
 
 #include "desync/algorithms/algorithm.h"
+#include "desync/algorithms/pipeline/boundary_codec.h"
 #include "desync/algorithms/pipeline/stages.h"
 
 namespace desync {
@@ -39,6 +43,7 @@ namespace desync {
 struct PipelineOptions {
   bool gpipe = false;  // schedule = "gpipe"; else 1F1B
   PlacementOptions placement;
+  CodecOptions codec;  // seed filled in at setup (run.seed)
 };
 
 // One entry of a rank's schedule: the forward F_b or the backward B_b of micro-batch b.
@@ -59,8 +64,10 @@ class Pipeline : public Algorithm {
   StagedModel model_for_eval(Context& ctx) override;
   void save(Archive& archive) const override;
   void load(const Archive& archive) override;
-  // memory: the rank's model state and "activations" (the peak bytes of boundary tensors kept);
-  // counts: stage_begin, stage_end, peak_in_flight_micro_batches.
+  // memory: the rank's model state, "activations" (the peak bytes of boundary tensors kept) and
+  // the codecs' state; counts: stage_begin, stage_end, peak_in_flight_micro_batches, and the
+  // bytes this rank sent in forward, backward and codec messages (boundary_forward_bytes,
+  // boundary_backward_bytes, boundary_sync_bytes).
   AlgorithmReport report() const override;
 
   // The schedule of rank s of J for M micro-batches, in order.
@@ -77,6 +84,8 @@ class Pipeline : public Algorithm {
   bool first_ = false, last_ = false;
   std::unique_ptr<FlatParameters> flat_;
   std::unique_ptr<Optimizer> optimizer_;
+  std::vector<std::unique_ptr<BoundaryCodec>> codecs_;        // one per boundary (compression only)
+  BoundaryCodec *in_codec_ = nullptr, *out_codec_ = nullptr;  // this rank's two boundaries
   std::unique_ptr<PipeLink> link_;
   struct InFlight {
     torch::Tensor input, output;  // output: the activation, or the loss on the last rank

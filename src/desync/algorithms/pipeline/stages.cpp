@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <limits>
 
+#include "desync/algorithms/pipeline/boundary_codec.h"
 #include "desync/core/error.h"
 #include "desync/core/trace.h"
 
@@ -13,6 +14,7 @@ namespace {
 
 constexpr int64_t kForwardHeader = 11, kForwardX = 12, kForwardLabels = 13;
 constexpr int64_t kBackwardHeader = 21, kBackwardX = 22, kBackwardGrad = 23;
+constexpr int64_t kForwardTokens = 14, kForwardPayload = 30;  // payload tensor i: tag 30 + i
 constexpr size_t kSendsPerForward = 3;  // a forward message: header, activation, labels
 
 }  // namespace
@@ -170,17 +172,31 @@ BufferSnapshot::~BufferSnapshot() {
 
 PipeLink::PipeLink(Communicator& comm, std::vector<int64_t> in_shape,
                    std::vector<int64_t> out_shape, std::vector<int64_t> label_shape,
-                   bool backward_carries_x, torch::ScalarType dtype)
+                   bool backward_carries_x, torch::ScalarType dtype, BoundaryCodec* in_codec,
+                   BoundaryCodec* out_codec)
     : comm_(comm),
       in_shape_(std::move(in_shape)),
       out_shape_(std::move(out_shape)),
       label_shape_(std::move(label_shape)),
       backward_carries_x_(backward_carries_x),
-      dtype_(torch::TensorOptions().dtype(dtype)) {}
+      dtype_(torch::TensorOptions().dtype(dtype)),
+      in_codec_(in_codec),
+      out_codec_(out_codec) {
+  if (backward_carries_x_ && (in_codec_ || out_codec_))
+    throw ConfigError("boundary compression does not apply to pipelines that rebuild inputs");
+}
 
 void PipeLink::send(const torch::Tensor& t, int64_t dst, int64_t tag) {
   torch::Tensor c = t.detach().contiguous();
+  (dst > comm_.rank() ? forward_bytes_ : backward_bytes_) +=
+      c.numel() * static_cast<int64_t>(c.element_size());
   pending_.emplace_back(comm_.send_async(c, dst, tag), c);
+}
+
+// Token ids take one slot of the activation's element size: int32 next to float32 (b = 4).
+torch::ScalarType PipeLink::token_wire_type() const {
+  return c10::elementSize(c10::typeMetaToScalarType(dtype_.dtype())) >= 8 ? torch::kInt64
+                                                                          : torch::kInt32;
 }
 
 void PipeLink::recv_header(int64_t src, int64_t tag, int64_t expected, const char* what) {
@@ -197,7 +213,14 @@ void PipeLink::recv_header(int64_t src, int64_t tag, int64_t expected, const cha
 void PipeLink::send_forward(const PipeMessage& m) {  // kSendsPerForward sends
   const int64_t dst = comm_.rank() + 1;
   send(torch::tensor({m.id}, torch::kInt64), dst, kForwardHeader);
-  send(m.x, dst, kForwardX);
+  if (out_codec_) {
+    std::vector<torch::Tensor> payload = out_codec_->encode(m.id, m.x, m.tokens);
+    for (size_t i = 0; i < payload.size(); ++i)
+      send(payload[i], dst, kForwardPayload + static_cast<int64_t>(i));
+    if (out_codec_->needs_tokens()) send(m.tokens.to(token_wire_type()), dst, kForwardTokens);
+  } else {
+    send(m.x, dst, kForwardX);
+  }
   send(m.labels, dst, kForwardLabels);
 }
 
@@ -206,9 +229,21 @@ PipeMessage PipeLink::recv_forward(int64_t id) {
   recv_header(src, kForwardHeader, id, "activation");
   PipeMessage m;
   m.id = id;
-  m.x = torch::empty(in_shape_, dtype_);
+  if (in_codec_) {
+    std::vector<torch::Tensor> payload = in_codec_->payload_buffers();
+    for (size_t i = 0; i < payload.size(); ++i)
+      comm_.recv(payload[i], src, kForwardPayload + static_cast<int64_t>(i));
+    if (in_codec_->needs_tokens()) {
+      torch::Tensor tokens = torch::empty(label_shape_, token_wire_type());
+      comm_.recv(tokens, src, kForwardTokens);
+      m.tokens = tokens.to(torch::kInt64);
+    }
+    m.x = in_codec_->decode(id, payload, m.tokens);
+  } else {
+    m.x = torch::empty(in_shape_, dtype_);
+    comm_.recv(m.x, src, kForwardX);
+  }
   m.labels = torch::empty(label_shape_, torch::kInt64);
-  comm_.recv(m.x, src, kForwardX);
   comm_.recv(m.labels, src, kForwardLabels);
   return m;
 }
@@ -217,7 +252,7 @@ void PipeLink::send_backward(const PipeMessage& m) {
   const int64_t dst = comm_.rank() - 1;
   send(torch::tensor({m.id}, torch::kInt64), dst, kBackwardHeader);
   if (backward_carries_x_) send(m.x, dst, kBackwardX);
-  send(m.grad, dst, kBackwardGrad);
+  send(in_codec_ ? in_codec_->encode_grad(m.id, m.grad) : m.grad, dst, kBackwardGrad);
 }
 
 PipeMessage PipeLink::recv_backward(int64_t id) {
@@ -229,8 +264,14 @@ PipeMessage PipeLink::recv_backward(int64_t id) {
     m.x = torch::empty(out_shape_, dtype_);
     comm_.recv(m.x, src, kBackwardX);
   }
-  m.grad = torch::empty(out_shape_, dtype_);
-  comm_.recv(m.grad, src, kBackwardGrad);
+  if (out_codec_) {
+    torch::Tensor payload = out_codec_->grad_buffer();
+    comm_.recv(payload, src, kBackwardGrad);
+    m.grad = out_codec_->decode_grad(id, payload);
+  } else {
+    m.grad = torch::empty(out_shape_, dtype_);
+    comm_.recv(m.grad, src, kBackwardGrad);
+  }
   return m;
 }
 
@@ -257,13 +298,20 @@ void PipeLink::wait_sends() {
   older_ = 0;
 }
 
-std::unique_ptr<PipeLink> make_pipe_link(Context& ctx, StageRange mine, bool backward_carries_x) {
+std::vector<std::vector<int64_t>> probe_boundary_shapes(Context& ctx) {
+  MicroBatch probe =
+      take_range(ctx.batches.dataset(), 0, ctx.batches.batch_size(), ctx.config.data.normalize);
+  return boundary_shapes(ctx.model, probe.inputs);
+}
+
+std::unique_ptr<PipeLink> make_pipe_link(Context& ctx, StageRange mine, bool backward_carries_x,
+                                         BoundaryCodec* in_codec, BoundaryCodec* out_codec) {
   MicroBatch probe =
       take_range(ctx.batches.dataset(), 0, ctx.batches.batch_size(), ctx.config.data.normalize);
   auto shapes = boundary_shapes(ctx.model, probe.inputs);
   return std::make_unique<PipeLink>(ctx.comm, shapes[mine.begin], shapes[mine.end],
                                     probe.targets.sizes().vec(), backward_carries_x,
-                                    ctx.model->dtype());
+                                    ctx.model->dtype(), in_codec, out_codec);
 }
 
 }  // namespace desync

@@ -15,6 +15,11 @@
 // model (boundary_shapes). A receiver checks the id it expected. Sends are asynchronous;
 // wait_sends() completes those issued so far.
 //
+// With boundary codecs (boundary_codec.h) the activation and its gradient travel encoded: the
+// codec of the boundary after this rank encodes forward messages and decodes the gradients that
+// come back, the codec of the boundary before it decodes forward messages and encodes the
+// gradients it returns; the token ids travel too when a codec needs them.
+//
 // BufferSnapshot keeps BatchNorm running statistics from being updated by passes that do not
 // count (a forward without graph, an inversion): it saves the buffers and puts them back.
 //
@@ -32,6 +37,8 @@
 #include "desync/algorithms/algorithm.h"
 
 namespace desync {
+
+class BoundaryCodec;
 
 struct StageRange {
   int64_t begin = 0, end = 0;  // model stages [begin, end)
@@ -93,6 +100,7 @@ struct PipeMessage {
   torch::Tensor x;       // forward: the activation; backward: the rebuilt activation, if any
   torch::Tensor labels;  // forward only
   torch::Tensor grad;    // backward only
+  torch::Tensor tokens;  // forward, when a codec needs them: the model's input token ids
 };
 
 class PipeLink {
@@ -100,9 +108,12 @@ class PipeLink {
   // `in_shape`: this rank's input activation; `out_shape`: its output; `labels`: a label batch.
   // `backward_carries_x`: backward messages carry the rebuilt activation as well. Activations
   // and gradients are of type `dtype` (the model's).
+  // `in_codec` / `out_codec`: the codecs of the boundaries before and after this rank (null:
+  // raw tensors); not with backward_carries_x.
   PipeLink(Communicator& comm, std::vector<int64_t> in_shape, std::vector<int64_t> out_shape,
            std::vector<int64_t> label_shape, bool backward_carries_x,
-           torch::ScalarType dtype = torch::kFloat);
+           torch::ScalarType dtype = torch::kFloat, BoundaryCodec* in_codec = nullptr,
+           BoundaryCodec* out_codec = nullptr);
 
   void send_forward(const PipeMessage& m);   // to rank + 1
   PipeMessage recv_forward(int64_t id);      // from rank - 1; checks the id
@@ -113,11 +124,16 @@ class PipeLink {
   void wait_older_sends();
   void wait_sends();
   // Waits for the oldest sends until at most `messages` forward messages remain in flight (a
-  // rank that only sends forward, as local learning's do: a bounded queue).
+  // rank that only sends forward, as local learning's do: a bounded queue). Without codecs.
   void wait_until_in_flight(int64_t messages);
+
+  // Bytes this rank has handed to the Communicator in forward and in backward messages.
+  int64_t forward_bytes_sent() const { return forward_bytes_; }
+  int64_t backward_bytes_sent() const { return backward_bytes_; }
 
  private:
   void send(const torch::Tensor& t, int64_t dst, int64_t tag);
+  torch::ScalarType token_wire_type() const;
   void recv_header(int64_t src, int64_t tag, int64_t expected, const char* what);
 
   Communicator& comm_;
@@ -126,10 +142,18 @@ class PipeLink {
   torch::TensorOptions dtype_;
   std::deque<std::pair<std::shared_ptr<Work>, torch::Tensor>> pending_;
   size_t older_ = 0;  // pending sends issued before the last wait_older_sends()
+  BoundaryCodec *in_codec_, *out_codec_;
+  int64_t forward_bytes_ = 0, backward_bytes_ = 0;
 };
 
 // The PipeLink of rank ctx.comm.rank(), which owns model stages `mine`, with the boundary shapes
-// measured on one micro-batch of ctx.batches.dataset() (read directly, not consumed).
-std::unique_ptr<PipeLink> make_pipe_link(Context& ctx, StageRange mine, bool backward_carries_x);
+// measured on one micro-batch of ctx.batches.dataset() (read directly, not consumed), and the
+// codecs of its boundaries, if any.
+std::unique_ptr<PipeLink> make_pipe_link(Context& ctx, StageRange mine, bool backward_carries_x,
+                                         BoundaryCodec* in_codec = nullptr,
+                                         BoundaryCodec* out_codec = nullptr);
+
+// The boundary shapes of ctx.model on one micro-batch of ctx.batches.dataset() (read directly).
+std::vector<std::vector<int64_t>> probe_boundary_shapes(Context& ctx);
 
 }  // namespace desync

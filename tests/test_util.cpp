@@ -12,7 +12,9 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "desync/report/metrics.h"
 
@@ -103,6 +105,24 @@ int Child::wait(double seconds) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return -1;
+}
+
+std::string dictionary_corpus(int paragraphs) {
+  const std::vector<std::string> words = {"the",  "a",     "of",   "to",   "make",  "light",
+                                          "wind", "stone", "held", "over", "water", "quick",
+                                          "old",  "kind",  "act",  "see",  "noun",  "verb"};
+  uint64_t x = 12345;
+  auto next = [&x] {
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    return x >> 33;
+  };
+  std::string text;
+  for (int p = 0; p < paragraphs; ++p) {
+    text += "Entry " + std::to_string(p) + ", n. ";
+    for (int w = 0, n = 8 + static_cast<int>(next() % 12); w < n; ++w)
+      text += words[next() % words.size()] + (w + 1 == n ? ".\n\n" : " ");
+  }
+  return text;
 }
 
 }  // namespace desync::testing

@@ -46,6 +46,10 @@ class Child {
   int pid_ = -1;
   bool reaped_ = false;
 };
+// Dictionary-like paragraphs ("Entry 7, n. the wind over water.") from a seeded generator:
+// learnable, and the same on every machine; a corpus for the text datasets.
+std::string dictionary_corpus(int paragraphs);
+
 std::string read_file(const std::string& path);
 
 // Paths fixed when the build is configured (tests/paths.cpp).

@@ -44,25 +44,6 @@ limit = 128
 enabled = false
 )";
 
-// Dictionary-like paragraphs from a seeded generator: learnable, and the same on every machine.
-std::string corpus(int paragraphs) {
-  const std::vector<std::string> words = {"the",  "a",     "of",   "to",   "make",  "light",
-                                          "wind", "stone", "held", "over", "water", "quick",
-                                          "old",  "kind",  "act",  "see",  "noun",  "verb"};
-  uint64_t x = 12345;
-  auto next = [&x] {
-    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
-    return x >> 33;
-  };
-  std::string text;
-  for (int p = 0; p < paragraphs; ++p) {
-    text += "Entry " + std::to_string(p) + ", n. ";
-    for (int w = 0, n = 8 + static_cast<int>(next() % 12); w < n; ++w)
-      text += words[next() % words.size()] + (w + 1 == n ? ".\n\n" : " ");
-  }
-  return text;
-}
-
 struct LmRun {
   testing::CommandResult result;
   nlohmann::json summary;
@@ -72,7 +53,7 @@ struct LmRun {
 class Lm : public ::testing::Test {
  protected:
   void SetUp() override {
-    testing::write_file(dir_.file("corpus.txt"), corpus(600));
+    testing::write_file(dir_.file("corpus.txt"), testing::dictionary_corpus(600));
     testing::write_file(dir_.file("job.toml"), kJob);
   }
 

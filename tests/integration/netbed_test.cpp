@@ -231,6 +231,10 @@ struct WireCase {
   // training bytes must be nil and the wire must show nothing else; what it received is judged
   // as for every rank.
   int quiet_rank = -1;
+  std::string job = kWireJob;  // the config
+  // Compressed pipelines: the bytes of one boundary codec's evaluation state (MAPL's projector
+  // and anchors), which every rank but the boundary's receiver gets by broadcast.
+  double codec_eval_bytes = 0;
 };
 
 // What rank r of `b` received for evaluation.
@@ -247,6 +251,8 @@ double eval_received(const BedRun& b, const WireCase& c, int r) {
   }
   if (c.eval == EvalTraffic::kSharedStagesOwnHeads)  // take the rank's own heads back out
     received += b.summary["algorithm_stats"]["aux_parameters"][r].get<double>() * 4;
+  const int boundaries = static_cast<int>(b.summary["bytes_sent"].size()) - 1;
+  received += c.codec_eval_bytes * (r >= 1 ? boundaries - 1 : boundaries);
   return received;
 }
 
@@ -258,7 +264,7 @@ void expect_bytes_agree_with_the_wire(const std::vector<WireCase>& cases) {
   std::vector<BedJob> jobs;
   for (const WireCase& c : cases)
     jobs.push_back({c.name, "--rate 200mbit --timeout 150",
-                    "--set algorithm.name=" + c.algorithm + " " + c.train_args, "", 4, kWireJob});
+                    "--set algorithm.name=" + c.algorithm + " " + c.train_args, "", 4, c.job});
   std::vector<BedRun> runs = netbeds(dir, jobs);
   for (size_t i = 0; i < cases.size(); ++i) {
     const WireCase& c = cases[i];
@@ -371,6 +377,53 @@ TEST(Netbed, PopulationBytesAgreeWithTheWire) {
 TEST(Netbed, PipelineBytesAgreeWithTheWire) {
   if (std::string why = unavailable(); !why.empty()) GTEST_SKIP() << why;
   expect_bytes_agree_with_the_wire(kPipelineCases);
+}
+
+// A compressed pipeline: MAPL (d/r = 4) on a GPT of byte tokens (d_model 64, 4 layers: 6 stages
+// on 4 ranks, 3 boundaries), micro-batches of 16 x 64 tokens, 8 per step. Besides the
+// compressed activations and gradients, every codec's per-step messages (projector, its
+// gradient, anchor rows) and its evaluation state must be counted.
+TEST(Netbed, CompressedPipelineBytesAgreeWithTheWire) {
+  if (std::string why = unavailable(); !why.empty()) GTEST_SKIP() << why;
+  testing::TempDir corpus;
+  testing::write_file(corpus.file("corpus.txt"), testing::dictionary_corpus(2000));
+  const std::string job = std::string(R"(
+[run]
+name = "wire"
+steps = 4
+log_every = 4
+threads = 1
+comm_timeout = 60
+[data]
+dataset = "text"
+tokenizer = "bytes"
+seq_len = 64
+batch_size = 16
+eval_batch_size = 64
+path = ")") + corpus.file("corpus.txt") +
+                          R"("
+cache_dir = ")" + corpus.file("cache") +
+                          R"("
+[model]
+name = "gpt"
+n_layer = 4
+n_head = 4
+d_model = 64
+[eval]
+limit = 64
+[checkpoint]
+enabled = false
+)";
+  testing::write_file(corpus.file("job.toml"), job);  // the token cache, built once beforehand
+  auto tokenize = testing::run_command(kDesync + " tokenize " + corpus.file("job.toml"));
+  ASSERT_EQ(tokenize.status, 0) << tokenize.output;
+  WireCase c{"pipeline_mapl", "pipeline",
+             "--set algorithm.accumulation=8 --set algorithm.compression=mapl "
+             "--set algorithm.compression_ratio=4",
+             EvalTraffic::kSharedStages};
+  c.job = job;
+  c.codec_eval_bytes = (64 * 16 + 257 * 16) * 4.0;  // A [d, r] and E [V, r], float32
+  expect_bytes_agree_with_the_wire({c});
 }
 
 // `single` refuses more than one worker, and on one it has no peer: desync counts nothing, and

@@ -10,6 +10,7 @@
 #include "desync/algorithms/pipeline/mapl.h"
 #include "desync/algorithms/pipeline/pipeline.h"
 #include "desync/algorithms/pipeline/ssn.h"
+#include "desync/algorithms/pipeline/stages.h"
 
 namespace desync {
 namespace {
@@ -122,34 +123,39 @@ TEST(Ssn, BoundaryIsLosslessOnTheConstrainedModel) {
 // the tangent-space gradient for the constrained ones. So with plain SGD, the SSN pipeline
 // equals one process that takes the full gradient step and then projects.
 TEST(Ssn, PipelineEqualsOneProcessThatProjectsAfterEachSgdStep) {
-  for (const auto& precision : {testing::kFloat32, testing::kFloat64}) {
-    std::vector<std::string> extra = precision.overrides;
-    extra.push_back("algorithm.compression_ratio=4");
-    extra.push_back("algorithm.compression=\"ssn\"");
-    Config pipe = gpt_config(extra);
-    extra.resize(precision.overrides.size());
-    extra.push_back("algorithm.name=\"single\"");
-    Config single = gpt_config(extra);
-    auto basis = ssn_basis(4, pipe.model.dtype == "float64" ? torch::kDouble : torch::kFloat);
-    auto project = [&](StagedModel& m) {
-      ssn_project(ssn_constrained_tensors(m, 0, kSplit), *basis);
-    };
-    testing::FakeRunOptions options;
-    options.before_setup = [&](int64_t, StagedModel& m) { project(m); };
-    options.after_step = [&](int64_t, int64_t, RankState& s) { project(s.model); };
-    DatasetSplits data = token_data();
-    auto ref = run_on_fake_world(single, 1, 3, data, options);
-    auto ranks = run_on_fake_world(pipe, 2, 3, data);
-    std::vector<torch::Tensor> parts;
-    for (int64_t i = 0; i < 4; ++i) {
-      StagedModel& owner = ranks[i < kSplit ? 0 : 1].model;
-      for (auto& p : owner->stage(i)->parameters()) parts.push_back(p.detach().reshape({-1}));
+  DatasetSplits data = token_data();
+  for (const auto& precision : {testing::kFloat32, testing::kFloat64})
+    for (int64_t world : {2, 3}) {  // on 3 ranks the middle one relays the token ids
+      std::vector<std::string> extra = precision.overrides;
+      extra.push_back("algorithm.compression_ratio=4");
+      extra.push_back("algorithm.compression=\"ssn\"");
+      Config pipe = gpt_config(extra);
+      extra.resize(precision.overrides.size());
+      extra.push_back("algorithm.name=\"single\"");
+      Config single = gpt_config(extra);
+      auto basis = ssn_basis(4, pipe.model.dtype == "float64" ? torch::kDouble : torch::kFloat);
+      // Every rank but the last sends, and constrains its stages.
+      auto ranges = place_stages(4, world, {}, std::vector<double>(4, 1.0));
+      const int64_t constrained_end = ranges.back().begin;
+      auto project = [&](StagedModel& m) {
+        ssn_project(ssn_constrained_tensors(m, 0, constrained_end), *basis);
+      };
+      testing::FakeRunOptions options;
+      options.before_setup = [&](int64_t, StagedModel& m) { project(m); };
+      options.after_step = [&](int64_t, int64_t, RankState& s) { project(s.model); };
+      auto ref = run_on_fake_world(single, 1, 3, data, options);
+      auto ranks = run_on_fake_world(pipe, world, 3, data);
+      std::vector<torch::Tensor> parts;
+      for (int64_t r = 0; r < world; ++r)
+        for (int64_t i = ranges[r].begin; i < ranges[r].end; ++i)
+          for (auto& p : ranks[r].model->stage(i)->parameters())
+            parts.push_back(p.detach().reshape({-1}));
+      EXPECT_LT(max_diff(torch::cat(parts), flat_params(ref[0].model)), precision.tolerance)
+          << precision.name << ", " << world << " ranks";
+      for (size_t t = 0; t < 3; ++t)
+        EXPECT_NEAR(ranks[world - 1].losses[t], ref[0].losses[t], precision.tolerance)
+            << precision.name << ", " << world << " ranks";
     }
-    EXPECT_LT(max_diff(torch::cat(parts), flat_params(ref[0].model)), precision.tolerance)
-        << precision.name;
-    for (size_t t = 0; t < 3; ++t)
-      EXPECT_NEAR(ranks[1].losses[t], ref[0].losses[t], precision.tolerance) << precision.name;
-  }
 }
 
 // Spec §2 test 2: with r = d and a shared anchor the boundary is lossless, so the MAPL pipeline
@@ -233,6 +239,25 @@ TEST(Mapl, BothEndsHoldTheSameProjectorAndAnchorsAfterEachStep) {
     EXPECT_LT(max_diff(p0.t().mm(p0), torch::eye(4)), 1e-5) << sync;
     EXPECT_GT(max_diff(p0, random_stiefel(kWidth, 4, 7919, torch::kFloat)), 1e-4) << sync;
   }
+}
+
+// The receiver decodes VQ indices with its own copy of the codebooks, which the sender streams
+// a slice at a time: streaming every row with every message keeps the copy one EMA update
+// behind the sender's codebooks; one row per message leaves most of it where it started.
+TEST(Mapl, StreamedCodebooksKeepTheReceiversCopyNearTheSenders) {
+  DatasetSplits data = token_data();
+  auto gap = [&](int64_t rows) {
+    Config cfg = gpt_config({"algorithm.compression=\"mapl\"", "algorithm.compression_ratio=4",
+                             "algorithm.vq=true", "algorithm.vq_groups=2", "algorithm.vq_codes=16",
+                             "algorithm.vq_stream_rows=" + std::to_string(rows)});
+    auto ranks = run_on_fake_world(cfg, 2, 3, data);
+    Archive a0, a1;
+    ranks[0].algorithm->save(a0);
+    ranks[1].algorithm->save(a1);
+    return max_diff(a0.tensor("codec0.vq.codebooks"), a1.tensor("codec0.vq_copy"));
+  };
+  const double full = gap(16), slow = gap(1);
+  EXPECT_LT(full, 0.2 * slow) << "every row streamed: " << full << ", one row: " << slow;
 }
 
 }  // namespace

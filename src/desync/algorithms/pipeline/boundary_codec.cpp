@@ -29,7 +29,7 @@ CodecOptions read_codec_options(SectionReader& r, uint64_t seed, int64_t micro_b
   o.vq_options.groups = r.get("vq_groups", int64_t{4}, 1);
   o.vq_options.levels = r.get("vq_levels", int64_t{2}, 1, 16);
   o.vq_options.codes = r.get("vq_codes", int64_t{256}, 2, 65536);
-  o.vq_options.decay = r.get("vq_decay", o.vq_options.decay, 0.0, 1.0);
+  o.vq_options.decay = r.get("vq_decay", o.vq_options.decay, 0.0, 0.999);
   o.vq_stream_rows = r.get("vq_stream_rows", o.vq_stream_rows, 0);
   if (o.vq && o.kind != "mapl")
     throw ConfigError(

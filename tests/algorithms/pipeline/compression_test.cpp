@@ -260,5 +260,31 @@ TEST(Mapl, StreamedCodebooksKeepTheReceiversCopyNearTheSenders) {
   EXPECT_LT(full, 0.2 * slow) << "every row streamed: " << full << ", one row: " << slow;
 }
 
+// projector_init = "pca": the sender starts from the best rank-r subspace of a probe
+// micro-batch's boundary activation (its reconstruction error is the SVD's tail) and sends it to
+// the receiver, so both ends start from the same A.
+TEST(Mapl, PcaInitialisationStartsBothEndsFromTheActivationsTopSubspace) {
+  DatasetSplits data = token_data();
+  Config cfg = gpt_config({"algorithm.compression=\"mapl\"", "algorithm.compression_ratio=4",
+                           "algorithm.projector_init=\"pca\""});
+  auto ranks = run_on_fake_world(cfg, 2, 0, data);
+  Archive a0, a1;
+  ranks[0].algorithm->save(a0);
+  ranks[1].algorithm->save(a1);
+  torch::Tensor a = a0.tensor("codec0.projector");
+  EXPECT_EQ(max_diff(a, a1.tensor("codec0.projector")), 0.0);
+  EXPECT_LT(max_diff(a.t().mm(a), torch::eye(4)), 1e-5);
+  MicroBatch probe = take_range(data.train, 0, 4, false);
+  torch::Tensor x =
+      ranks[0].model->forward_range(probe.inputs, 0, kSplit).detach().reshape({-1, kWidth});
+  auto error = [&](const torch::Tensor& p) {
+    return (x - x.mm(p).mm(p.t())).norm().item<double>();
+  };
+  torch::Tensor sv = torch::linalg_svdvals(x);
+  const double tail = sv.slice(0, 4).pow(2).sum().sqrt().item<double>();
+  EXPECT_NEAR(error(a), tail, 1e-4 * tail);
+  EXPECT_GT(error(random_stiefel(kWidth, 4, 7919, torch::kFloat)), 1.2 * tail);
+}
+
 }  // namespace
 }  // namespace desync

@@ -22,6 +22,7 @@ CodecOptions read_codec_options(SectionReader& r, uint64_t seed, int64_t micro_b
   o.spel.beta = r.get("spel_beta", o.spel.beta, 0.0, 0.999);
   o.spel.ns_steps = r.get("ns_steps", o.spel.ns_steps, 1, 100);
   o.spel.exact_polar = r.get_choice("retraction", "polar", {"polar", "newton_schulz"}) == "polar";
+  o.projector_pca = r.get_choice("projector_init", "random", {"random", "pca"}) == "pca";
   o.projector_sync_both = r.get_choice("projector_sync", "sender", {"sender", "both"}) == "both";
   o.anchor = r.get_choice("anchor", "shared", {"shared", "receiver", "none"});
   o.backward_bf16 = r.get_choice("backward_dtype", "model", {"model", "bfloat16"}) == "bfloat16";

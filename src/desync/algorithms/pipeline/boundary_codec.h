@@ -49,6 +49,7 @@ struct CodecOptions {
   // MAPL (spec §2 and its open points §2.1)
   double projector_lr = 0.1;         // projector_lr: alpha as a fraction of the model's lr
   SpelOptions spel;                  // spel_beta, ns_steps, retraction
+  bool projector_pca = false;        // projector_init: "random" (default) | "pca"
   bool projector_sync_both = false;  // projector_sync: "sender" (default) | "both"
   std::string anchor = "shared";     // anchor: shared | receiver | none
   bool backward_bf16 = false;        // backward_dtype: "model" | "bfloat16"
@@ -96,6 +97,11 @@ class BoundaryCodec {
   // Sender: dL/dx [B, T, d] from the gradient payload of micro-batch `id`.
   virtual torch::Tensor decode_grad(int64_t id, const torch::Tensor& payload) = 0;
 
+  // Sender and receiver, once, from the pipeline's setup (collective between the two ends):
+  // `activation` is the boundary's activation of a probe micro-batch on the sender (the model as
+  // initialised), undefined on the receiver. MAPL's PCA initialisation of A happens here.
+  virtual void setup(Communicator& comm, const torch::Tensor& activation,
+                     const torch::Tensor& tokens) {}
   // Sender: right after the rank's optimizer step (SSN projects its weights here).
   virtual void after_optimizer_step() {}
   // Sender and receiver, once per step after the optimizer step: the codec's own update and

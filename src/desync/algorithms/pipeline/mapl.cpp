@@ -15,7 +15,7 @@ using Role = BoundaryInfo::Role;
 
 // Tags of the per-step messages of one boundary (wire_tag(k)).
 constexpr int64_t kReceiverGradient = 0, kSenderGradient = 1, kProjector = 2;
-constexpr int64_t kAnchorCount = 3, kAnchorRows = 4, kAnchorValues = 5;
+constexpr int64_t kAnchorCount = 3, kAnchorRows = 4, kAnchorValues = 5, kInitialProjector = 6;
 
 // The sender's codebooks with their EMA k-means state.
 void save_vq(ResidualVq& vq, Archive& archive, const std::string& prefix) {
@@ -148,6 +148,23 @@ torch::Tensor MaplCodec::decode_grad(int64_t id, const torch::Tensor& payload) {
   torch::Tensor dz = payload.to(info().dtype).reshape({-1, r_});
   g_a_.add_(xa.t().mm(dz));  // the sender's part of dL/dA: (X - a)^T dZ
   return dz.mm(a_.t()).reshape(info().shape);
+}
+
+void MaplCodec::setup(Communicator& comm, const torch::Tensor& activation,
+                      const torch::Tensor& tokens) {
+  if (!options_.projector_pca) return;
+  torch::NoGradGuard no_grad;
+  if (info().role == Role::kSender) {
+    torch::Tensor x = activation.reshape({-1, info().d()});
+    if (anchor_ == Anchor::kShared) x = x - anchor_of(tokens);
+    // X = U S V^T: the top r rows of V^T span the best rank-r subspace of X's rows.
+    auto [u, s, vh] = torch::linalg_svd(x, /*full_matrices=*/false);
+    a_.copy_(vh.slice(0, 0, r_).t());
+    send_sync(comm, a_, info().index + 1, wire_tag(kInitialProjector));
+    wait_sync_sends();
+  } else if (info().role == Role::kReceiver) {
+    comm.recv(a_, info().index, wire_tag(kInitialProjector));
+  }
 }
 
 void MaplCodec::end_step(Communicator& comm, double lr) {

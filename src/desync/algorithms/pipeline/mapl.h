@@ -31,8 +31,10 @@
 //      the sender encoded with and applied by the receiver before it decodes.
 //   4. backward_dtype = "model" (dZ in the model's type, r numbers per token) | "bfloat16".
 //   5. spel_beta = 0.95, ns_steps = 5, retraction = "polar" (thin SVD) | "newton_schulz";
-//      projector initialisation: a random orthonormal A from the seed (the first-batch PCA
-//      option is not built).
+//      projector_init = "random" (a random orthonormal A from the seed) | "pca" (the sender's
+//      top-r right singular vectors of a probe micro-batch's activation at setup, the model as
+//      initialised and the anchors zero: the subspace minimising ||X - X A A^T||; sent to the
+//      receiver once).
 //   6. token ids travel with the activation whenever an anchor is used (one slot of b bytes).
 //
 // All per-step messages go at the end of the step (after the last backward and the optimizer
@@ -63,6 +65,8 @@ class MaplCodec : public BoundaryCodec {
   torch::Tensor encode_grad(int64_t id, const torch::Tensor& grad) override;
   torch::Tensor grad_buffer() const override;
   torch::Tensor decode_grad(int64_t id, const torch::Tensor& payload) override;
+  void setup(Communicator& comm, const torch::Tensor& activation,
+             const torch::Tensor& tokens) override;
   void end_step(Communicator& comm, double lr) override;
   torch::Tensor roundtrip(const torch::Tensor& x, const torch::Tensor& tokens) const override;
   void share(Communicator& comm) override;

@@ -57,6 +57,16 @@ void Pipeline::setup(Context& ctx) {
                                    micro_batches_, ctx.config.optimizer);
     if (!first_) in_codec_ = codecs_[s - 1].get();
     if (!last_) out_codec_ = codecs_[s].get();
+    // The codecs' own setup: the sender sees its boundary's activation of a probe micro-batch.
+    MicroBatch probe =
+        take_range(ctx.batches.dataset(), 0, ctx.batches.batch_size(), ctx.config.data.normalize);
+    if (in_codec_) in_codec_->setup(ctx.comm, {}, {});
+    if (out_codec_) {
+      torch::NoGradGuard no_grad;
+      BufferSnapshot keep(ctx.model, {0, mine_.end});
+      out_codec_->setup(ctx.comm, ctx.model->forward_range(probe.inputs, 0, mine_.end),
+                        probe.inputs);
+    }
   }
   link_ = make_pipe_link(ctx, mine_, /*backward_carries_x=*/false, in_codec_, out_codec_);
 }

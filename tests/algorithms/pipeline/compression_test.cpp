@@ -164,15 +164,21 @@ TEST(Mapl, FullRankWithASharedAnchorTrainsAsTheUncompressedPipeline) {
   DatasetSplits data = token_data();
   std::vector<std::string> adamw = {"optimizer.name=\"adamw\"", "optimizer.lr=0.003"};
   auto plain = run_on_fake_world(gpt_config(adamw), 2, 4, data);
-  adamw.insert(adamw.end(), {"algorithm.compression=\"mapl\"", "algorithm.compression_ratio=1"});
-  auto mapl = run_on_fake_world(gpt_config(adamw), 2, 4, data);
-  for (int r = 0; r < 2; ++r)
-    EXPECT_LT(max_diff(flat_params(plain[r].model), flat_params(mapl[r].model)), 1e-5);
-  for (size_t t = 0; t < 4; ++t) EXPECT_NEAR(plain[1].losses[t], mapl[1].losses[t], 1e-5);
-  // Not a vacuous pass: at half rank the same run differs.
-  adamw.back() = "algorithm.compression_ratio=2";
-  auto half = run_on_fake_world(gpt_config(adamw), 2, 4, data);
-  EXPECT_GT(std::abs(half[1].losses[3] - plain[1].losses[3]), 1e-4);
+  for (std::string anchor : {"shared", "static"}) {  // a trained and a fixed shared anchor
+    std::vector<std::string> mapl = adamw;
+    mapl.insert(mapl.end(),
+                {"algorithm.compression=\"mapl\"", "algorithm.anchor=\"" + anchor + "\"",
+                 "algorithm.compression_ratio=1"});
+    auto full = run_on_fake_world(gpt_config(mapl), 2, 4, data);
+    for (int r = 0; r < 2; ++r)
+      EXPECT_LT(max_diff(flat_params(plain[r].model), flat_params(full[r].model)), 1e-5) << anchor;
+    for (size_t t = 0; t < 4; ++t)
+      EXPECT_NEAR(plain[1].losses[t], full[1].losses[t], 1e-5) << anchor;
+    // Not a vacuous pass: at half rank the same run differs.
+    mapl.back() = "algorithm.compression_ratio=2";
+    auto half = run_on_fake_world(gpt_config(mapl), 2, 4, data);
+    EXPECT_GT(std::abs(half[1].losses[3] - plain[1].losses[3]), 1e-4) << anchor;
+  }
 }
 
 // The hand-derived boundary gradients (mapl.h) against autograd through the same boundary

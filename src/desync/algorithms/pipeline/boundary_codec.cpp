@@ -24,7 +24,7 @@ CodecOptions read_codec_options(SectionReader& r, uint64_t seed, int64_t micro_b
   o.spel.exact_polar = r.get_choice("retraction", "polar", {"polar", "newton_schulz"}) == "polar";
   o.projector_pca = r.get_choice("projector_init", "random", {"random", "pca"}) == "pca";
   o.projector_sync_both = r.get_choice("projector_sync", "sender", {"sender", "both"}) == "both";
-  o.anchor = r.get_choice("anchor", "shared", {"shared", "receiver", "none"});
+  o.anchor = r.get_choice("anchor", "shared", {"shared", "receiver", "static", "none"});
   o.backward_bf16 = r.get_choice("backward_dtype", "model", {"model", "bfloat16"}) == "bfloat16";
   o.vq = r.get("vq", false);
   o.vq_options.groups = r.get("vq_groups", int64_t{4}, 1);

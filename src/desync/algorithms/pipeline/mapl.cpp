@@ -37,6 +37,7 @@ MaplCodec::MaplCodec(BoundaryInfo info, const CodecOptions& options, int64_t r,
     : BoundaryCodec(std::move(info)), options_(options), r_(r) {
   anchor_ = options.anchor == "none"       ? Anchor::kNone
             : options.anchor == "receiver" ? Anchor::kReceiver
+            : options.anchor == "static"   ? Anchor::kStatic
                                            : Anchor::kShared;
   const BoundaryInfo& b = this->info();
   const auto type = torch::TensorOptions().dtype(b.dtype);
@@ -48,7 +49,11 @@ MaplCodec::MaplCodec(BoundaryInfo info, const CodecOptions& options, int64_t r,
   const bool owns_step =
       b.role == Role::kSender || (b.role == Role::kReceiver && options.projector_sync_both);
   if (owns_step) spel_.emplace(a_, options.spel);
-  if (b.role == Role::kReceiver && anchor_ != Anchor::kNone) {
+  if (anchor_ == Anchor::kStatic) {  // SSN's fixed token embedding, never trained
+    at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed + 3);
+    e_fix_ = torch::randn({b.vocab, b.d()}, gen, type).mul_(0.02);
+  }
+  if (b.role == Role::kReceiver && trains_anchors()) {
     g_e_ = torch::zeros_like(e_);
     e_optimizer_ = make_optimizer(optimizer, {{"anchor", e_, g_e_, 0.0}});
   }
@@ -66,6 +71,7 @@ MaplCodec::MaplCodec(BoundaryInfo info, const CodecOptions& options, int64_t r,
 }
 
 torch::Tensor MaplCodec::anchor_of(const torch::Tensor& tokens) const {
+  if (anchor_ == Anchor::kStatic) return e_fix_.index({tokens.reshape({-1})});
   return e_.index({tokens.reshape({-1})}).mm(p_);
 }
 
@@ -73,7 +79,7 @@ std::vector<torch::Tensor> MaplCodec::encode(int64_t id, const torch::Tensor& x,
                                              const torch::Tensor& tokens) {
   torch::NoGradGuard no_grad;
   torch::Tensor xa = x.reshape({-1, info().d()});
-  if (anchor_ == Anchor::kShared) xa = xa - anchor_of(tokens);
+  if (sender_subtracts()) xa = xa - anchor_of(tokens);
   torch::Tensor z = xa.mm(a_);
   sent_[id] = xa.clone();
   if (!vq_) return {z.reshape(payload_buffers().at(0).sizes())};
@@ -124,7 +130,7 @@ torch::Tensor MaplCodec::encode_grad(int64_t id, const torch::Tensor& grad) {
   torch::Tensor g = grad.reshape({-1, info().d()});
   torch::Tensor dz = g.mm(a_);
   g_a_.add_(g.t().mm(z));  // the receiver's part of dL/dA: (dL/dX^)^T Z
-  if (anchor_ != Anchor::kNone) {
+  if (trains_anchors()) {
     // dL/da: through X^ = Z A^T + a, and (shared anchor) through Z = (X - a) A.
     torch::Tensor da = anchor_ == Anchor::kShared ? g - dz.mm(a_.t()) : g;
     g_e_.index_add_(0, tokens.reshape({-1}), da.mm(p_.t()));
@@ -156,7 +162,7 @@ void MaplCodec::setup(Communicator& comm, const torch::Tensor& activation,
   torch::NoGradGuard no_grad;
   if (info().role == Role::kSender) {
     torch::Tensor x = activation.reshape({-1, info().d()});
-    if (anchor_ == Anchor::kShared) x = x - anchor_of(tokens);
+    if (sender_subtracts()) x = x - anchor_of(tokens);
     // X = U S V^T: the top r rows of V^T span the best rank-r subspace of X's rows.
     auto [u, s, vh] = torch::linalg_svd(x, /*full_matrices=*/false);
     a_.copy_(vh.slice(0, 0, r_).t());
@@ -229,7 +235,7 @@ void MaplCodec::sender_end_step(Communicator& comm, double lr) {
 torch::Tensor MaplCodec::roundtrip(const torch::Tensor& x, const torch::Tensor& tokens) const {
   torch::NoGradGuard no_grad;
   torch::Tensor xa = x.reshape({-1, info().d()});
-  if (anchor_ == Anchor::kShared) xa = xa - anchor_of(tokens);
+  if (sender_subtracts()) xa = xa - anchor_of(tokens);
   torch::Tensor z = xa.mm(a_);
   if (vq_copy_) z = vq_copy_->decode(vq_copy_->encode(z));
   torch::Tensor out = z.mm(a_.t());
@@ -271,7 +277,9 @@ MemoryReport MaplCodec::memory() const {  // an observer's copies serve evaluati
     return t.defined() ? t.numel() * static_cast<int64_t>(t.element_size()) : int64_t{0};
   };
   int64_t projector = bytes(a_) + bytes(g_a_) + (spel_ ? bytes(spel_->momentum()) : 0);
-  int64_t anchors = anchor_ == Anchor::kNone ? 0 : bytes(e_) + bytes(p_) + bytes(g_e_);
+  int64_t anchors = anchor_ == Anchor::kNone     ? 0
+                    : anchor_ == Anchor::kStatic ? bytes(e_fix_)
+                                                 : bytes(e_) + bytes(p_) + bytes(g_e_);
   int64_t codebooks =
       (vq_ ? bytes(vq_->codebooks()) : 0) + (vq_copy_ ? bytes(vq_copy_->codebooks()) : 0);
   return {{"mapl_projectors", projector}, {"mapl_anchors", anchors}, {"mapl_codebooks", codebooks}};

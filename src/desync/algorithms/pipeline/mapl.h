@@ -24,6 +24,8 @@
 //   2. anchor = "shared": one anchor per boundary, subtracted by the sender, added back by the
 //      receiver, which owns E and sends its changed rows to the sender once per step.
 //      "receiver": only the receiver adds its anchor (the sender sends X A; no rows travel).
+//      "static": SSN's fixed token embedding E_fix [V, d] ~ N(0, 0.02^2) from the seed as a
+//      shared anchor, never trained (the spec's "SSN-style static E_fix" ablation; no rows).
 //      "none": no anchor, and no token ids on the wire.
 //   3. VQ (vq = true): G groups, R levels, K codes (vq_groups, vq_levels, vq_codes), EMA
 //      k-means on the sender (vq_decay), straight-through backward, codebook rows streamed
@@ -82,7 +84,9 @@ class MaplCodec : public BoundaryCodec {
   const torch::Tensor& anchor_gradient() const { return g_e_; }
 
  private:
-  enum class Anchor { kShared, kReceiver, kNone };
+  enum class Anchor { kShared, kReceiver, kStatic, kNone };
+  bool sender_subtracts() const { return anchor_ == Anchor::kShared || anchor_ == Anchor::kStatic; }
+  bool trains_anchors() const { return anchor_ == Anchor::kShared || anchor_ == Anchor::kReceiver; }
   torch::Tensor anchor_of(const torch::Tensor& tokens) const;  // [N, d], E[tok] P
   int64_t wire_tag(int64_t k) const { return 1000 + 16 * info().index + k; }
   void sender_end_step(Communicator& comm, double lr);
@@ -94,6 +98,7 @@ class MaplCodec : public BoundaryCodec {
   torch::Tensor a_;                // A [d, r]; on both ends (and observers, for evaluation)
   std::optional<SpelState> spel_;  // the owner(s) of A's step
   torch::Tensor p_, e_;            // P [r, d]; E [V, r]
+  torch::Tensor e_fix_;            // anchor = "static": [V, d] ~ N(0, 0.02^2), fixed
   torch::Tensor g_a_;              // this end's part of dL/dA, accumulated over the step
   torch::Tensor g_e_;              // receiver: dL/dE, accumulated over the step
   std::unique_ptr<Optimizer> e_optimizer_;

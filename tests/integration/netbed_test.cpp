@@ -379,8 +379,9 @@ TEST(Netbed, PipelineBytesAgreeWithTheWire) {
   expect_bytes_agree_with_the_wire(kPipelineCases);
 }
 
-// A compressed pipeline: MAPL (d/r = 4) on a GPT of byte tokens (d_model 64, 4 layers: 6 stages
-// on 4 ranks, 3 boundaries), micro-batches of 16 x 64 tokens, 8 per step. Besides the
+// A compressed pipeline: MAPL (d/r = 2) on a GPT of byte tokens (d_model 128, 4 layers: 6 stages
+// on 4 ranks, 3 boundaries), micro-batches of 16 x 64 tokens, 8 per step, 12 steps (compressed
+// messages are small: enough of them that the fixed traffic weighs little). Besides the
 // compressed activations and gradients, every codec's per-step messages (projector, its
 // gradient, anchor rows) and its evaluation state must be counted.
 TEST(Netbed, CompressedPipelineBytesAgreeWithTheWire) {
@@ -390,7 +391,7 @@ TEST(Netbed, CompressedPipelineBytesAgreeWithTheWire) {
   const std::string job = std::string(R"(
 [run]
 name = "wire"
-steps = 4
+steps = 12
 log_every = 4
 threads = 1
 comm_timeout = 60
@@ -408,7 +409,7 @@ cache_dir = ")" + corpus.file("cache") +
 name = "gpt"
 n_layer = 4
 n_head = 4
-d_model = 64
+d_model = 128
 [eval]
 limit = 64
 [checkpoint]
@@ -419,10 +420,10 @@ enabled = false
   ASSERT_EQ(tokenize.status, 0) << tokenize.output;
   WireCase c{"pipeline_mapl", "pipeline",
              "--set algorithm.accumulation=8 --set algorithm.compression=mapl "
-             "--set algorithm.compression_ratio=4",
+             "--set algorithm.compression_ratio=2",
              EvalTraffic::kSharedStages};
   c.job = job;
-  c.codec_eval_bytes = (64 * 16 + 257 * 16) * 4.0;  // A [d, r] and E [V, r], float32
+  c.codec_eval_bytes = (128 * 64 + 257 * 64) * 4.0;  // A [d, r] and E [V, r], float32
   expect_bytes_agree_with_the_wire({c});
 }
 

@@ -12,12 +12,11 @@
 
 namespace desync {
 
-CodecOptions read_codec_options(SectionReader& r, uint64_t seed, int64_t micro_batches) {
+CodecOptions read_codec_options(SectionReader& r) {
   CodecOptions o;
   o.kind = r.get_choice("compression", "none", {"none", "ssn", "mapl"});
   o.rank = r.get("compression_rank", o.rank, 0);
   o.ratio = r.get("compression_ratio", o.ratio, 1);
-  o.seed = seed;
   o.projector_lr = r.get("projector_lr", o.projector_lr, 0.0);
   o.spel.beta = r.get("spel_beta", o.spel.beta, 0.0, 0.999);
   o.spel.ns_steps = r.get("ns_steps", o.spel.ns_steps, 1, 100);
@@ -35,7 +34,6 @@ CodecOptions read_codec_options(SectionReader& r, uint64_t seed, int64_t micro_b
   if (o.vq && o.kind != "mapl")
     throw ConfigError(
         "algorithm.vq = true quantises MAPL's projections: set compression = \"mapl\"");
-  (void)micro_batches;
   return o;
 }
 

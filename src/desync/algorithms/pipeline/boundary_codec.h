@@ -45,7 +45,7 @@ struct CodecOptions {
   std::string kind = "none";  // compression: none | ssn | mapl
   int64_t rank = 0;           // compression_rank: r (SSN's k); 0 = d / compression_ratio
   int64_t ratio = 8;          // compression_ratio: d / r when compression_rank = 0
-  uint64_t seed = 0;          // the shared constants' seed (run.seed)
+  uint64_t seed = 0;          // the shared constants' seed: run.seed, set by the pipeline
   // MAPL (spec §2 and its open points §2.1)
   double projector_lr = 0.1;         // projector_lr: alpha as a fraction of the model's lr
   SpelOptions spel;                  // spel_beta, ns_steps, retraction
@@ -58,8 +58,8 @@ struct CodecOptions {
   int64_t vq_stream_rows = 0;  // rows of every codebook streamed per micro-batch; 0 = ceil(K/M)
 };
 
-// Reads the keys above from `r`; `seed` is the run's seed, `micro_batches` the M of a step.
-CodecOptions read_codec_options(SectionReader& r, uint64_t seed, int64_t micro_batches);
+// Reads the keys above from `r` (all but the seed).
+CodecOptions read_codec_options(SectionReader& r);
 
 // What one boundary's codec needs to know about it.
 struct BoundaryInfo {

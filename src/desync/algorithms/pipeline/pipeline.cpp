@@ -15,7 +15,7 @@ std::unique_ptr<Algorithm> make_pipeline(const AlgorithmConfig& cfg) {
   PipelineOptions o;
   o.gpipe = r.get_choice("schedule", "1f1b", {"1f1b", "gpipe"}) == "gpipe";
   o.placement = read_placement_options(r);
-  o.codec = read_codec_options(r, 0, cfg.accumulation);
+  o.codec = read_codec_options(r);
   r.finish();
   return std::make_unique<Pipeline>(o, cfg.accumulation);
 }
@@ -53,13 +53,15 @@ void Pipeline::setup(Context& ctx) {
       ctx.make_optimizer(param_slots(named_params_of(ctx.model, *flat_), ctx.config.optimizer));
   if (opts_.codec.kind != "none") {
     opts_.codec.seed = static_cast<uint64_t>(ctx.config.run.seed);
-    codecs_ = make_boundary_codecs(opts_.codec, ctx.model, ranges_, probe_boundary_shapes(ctx), s,
-                                   micro_batches_, ctx.config.optimizer);
-    if (!first_) in_codec_ = codecs_[s - 1].get();
-    if (!last_) out_codec_ = codecs_[s].get();
-    // The codecs' own setup: the sender sees its boundary's activation of a probe micro-batch.
+    // One probe micro-batch (read directly, not consumed) gives the boundaries' shapes and the
+    // activation each sender's codec may initialise from.
     MicroBatch probe =
         take_range(ctx.batches.dataset(), 0, ctx.batches.batch_size(), ctx.config.data.normalize);
+    codecs_ = make_boundary_codecs(opts_.codec, ctx.model, ranges_,
+                                   boundary_shapes(ctx.model, probe.inputs), s, micro_batches_,
+                                   ctx.config.optimizer);
+    if (!first_) in_codec_ = codecs_[s - 1].get();
+    if (!last_) out_codec_ = codecs_[s].get();
     if (in_codec_) in_codec_->setup(ctx.comm, {}, {});
     if (out_codec_) {
       torch::NoGradGuard no_grad;

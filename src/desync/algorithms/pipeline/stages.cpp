@@ -298,12 +298,6 @@ void PipeLink::wait_sends() {
   older_ = 0;
 }
 
-std::vector<std::vector<int64_t>> probe_boundary_shapes(Context& ctx) {
-  MicroBatch probe =
-      take_range(ctx.batches.dataset(), 0, ctx.batches.batch_size(), ctx.config.data.normalize);
-  return boundary_shapes(ctx.model, probe.inputs);
-}
-
 std::unique_ptr<PipeLink> make_pipe_link(Context& ctx, StageRange mine, bool backward_carries_x,
                                          BoundaryCodec* in_codec, BoundaryCodec* out_codec) {
   MicroBatch probe =

@@ -153,7 +153,4 @@ std::unique_ptr<PipeLink> make_pipe_link(Context& ctx, StageRange mine, bool bac
                                          BoundaryCodec* in_codec = nullptr,
                                          BoundaryCodec* out_codec = nullptr);
 
-// The boundary shapes of ctx.model on one micro-batch of ctx.batches.dataset() (read directly).
-std::vector<std::vector<int64_t>> probe_boundary_shapes(Context& ctx);
-
 }  // namespace desync

@@ -1,4 +1,4 @@
-// The codec options, the identity codec, the factory and the evaluation model (boundary_codec.h).
+// The codec options, the factory and the evaluation model (boundary_codec.h).
 #include "desync/algorithms/pipeline/boundary_codec.h"
 
 #include <fmt/format.h>
@@ -57,27 +57,6 @@ void BoundaryCodec::wait_sync_sends() {
 
 namespace {
 
-// compression = "none": the activation and its gradient as they are.
-class IdentityCodec : public BoundaryCodec {
- public:
-  using BoundaryCodec::BoundaryCodec;
-  std::vector<torch::Tensor> encode(int64_t, const torch::Tensor& x,
-                                    const torch::Tensor&) override {
-    return {x};
-  }
-  std::vector<torch::Tensor> payload_buffers() const override { return {grad_buffer()}; }
-  torch::Tensor decode(int64_t, const std::vector<torch::Tensor>& payload,
-                       const torch::Tensor&) override {
-    return payload.at(0);
-  }
-  torch::Tensor encode_grad(int64_t, const torch::Tensor& grad) override { return grad; }
-  torch::Tensor grad_buffer() const override {
-    return torch::empty(info().shape, torch::TensorOptions().dtype(info().dtype));
-  }
-  torch::Tensor decode_grad(int64_t, const torch::Tensor& payload) override { return payload; }
-  torch::Tensor roundtrip(const torch::Tensor& x, const torch::Tensor&) const override { return x; }
-};
-
 // The vocabulary of a GPT (its token embedding's rows); ConfigError for another model.
 int64_t gpt_vocab(const StagedModel& model, const std::string& kind) {
   for (auto& [name, p] : model->named_params())
@@ -119,7 +98,7 @@ std::vector<std::unique_ptr<BoundaryCodec>> make_boundary_codecs(
     const std::vector<std::vector<int64_t>>& shapes, int64_t rank, int64_t micro_batches,
     const OptimizerConfig& optimizer) {
   std::vector<std::unique_ptr<BoundaryCodec>> codecs;
-  const int64_t vocab = options.kind == "none" ? 0 : gpt_vocab(model, options.kind);
+  const int64_t vocab = gpt_vocab(model, options.kind);
   std::shared_ptr<const SsnBasis> basis;
   for (int64_t p = 0; p + 1 < static_cast<int64_t>(ranges.size()); ++p) {
     BoundaryInfo info;
@@ -133,14 +112,12 @@ std::vector<std::unique_ptr<BoundaryCodec>> make_boundary_codecs(
                                 : BoundaryInfo::Role::kObserver;
     const int64_t d = info.d();
     const int64_t r = options.rank > 0 ? options.rank : d / options.ratio;
-    if (options.kind != "none" && (r < 1 || r > d))
+    if (r < 1 || r > d)
       throw ConfigError(fmt::format(
           "algorithm.compression_rank/compression_ratio give rank {} at a boundary of width {}; "
           "it must be in [1, {}]",
           r, d, d));
-    if (options.kind == "none") {
-      codecs.push_back(std::make_unique<IdentityCodec>(info));
-    } else if (options.kind == "ssn") {
+    if (options.kind == "ssn") {
       if (!basis) basis = SsnBasis::make(d, r, vocab, options.seed, info.dtype);
       std::vector<SsnConstrained> constrained;
       if (info.role == BoundaryInfo::Role::kSender)

@@ -16,9 +16,10 @@
 // sender's weights). Every tensor a codec sends goes through the Communicator, so the run's byte
 // counts are the compressed messages' bytes.
 //
-// Kinds (algorithm.compression): "none" (the activation itself), "ssn" (ssn.h: a fixed
-// subspace the model is constrained to; lossless), "mapl" (mapl.h: a learned Stiefel projector
-// per boundary with factorised token anchors, optional residual VQ).
+// Kinds (algorithm.compression): "ssn" (ssn.h: a fixed subspace the model is constrained to;
+// lossless), "mapl" (mapl.h: a learned Stiefel projector per boundary with factorised token
+// anchors, optional residual VQ); with "none" there are no codecs and PipeLink sends the
+// activation itself.
 //
 // Evaluation runs the model as it trains: CompressedModel applies roundtrip() at every boundary.
 //
@@ -135,7 +136,7 @@ class BoundaryCodec {
 // The codecs of every boundary of a pipeline placed as `ranges` (rank `rank`'s roles), for
 // activations of `shapes` (boundary_shapes() of the model), M = `micro_batches` per step. The
 // model's stages that a sender owns are those SSN constrains; MAPL's anchors take `optimizer`.
-// `model` must be a GPT for ssn and mapl (ConfigError else).
+// REQUIRES: options.kind is "ssn" or "mapl"; `model` must be a GPT (ConfigError else).
 std::vector<std::unique_ptr<BoundaryCodec>> make_boundary_codecs(
     const CodecOptions& options, StagedModel& model, const std::vector<StageRange>& ranges,
     const std::vector<std::vector<int64_t>>& shapes, int64_t rank, int64_t micro_batches,

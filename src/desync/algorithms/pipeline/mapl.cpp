@@ -17,17 +17,15 @@ using Role = BoundaryInfo::Role;
 constexpr int64_t kReceiverGradient = 0, kSenderGradient = 1, kProjector = 2;
 constexpr int64_t kAnchorCount = 3, kAnchorRows = 4, kAnchorValues = 5, kInitialProjector = 6;
 
-// The sender's codebooks with their EMA k-means state.
+// The sender's codebooks with their EMA k-means counts (the sums derive from both).
 void save_vq(ResidualVq& vq, Archive& archive, const std::string& prefix) {
   archive.put(prefix + "codebooks", vq.codebooks());
   archive.put(prefix + "ema_counts", vq.ema_counts());
-  archive.put(prefix + "ema_sums", vq.ema_sums());
 }
 
 void load_vq(ResidualVq& vq, const Archive& archive, const std::string& prefix) {
   archive.copy_into(prefix + "codebooks", vq.codebooks());
   archive.copy_into(prefix + "ema_counts", vq.ema_counts());
-  archive.copy_into(prefix + "ema_sums", vq.ema_sums());
 }
 
 }  // namespace
@@ -43,8 +41,10 @@ MaplCodec::MaplCodec(BoundaryInfo info, const CodecOptions& options, int64_t r,
   const auto type = torch::TensorOptions().dtype(b.dtype);
   const uint64_t seed = options.seed + 7919 * static_cast<uint64_t>(b.index + 1);
   a_ = random_stiefel(b.d(), r, seed, b.dtype).contiguous();
-  p_ = random_stiefel(b.d(), r, seed + 1, b.dtype).t().contiguous();
-  e_ = torch::zeros({b.vocab, r}, type);
+  if (trains_anchors()) {
+    p_ = random_stiefel(b.d(), r, seed + 1, b.dtype).t().contiguous();
+    e_ = torch::zeros({b.vocab, r}, type);
+  }
   g_a_ = torch::zeros({b.d(), r}, type);
   const bool owns_step =
       b.role == Role::kSender || (b.role == Role::kReceiver && options.projector_sync_both);
@@ -70,6 +70,12 @@ MaplCodec::MaplCodec(BoundaryInfo info, const CodecOptions& options, int64_t r,
   }
 }
 
+std::vector<int64_t> MaplCodec::projected_shape() const {
+  std::vector<int64_t> shape = info().shape;
+  shape.back() = r_;
+  return shape;
+}
+
 torch::Tensor MaplCodec::anchor_of(const torch::Tensor& tokens) const {
   if (anchor_ == Anchor::kStatic) return e_fix_.index({tokens.reshape({-1})});
   return e_.index({tokens.reshape({-1})}).mm(p_);
@@ -81,8 +87,8 @@ std::vector<torch::Tensor> MaplCodec::encode(int64_t id, const torch::Tensor& x,
   torch::Tensor xa = x.reshape({-1, info().d()});
   if (sender_subtracts()) xa = xa - anchor_of(tokens);
   torch::Tensor z = xa.mm(a_);
-  sent_[id] = xa.clone();
-  if (!vq_) return {z.reshape(payload_buffers().at(0).sizes())};
+  sent_[id] = xa;  // a new tensor, or a view of x, which the pipeline keeps unchanged
+  if (!vq_) return {z.reshape(projected_shape())};
   torch::Tensor rows = stream_->next_rows();  // of the codebooks z is encoded with
   torch::Tensor slice = vq_->codebooks().index_select(1, rows);
   torch::Tensor indices = vq_->encode(z);
@@ -93,9 +99,7 @@ std::vector<torch::Tensor> MaplCodec::encode(int64_t id, const torch::Tensor& x,
 std::vector<torch::Tensor> MaplCodec::payload_buffers() const {
   const auto type = torch::TensorOptions().dtype(info().dtype);
   if (!vq_copy_) {
-    std::vector<int64_t> shape = info().shape;
-    shape.back() = r_;
-    return {torch::empty(shape, type)};
+    return {torch::empty(projected_shape(), type)};
   }
   const ResidualVqOptions& v = vq_copy_->options();
   const int64_t indices = info().tokens() * v.groups * v.levels;
@@ -135,16 +139,12 @@ torch::Tensor MaplCodec::encode_grad(int64_t id, const torch::Tensor& grad) {
     torch::Tensor da = anchor_ == Anchor::kShared ? g - dz.mm(a_.t()) : g;
     g_e_.index_add_(0, tokens.reshape({-1}), da.mm(p_.t()));
   }
-  std::vector<int64_t> shape = info().shape;
-  shape.back() = r_;
-  dz = dz.reshape(shape);
+  dz = dz.reshape(projected_shape());
   return options_.backward_bf16 ? dz.to(torch::kBFloat16) : dz;
 }
 
 torch::Tensor MaplCodec::grad_buffer() const {
-  std::vector<int64_t> shape = info().shape;
-  shape.back() = r_;
-  return torch::empty(shape, options_.backward_bf16 ? torch::kBFloat16 : info().dtype);
+  return torch::empty(projected_shape(), options_.backward_bf16 ? torch::kBFloat16 : info().dtype);
 }
 
 torch::Tensor MaplCodec::decode_grad(int64_t id, const torch::Tensor& payload) {
@@ -247,13 +247,13 @@ void MaplCodec::share(Communicator& comm) {
   torch::NoGradGuard no_grad;
   const int64_t owner = info().index + 1;  // the receiver decodes: its state is the boundary's
   comm.broadcast(a_, owner);
-  comm.broadcast(e_, owner);
+  if (trains_anchors()) comm.broadcast(e_, owner);
   if (vq_copy_) comm.broadcast(vq_copy_->codebooks(), owner);
 }
 
 void MaplCodec::save(Archive& archive, const std::string& prefix) const {
   archive.put(prefix + "projector", a_);
-  archive.put(prefix + "anchors", e_);
+  if (trains_anchors()) archive.put(prefix + "anchors", e_);
   if (spel_) archive.put(prefix + "projector_momentum", spel_->momentum());
   if (e_optimizer_) save_optimizer(*e_optimizer_, archive, prefix + "anchor_optimizer.");
   if (vq_) save_vq(*vq_, archive, prefix + "vq.");
@@ -264,7 +264,7 @@ void MaplCodec::save(Archive& archive, const std::string& prefix) const {
 void MaplCodec::load(const Archive& archive, const std::string& prefix) {
   torch::NoGradGuard no_grad;
   archive.copy_into(prefix + "projector", a_);
-  archive.copy_into(prefix + "anchors", e_);
+  if (trains_anchors()) archive.copy_into(prefix + "anchors", e_);
   if (spel_) archive.copy_into(prefix + "projector_momentum", spel_->momentum());
   if (e_optimizer_) load_optimizer(*e_optimizer_, archive, prefix + "anchor_optimizer.");
   if (vq_) load_vq(*vq_, archive, prefix + "vq.");
@@ -277,9 +277,7 @@ MemoryReport MaplCodec::memory() const {  // an observer's copies serve evaluati
     return t.defined() ? t.numel() * static_cast<int64_t>(t.element_size()) : int64_t{0};
   };
   int64_t projector = bytes(a_) + bytes(g_a_) + (spel_ ? bytes(spel_->momentum()) : 0);
-  int64_t anchors = anchor_ == Anchor::kNone     ? 0
-                    : anchor_ == Anchor::kStatic ? bytes(e_fix_)
-                                                 : bytes(e_) + bytes(p_) + bytes(g_e_);
+  int64_t anchors = bytes(e_) + bytes(p_) + bytes(g_e_) + bytes(e_fix_);  // those in use
   int64_t codebooks =
       (vq_ ? bytes(vq_->codebooks()) : 0) + (vq_copy_ ? bytes(vq_copy_->codebooks()) : 0);
   return {{"mapl_projectors", projector}, {"mapl_anchors", anchors}, {"mapl_codebooks", codebooks}};

@@ -88,6 +88,7 @@ class MaplCodec : public BoundaryCodec {
   bool sender_subtracts() const { return anchor_ == Anchor::kShared || anchor_ == Anchor::kStatic; }
   bool trains_anchors() const { return anchor_ == Anchor::kShared || anchor_ == Anchor::kReceiver; }
   torch::Tensor anchor_of(const torch::Tensor& tokens) const;  // [N, d], E[tok] P
+  std::vector<int64_t> projected_shape() const;                // [B, T, r]
   int64_t wire_tag(int64_t k) const { return 1000 + 16 * info().index + k; }
   void sender_end_step(Communicator& comm, double lr);
   void receiver_end_step(Communicator& comm, double lr);
@@ -97,7 +98,7 @@ class MaplCodec : public BoundaryCodec {
   int64_t r_;
   torch::Tensor a_;                // A [d, r]; on both ends (and observers, for evaluation)
   std::optional<SpelState> spel_;  // the owner(s) of A's step
-  torch::Tensor p_, e_;            // P [r, d]; E [V, r]
+  torch::Tensor p_, e_;            // P [r, d]; E [V, r] (trained anchors only)
   torch::Tensor e_fix_;            // anchor = "static": [V, d] ~ N(0, 0.02^2), fixed
   torch::Tensor g_a_;              // this end's part of dL/dA, accumulated over the step
   torch::Tensor g_e_;              // receiver: dL/dE, accumulated over the step

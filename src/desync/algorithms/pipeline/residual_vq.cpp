@@ -8,9 +8,10 @@
 //   the vectors that codeword k serves: the counts sum to 1, start at 1 / K each (with
 //   S_k = C_k / K, so an unused codeword keeps its place while its count decays), and
 //   `dead_threshold` is a usage share independent of the micro-batch size. Choose it below 1 / K.
-// - The codebooks are the source of truth: update() re-derives the EMA sums as S_k = C_k N~_k
-//   (N~: the smoothed counts) before decaying them. Without outside writes this equals keeping
-//   S_k, and codebooks written from outside (a checkpoint, a test) are learned on from there.
+// - The codebooks are the source of truth: update() derives the EMA sums as S_k = C_k N~_k
+//   (N~: the smoothed counts) rather than keeping them. Without outside writes this equals
+//   keeping S_k, and codebooks written from outside (a checkpoint, a test) are learned on from
+//   there; a checkpoint needs only the codebooks and the counts.
 // - A dead codeword is reset to the input residual of the batch vector that its codebook serves
 //   worst (largest quantisation error; the next worst for the next dead codeword, and so on), with
 //   the mean count 1 / K. This is deterministic and needs no random generator.
@@ -87,7 +88,6 @@ ResidualVq::ResidualVq(ResidualVqOptions options, torch::ScalarType dtype) : opt
   // [G, R, K, w] -> [G R, K, w]: codebook (g, rho) at row g * R + rho.
   codebooks_ = torch::stack(levels, 1).reshape({o.groups * o.levels, o.codes, width}).to(dtype);
   ema_counts_ = torch::full({o.groups * o.levels, o.codes}, 1.0 / o.codes, codebooks_.options());
-  ema_sums_ = codebooks_ / static_cast<double>(o.codes);
 }
 
 torch::Tensor ResidualVq::encode(const torch::Tensor& z) const {
@@ -157,13 +157,14 @@ void ResidualVq::update(const torch::Tensor& z, const torch::Tensor& indices) {
   const torch::Tensor share =
       torch::zeros_like(ema_counts_)
           .scatter_add_(1, assigned, torch::full({books_count, n}, 1.0 / n, x.options()));
-  const torch::Tensor sum = torch::zeros_like(codebooks_)
-                                .scatter_add_(1, assigned.unsqueeze(-1).expand({-1, -1, width}),
-                                              x / static_cast<double>(n));
-  ema_sums_ = codebooks_ * smoothed_counts(ema_counts_).unsqueeze(-1);  // S_k = C_k N~_k
-  ema_sums_.mul_(o.decay).add_(sum, 1.0 - o.decay);
+  const torch::Tensor batch_sum =
+      torch::zeros_like(codebooks_)
+          .scatter_add_(1, assigned.unsqueeze(-1).expand({-1, -1, width}),
+                        x / static_cast<double>(n));
+  torch::Tensor sums = codebooks_ * smoothed_counts(ema_counts_).unsqueeze(-1);  // S_k = C_k N~_k
+  sums.mul_(o.decay).add_(batch_sum, 1.0 - o.decay);
   ema_counts_.mul_(o.decay).add_(share, 1.0 - o.decay);
-  codebooks_.copy_(ema_sums_ / smoothed_counts(ema_counts_).unsqueeze(-1));
+  codebooks_.copy_(sums / smoothed_counts(ema_counts_).unsqueeze(-1));
 
   // Dead codewords: the j-th dead one of a codebook takes the input of its j-th worst-served
   // vector (cycling when there are more dead codewords than vectors).
@@ -176,7 +177,6 @@ void ResidualVq::update(const torch::Tensor& z, const torch::Tensor& indices) {
   const torch::Tensor dead_rows = dead.unsqueeze(-1);
   const double mean_count = 1.0 / static_cast<double>(o.codes);
   codebooks_.copy_(torch::where(dead_rows, replacement, codebooks_));
-  ema_sums_ = torch::where(dead_rows, replacement * mean_count, ema_sums_);
   ema_counts_ = ema_counts_.masked_fill(dead, mean_count);
 }
 

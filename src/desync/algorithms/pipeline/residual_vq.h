@@ -64,15 +64,14 @@ class ResidualVq {
   torch::Tensor& codebooks() { return codebooks_; }
   const torch::Tensor& codebooks() const { return codebooks_; }
   const ResidualVqOptions& options() const { return options_; }
-  // The EMA k-means state (checkpoints): counts [G R, K], sums [G R, K, r / G].
+  // The EMA k-means counts [G R, K] (checkpoints); the EMA sums are C_k N~_k, derived from the
+  // codebooks and these.
   torch::Tensor& ema_counts() { return ema_counts_; }
-  torch::Tensor& ema_sums() { return ema_sums_; }
 
  private:
   ResidualVqOptions options_;
   torch::Tensor codebooks_;   // [G R, K, r / G]
   torch::Tensor ema_counts_;  // [G R, K]
-  torch::Tensor ema_sums_;    // [G R, K, r / G]
 };
 
 // Index packing: `indices` (any shape, values in [0, 2^bits)) -> uint8 [ceil(numel bits / 8)].

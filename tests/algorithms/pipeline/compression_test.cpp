@@ -226,6 +226,27 @@ TEST(Mapl, BoundaryGradientsMatchAutograd) {
   }
 }
 
+// anchor = "static": a fixed, full-width token embedding rides across the boundary, so two
+// tokens with the same activation arrive different (by their anchors outside span(A)); without
+// an anchor they arrive the same.
+TEST(Mapl, StaticAnchorCarriesTokenIdentityOutsideTheProjection) {
+  BoundaryInfo info{0, {1, kSeq, kWidth}, torch::kDouble, kVocab, 1, BoundaryInfo::Role::kReceiver};
+  torch::Tensor x = torch::randn({1, kSeq, kWidth}, torch::kDouble);
+  torch::Tensor one = torch::zeros({1, kSeq}, torch::kInt64),
+                two = torch::ones({1, kSeq}, torch::kInt64);
+  for (std::string anchor : {"static", "none"}) {
+    CodecOptions o;
+    o.kind = "mapl";
+    o.anchor = anchor;
+    MaplCodec codec(info, o, 4, OptimizerConfig{});
+    const double apart = max_diff(codec.roundtrip(x, one), codec.roundtrip(x, two));
+    if (anchor == "static")
+      EXPECT_GT(apart, 1e-3);
+    else
+      EXPECT_EQ(apart, 0.0);
+  }
+}
+
 // The per-step messages keep both ends of a boundary on one projector and one anchor table,
 // whichever end takes the SPEL step; the projector stays on the manifold and moves.
 TEST(Mapl, BothEndsHoldTheSameProjectorAndAnchorsAfterEachStep) {

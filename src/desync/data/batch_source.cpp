@@ -197,4 +197,12 @@ MicroBatch take_range(const Dataset& data, int64_t begin, int64_t end, bool norm
   return convert(data, data.inputs.narrow(0, begin, end - begin), targets, scale, shift);
 }
 
+MicroBatch take_indices(const Dataset& data, const torch::Tensor& indices, bool normalize) {
+  torch::Tensor scale, shift;
+  if (data.kind == DataKind::kImage && normalize) std::tie(scale, shift) = normalisation(data);
+  const torch::Tensor targets =
+      data.targets.defined() ? data.targets.index_select(0, indices) : torch::Tensor();
+  return convert(data, data.inputs.index_select(0, indices), targets, scale, shift);
+}
+
 }  // namespace desync

@@ -73,6 +73,8 @@ class MicroBatchSource {
 
 // Converts a contiguous range of a dataset (evaluation; no shuffling, no augmentation).
 MicroBatch take_range(const Dataset& data, int64_t begin, int64_t end, bool normalize);
+// Converts the examples at `indices` (int64 [B]) the same way, in that order.
+MicroBatch take_indices(const Dataset& data, const torch::Tensor& indices, bool normalize);
 
 // The element of the counter-based generator used for shuffling and augmentation:
 // a pure function of its inputs (SplitMix64), identical on every platform.

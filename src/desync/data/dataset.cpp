@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "desync/core/error.h"
 #include "desync/data/token_cache.h"
@@ -19,6 +20,38 @@ void apply_limit(Dataset& d, int64_t limit) {
   if (limit <= 0 || limit >= d.size()) return;
   d.inputs = d.inputs.narrow(0, 0, limit).clone();
   if (d.targets.defined()) d.targets = d.targets.narrow(0, 0, limit).clone();
+}
+
+// Keeps the examples of `classes` (relabelled by their position in the list).
+void select_classes(Dataset& d, const std::vector<int64_t>& classes) {
+  torch::Tensor relabel = torch::full({d.num_classes}, -1, torch::kLong);
+  for (size_t i = 0; i < classes.size(); ++i) relabel[classes[i]] = static_cast<int64_t>(i);
+  torch::Tensor label = relabel.index_select(0, d.targets);
+  torch::Tensor keep = (label >= 0).nonzero().squeeze(1);
+  d.inputs = d.inputs.index_select(0, keep);
+  d.targets = label.index_select(0, keep);
+  d.num_classes = static_cast<int64_t>(classes.size());
+}
+
+void check_classes(const DataConfig& cfg, const DatasetSplits& s) {
+  if (cfg.classes.empty()) return;
+  if (!s.train.targets.defined())
+    throw ConfigError("data.classes needs a labelled dataset; '" + cfg.dataset + "' has none");
+  std::vector<bool> seen(static_cast<size_t>(s.train.num_classes), false);
+  for (int64_t c : cfg.classes) {
+    if (c >= s.train.num_classes)
+      throw ConfigError("data.classes: class " + std::to_string(c) + " is not one of the " +
+                        std::to_string(s.train.num_classes) + " classes of '" + cfg.dataset + "'");
+    if (seen[static_cast<size_t>(c)])
+      throw ConfigError("data.classes lists class " + std::to_string(c) + " twice");
+    seen[static_cast<size_t>(c)] = true;
+  }
+}
+
+// x -> 255 - x for uint8 images; the normalisation statistics follow.
+void invert_images(Dataset& d) {
+  d.inputs = 255 - d.inputs;
+  for (double& m : d.mean) m = 1.0 - m;
 }
 
 void require_directory(const std::string& dir, const std::string& dataset) {
@@ -71,6 +104,17 @@ DatasetSplits load_dataset(const DataConfig& cfg, uint64_t seed) {
                        cfg.synthetic_shape, seed);
   } else {
     throw ConfigError("unknown data.dataset '" + name + "'; choose one of: " + kChoices);
+  }
+  check_classes(cfg, s);
+  if (!cfg.classes.empty()) {
+    select_classes(s.train, cfg.classes);
+    select_classes(s.test, cfg.classes);
+  }
+  if (cfg.invert) {
+    if (s.train.kind != DataKind::kImage)
+      throw ConfigError("data.invert needs an image dataset; '" + name + "' is not one");
+    invert_images(s.train);
+    invert_images(s.test);
   }
   apply_limit(s.train, cfg.train_limit);
   apply_limit(s.test, cfg.test_limit);

@@ -250,8 +250,9 @@ TEST(AlgorithmTables, FlatForeignKeyNamesItsAlgorithm) {
             "[algorithm.ddp]");
   e = algorithm_error("[algorithm]\nname = \"ddp\"\nlocal_steps = 4\n");
   EXPECT_TRUE(contains(e,
-                       "algorithm.local_steps is an option of diloco, gasloc, not of ddp; put "
-                       "it under [algorithm.diloco] or [algorithm.gasloc]"))
+                       "algorithm.local_steps is an option of diloco, gasloc, fedavg, fedlp, "
+                       "fedncm, not of ddp; put it under [algorithm.diloco] or [algorithm.gasloc] "
+                       "or [algorithm.fedavg] or [algorithm.fedlp] or [algorithm.fedncm]"))
       << e;
   e = algorithm_error("[algorithm]\nname = \"ddp\"\n[algorithm.acco]\nbucket_cap_mb = 4\n");
   EXPECT_TRUE(contains(e,

@@ -290,8 +290,8 @@ void apply_override(toml::table& doc, const std::string& text) {
 const std::vector<std::string> kDatasets = {"fashion-mnist", "mnist", "cifar10",
                                             "text",          "gcide", "synthetic"};
 const std::vector<std::string> kBackends = {"gloo", "nccl"};
-const std::vector<std::string> kModels = {"mlp",      "cnn",      "resnet18", "revnet18",
-                                          "revnet34", "revnet",   "gpt"};
+const std::vector<std::string> kModels = {"mlp",      "cnn",    "resnet18", "revnet18",
+                                          "revnet34", "revnet", "gpt"};
 
 // [run]; returns where run.tokens is set (checked against data.dataset).
 std::string read_run(Config& c, const toml::table& doc, const std::string& f) {
@@ -346,6 +346,8 @@ void read_data(Config& c, const toml::table& doc, const std::string& f,
       r.get("synthetic_test", v.synthetic_test, 1, std::numeric_limits<int64_t>::max());
   v.synthetic_classes = r.get("synthetic_classes", v.synthetic_classes, 2, 1 << 20);
   v.synthetic_shape = r.get("synthetic_shape", v.synthetic_shape, 1);
+  v.classes = r.get("classes", v.classes, 0);
+  v.invert = r.get("invert", v.invert);
   r.finish();
   if (v.synthetic_shape.empty() || v.synthetic_shape.size() > 3)
     throw ConfigError(fmt::format("{}: data.synthetic_shape must have 1 to 3 entries",
@@ -377,6 +379,7 @@ void read_model(Config& c, const toml::table& doc, const std::string& f) {
   v.position = r.get_choice("position", v.position, {"learned", "rope"});
   v.activation = r.get_choice("activation", v.activation, {"gelu", "swiglu"});
   v.tie_embeddings = r.get("tie_embeddings", v.tie_embeddings);
+  v.init_from = r.get("init_from", v.init_from);
   r.finish();
   if (v.name == "gpt" && v.d_model % v.n_head != 0)
     throw ConfigError(fmt::format("{}: model.d_model ({}) must be a multiple of model.n_head ({})",
@@ -453,6 +456,7 @@ void read_eval(Config& c, const toml::table& doc, const std::string& f) {
   c.eval.every = r.get("every", c.eval.every, 0);
   c.eval.limit = r.get("limit", c.eval.limit, 0);
   c.eval.final_full = r.get("final_full", c.eval.final_full);
+  c.eval.at_start = r.get("at_start", c.eval.at_start);
   r.finish();
 }
 
@@ -525,7 +529,9 @@ std::string Config::resolved_toml() const {
                                  {"synthetic_train", data.synthetic_train},
                                  {"synthetic_test", data.synthetic_test},
                                  {"synthetic_classes", data.synthetic_classes},
-                                 {"synthetic_shape", to_array(data.synthetic_shape)}});
+                                 {"synthetic_shape", to_array(data.synthetic_shape)},
+                                 {"classes", to_array(data.classes)},
+                                 {"invert", data.invert}});
   doc.insert("model", toml::table{{"name", model.name},
                                   {"hidden", to_array(model.hidden)},
                                   {"channels", to_array(model.channels)},
@@ -541,7 +547,8 @@ std::string Config::resolved_toml() const {
                                   {"norm", model.norm},
                                   {"position", model.position},
                                   {"activation", model.activation},
-                                  {"tie_embeddings", model.tie_embeddings}});
+                                  {"tie_embeddings", model.tie_embeddings},
+                                  {"init_from", model.init_from}});
   doc.insert("optimizer", toml::table{{"name", optimizer.name},
                                       {"lr", optimizer.lr},
                                       {"momentum", optimizer.momentum},
@@ -581,9 +588,10 @@ std::string Config::resolved_toml() const {
     if (other != algorithm.name)
       put(other, *section->get(other)->as_table(), algorithm.for_table(other).accumulation);
   doc.insert("algorithm", std::move(alg));
-  doc.insert(
-      "eval",
-      toml::table{{"every", eval.every}, {"limit", eval.limit}, {"final_full", eval.final_full}});
+  doc.insert("eval", toml::table{{"every", eval.every},
+                                 {"limit", eval.limit},
+                                 {"final_full", eval.final_full},
+                                 {"at_start", eval.at_start}});
   doc.insert("checkpoint", toml::table{{"every", checkpoint.every},
                                        {"keep", checkpoint.keep},
                                        {"enabled", checkpoint.enabled}});

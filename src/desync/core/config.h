@@ -80,6 +80,10 @@ struct DataConfig {
   int64_t synthetic_test = 1024;
   int64_t synthetic_classes = 10;
   std::vector<int64_t> synthetic_shape = {1, 8, 8};
+  // Labelled datasets: keep only these classes, relabelled 0, 1, ... in the order given (e.g.
+  // [5, 6, 7, 8, 9]); empty = all. Applied before the limits.
+  std::vector<int64_t> classes;
+  bool invert = false;  // images: x -> 255 - x, a shifted domain (normalised with the new stats)
 };
 
 struct ModelConfig {
@@ -104,6 +108,9 @@ struct ModelConfig {
   // Precision of the parameters and of everything computed from them: "float32", or "float64"
   // to check equivalences to rounding (1e-10) rather than to float32's 1e-5.
   std::string dtype = "float32";
+  // A run directory whose newest complete checkpoint (rank 0's) gives the initial parameters and
+  // buffers; every shape must match. "" = initialise from run.seed.
+  std::string init_from = "";
 };
 
 struct OptimizerConfig {
@@ -157,6 +164,7 @@ struct EvalConfig {
   int64_t every = 0;        // evaluate every N steps; 0 = only at the end
   int64_t limit = 0;        // evaluate on the first N test examples; 0 = all
   bool final_full = false;  // the final evaluation uses the whole test split, whatever `limit`
+  bool at_start = false;    // also evaluate the model as set up, before the first step (step 0)
 };
 
 struct CheckpointConfig {

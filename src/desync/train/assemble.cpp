@@ -2,6 +2,7 @@
 
 #include "desync/algorithms/population/population.h"
 #include "desync/algorithms/registry.h"
+#include "desync/train/init_from.h"
 
 namespace desync {
 
@@ -15,6 +16,7 @@ RunParts assemble_run(const Config& cfg, const DatasetSplits& data, int64_t rank
   const bool distinct = population && population->population().distinct_init;
   torch::manual_seed(static_cast<uint64_t>(cfg.run.seed + (distinct ? rank : 0)));
   p.model = make_model(cfg.model, ModelInput{data.train.example_shape(), data.train.num_classes});
+  if (!cfg.model.init_from.empty()) init_from_run(p.model, cfg.model.init_from);
   const bool sharded = p.algorithm->traits().data == AlgorithmTraits::Data::kSharded;
   const int64_t readers = sharded ? world : 1;
   p.batches = std::make_unique<MicroBatchSource>(

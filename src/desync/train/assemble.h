@@ -3,7 +3,7 @@
 // harness (tests/algorithms/fake_run.h) build runs alike.
 //
 // The model is built from the seed (torch::manual_seed(run.seed) just before), so every rank
-// starts from the same weights. The source gives each rank its shard of every global batch,
+// starts from the same weights, then loaded from model.init_from's checkpoint when one is set. The source gives each rank its shard of every global batch,
 // or, for algorithms whose first rank reads the whole stream (AlgorithmTraits::Data::
 // kFirstRank), the unsharded stream on every rank (only the first one reads it).
 // REQUIRES: `data` outlives the returned parts (the source holds it by reference).

@@ -7,6 +7,7 @@
 #include <optional>
 #include <thread>
 
+#include "desync/algorithms/client_data.h"
 #include "desync/algorithms/common.h"
 #include "desync/algorithms/eval_probe.h"
 #include "desync/algorithms/eval_repair.h"
@@ -296,6 +297,7 @@ void Run::train() {
   window_samples_ = state_.samples * comm_.world_size();
   reset_peak_activation_bytes();
   activations_.start();
+  if (cfg_.eval.at_start && state_.step == 0) evaluate_and_log(cfg_.eval.limit);
   while (!budget.spent(state_.step, state_.budget_used)) {
     ctx_.step = state_.step;
     ctx_.micro_batches_left = budget.left(state_.budget_used);
@@ -389,6 +391,10 @@ nlohmann::json Run::summary(const std::optional<EvalResult>& final_eval) {
                        {"average_accuracy", population_->average.accuracy},
                        {"average_loss", population_->average.loss},
                        {"average_repaired", population_->repaired}};
+  if (const ClientData* clients = as_client_data(*parts_.algorithm)) {
+    const ClientHistogram h = clients->client_histogram();
+    s["clients"] = {{"ids", h.ids}, {"heldout", h.heldout}, {"label_counts", h.counts}};
+  }
   add_rank_figures(s, comm_, mine);
   add_timelines(s, comm_, activations_.record(), peak_activation_bytes(), recorded_reductions());
   const auto samples = s["samples"].get<int64_t>();

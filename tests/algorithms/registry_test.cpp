@@ -21,8 +21,12 @@ using testing::run_on_fake_world;
 using testing::tiny_config;
 
 // The tiny synthetic job (an MLP of three stages, so pipelines get at least two) with the
-// algorithm selected and all its options at their defaults.
+// algorithm selected and all its options at their defaults, but for the federated methods, whose
+// default 120 clients of at least 10 examples need more than the job's 1024 (40 IID ones here).
 Config default_config(const AlgorithmInfo& info) {
+  if (info.family == "federated")
+    return tiny_config({"algorithm.name=\"" + info.name + "\"", "algorithm.clients=40",
+                        "algorithm.partition=\"iid\""});
   return tiny_config({"algorithm.name=\"" + info.name + "\""});
 }
 

@@ -359,6 +359,20 @@ const std::vector<WireCase> kPipelineCases = {
      "--set model.hidden=[1024,1024,1024,1024]",
      EvalTraffic::kSharedStagesOwnHeads, 3}};
 
+// Federated rounds: 8 training clients (2 held out), all sampled every round, one local step
+// each. fedavg all-reduces [A, W] once a round; with transport = server every client's update
+// goes to rank 0, which broadcasts theta; fedlp moves only the head, widened to 512 classes so
+// that it weighs megabytes; fedncm's round 0 all-reduces class sums, its rounds 1-3 are FT.
+const std::string kFederatedArgs =
+    "--set algorithm.clients=8 --set algorithm.heldout_clients=2 "
+    "--set algorithm.clients_per_round=8 --set algorithm.local_steps=1 "
+    "--set algorithm.partition=iid";
+const std::vector<WireCase> kFederatedCases = {
+    {"fedavg", "fedavg", kFederatedArgs},
+    {"fedavg_server", "fedavg", kFederatedArgs + " --set algorithm.transport=server"},
+    {"fedlp", "fedlp", kFederatedArgs + " --set data.synthetic_classes=512"},
+    {"fedncm", "fedncm", kFederatedArgs}};
+
 TEST(Netbed, DataParallelBytesAgreeWithTheWire) {
   if (std::string why = unavailable(); !why.empty()) GTEST_SKIP() << why;
   expect_bytes_agree_with_the_wire(kDataParallelCases);
@@ -372,6 +386,11 @@ TEST(Netbed, DecentralizedBytesAgreeWithTheWire) {
 TEST(Netbed, PopulationBytesAgreeWithTheWire) {
   if (std::string why = unavailable(); !why.empty()) GTEST_SKIP() << why;
   expect_bytes_agree_with_the_wire(kPopulationCases);
+}
+
+TEST(Netbed, FederatedBytesAgreeWithTheWire) {
+  if (std::string why = unavailable(); !why.empty()) GTEST_SKIP() << why;
+  expect_bytes_agree_with_the_wire(kFederatedCases);
 }
 
 TEST(Netbed, PipelineBytesAgreeWithTheWire) {
@@ -471,8 +490,8 @@ std::set<std::string> registered_algorithms() {
 // A newly registered algorithm gets a wire check, or this fails.
 TEST(Netbed, EveryRegisteredAlgorithmHasAWireCheck) {
   std::set<std::string> checked = {"single"};  // SingleWorkerSendsNothing
-  for (const auto* cases :
-       {&kDataParallelCases, &kDecentralizedCases, &kPopulationCases, &kPipelineCases})
+  for (const auto* cases : {&kDataParallelCases, &kDecentralizedCases, &kPopulationCases,
+                            &kPipelineCases, &kFederatedCases})
     for (const WireCase& c : *cases) checked.insert(c.algorithm);
   std::set<std::string> registered = registered_algorithms();
   ASSERT_FALSE(registered.empty());

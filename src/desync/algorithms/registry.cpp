@@ -34,6 +34,9 @@ std::unique_ptr<Algorithm> make_petra(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_dgl(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_forward_gradient(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_contrastive_local(const AlgorithmConfig& cfg);
+std::unique_ptr<Algorithm> make_fedavg(const AlgorithmConfig& cfg);
+std::unique_ptr<Algorithm> make_fedlp(const AlgorithmConfig& cfg);
+std::unique_ptr<Algorithm> make_fedncm(const AlgorithmConfig& cfg);
 
 const std::vector<AlgorithmInfo>& algorithm_registry() {
   static const std::vector<AlgorithmInfo> kRegistry = {
@@ -111,6 +114,17 @@ const std::vector<AlgorithmInfo>& algorithm_registry() {
        "through its own projection head (optional similarity subsampling, ours); erank and "
        "linear-probe accuracy per block",
        make_contrastive_local},
+      {"fedavg", "federated",
+       "federated rounds over many simulated clients: FedAvg, FedAvgM, FedAdam, FedYogi, "
+       "FedAdagrad server optimizers, FedProx, gradient masked averaging (aggregation = gma)",
+       make_fedavg},
+      {"fedlp", "federated",
+       "federated linear probing: the backbone frozen, only the last layer trained by rounds",
+       make_fedlp},
+      {"fedncm", "federated",
+       "FedNCM: the last layer set exactly in one round from federated class means, then "
+       "federated fine-tuning of the whole model (FedNCM+FT)",
+       make_fedncm},
   };
   return kRegistry;
 }

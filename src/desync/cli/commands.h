@@ -56,6 +56,13 @@ struct TokenizeArgs {
 // `desync tokenize`: builds (or checks and reuses) the token cache of the config's text corpus
 // and prints one line per split. A config whose dataset is not a text corpus is a ConfigError.
 int run_tokenize(const TokenizeArgs& args);
+struct PartitionArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+};
+
+// `desync partition`: the per-client label histogram of a federated config's partition.
+int run_partition(const PartitionArgs& args);
 int run_list();
 int run_version();
 

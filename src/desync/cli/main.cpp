@@ -6,6 +6,7 @@
 //   desync compare RUN_DIR... [--out PAGE.html] [--target-accuracy X]
 //   desync generate RUN_DIR [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
 //   desync tokenize CONFIG [--set section.key=value]...
+//   desync partition CONFIG [--set section.key=value]...
 //   desync list
 //   desync version
 //
@@ -107,6 +108,13 @@ int main(int argc, char** argv) {
   tokenize_cmd->add_option("--set", tokenize.overrides,
                            "override a config value: section.key=value (repeatable)");
 
+  desync::PartitionArgs partition;
+  CLI::App* partition_cmd = app.add_subcommand(
+      "partition", "print the clients of a federated config: sizes and label histograms");
+  partition_cmd->add_option("config", partition.config, "TOML config file")->required();
+  partition_cmd->add_option("--set", partition.overrides,
+                            "override a config value: section.key=value (repeatable)");
+
   CLI::App* list_cmd = app.add_subcommand("list", "list algorithms, models and datasets");
   CLI::App* version_cmd = app.add_subcommand("version", "print the version");
 
@@ -129,6 +137,7 @@ int main(int argc, char** argv) {
     if (*compare_cmd) return desync::run_compare(compare);
     if (*generate_cmd) return desync::run_generate(generate);
     if (*tokenize_cmd) return desync::run_tokenize(tokenize);
+    if (*partition_cmd) return desync::run_partition(partition);
     if (*list_cmd) return desync::run_list();
     if (*version_cmd) return desync::run_version();
   } catch (const desync::Error& e) {

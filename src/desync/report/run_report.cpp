@@ -395,11 +395,35 @@ std::string activations_and_reductions(const nlohmann::json& s) {
 
 }  // namespace
 
+// Federated runs: each client's label histogram, as shares (summary.json "clients").
+std::string clients(const nlohmann::json& s) {
+  if (!s.contains("clients") || !s["clients"].is_object()) return "";
+  const nlohmann::json& c = s["clients"];
+  BarChart chart{"client-labels",
+                 "Label shares per client (held-out clients marked *)",
+                 "share of the client's examples",
+                 {},
+                 {},
+                 {},
+                 "%",
+                 true};
+  const size_t classes = c["label_counts"].empty() ? 0 : c["label_counts"][0].size();
+  for (size_t k = 0; k < classes; ++k) chart.segments.push_back(fmt::format("class {}", k));
+  for (size_t i = 0; i < c["ids"].size(); ++i) {
+    chart.bars.push_back(fmt::format("client {}{}", c["ids"][i].get<int64_t>(),
+                                     c["heldout"][i].get<bool>() ? " *" : ""));
+    std::vector<double> v;
+    for (const auto& n : c["label_counts"][i]) v.push_back(n.get<double>());
+    chart.values.push_back(std::move(v));
+  }
+  return "<h2>Clients</h2>" + render_bar_chart(chart);
+}
+
 std::string run_report_html(const RunData& run) {
   const int64_t world = run.summary.value("workers", int64_t{1});
   std::string body = headline(run) + learning_curves(run) + communication(run, world) +
                      memory(run.summary, world) + activations_and_reductions(run.summary) +
-                     time_per_rank(run.summary, world) + kDerivation;
+                     time_per_rank(run.summary, world) + clients(run.summary) + kDerivation;
   return html_page(run.name + " · desync report", body);
 }
 

@@ -7,7 +7,8 @@
 // (memory-rss) and named buffers per rank (memory-buffers); the activation memory summed over
 // ranks in a steady-state window (activation-memory) and over the whole run
 // (activation-memory-run), and the gradient reductions in flight in that window, one row per
-// group (reductions); and where each rank's time went (utilisation). The page ends with how each
+// group (reductions); where each rank's time went (utilisation); and, for federated runs, each
+// client's label shares (client-labels). The page ends with how each
 // figure is derived. A figure the run did not record (an older summary without
 // time_breakdown_seconds, say) shows "no data"; one evaluated only once (eval.every = 0) shows its
 // number, "test accuracy 0.8812 at step 937", instead of a lone dot.

@@ -125,8 +125,9 @@ TEST(FedAvg, BatchNormStatisticsAreTheClientsWeightedMean) {
     if (!b.is_floating_point()) continue;
     const torch::Tensor expected = (n0 * stats[0][i] + n1 * stats[1][i]) / (n0 + n1);
     EXPECT_LT(max_diff(b, expected), 1e-12) << name;
-    if (name.find("num_batches_tracked") == std::string::npos)  // 1 on both clients
+    if (name.find("num_batches_tracked") == std::string::npos) {  // 1 on both clients
       EXPECT_GT(max_diff(b, (stats[0][i] + stats[1][i]) / 2), 1e-9) << name << ": weighted";
+    }
     ++i;
   }
   EXPECT_GT(i, 0u);

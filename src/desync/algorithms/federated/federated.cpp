@@ -19,10 +19,28 @@ constexpr uint64_t kHeadPurpose = 0x4844;     // the seeded fresh head
 // Where each part sits in an aggregation vector: [A | buffers | G | W]. A client's message to
 // the server is [p Delta | p buffers | p] (no G: the server takes the signs itself).
 struct PackLayout {
-  int64_t a = 0, buf = 0, g = 0, w = 0, total = 0;
+  int64_t buf = 0, g = 0, w = 0, total = 0;  // A starts at 0
   PackLayout(int64_t seg, int64_t bufs, bool with_g)
-      : a(0), buf(seg), g(seg + bufs), w(seg + bufs + (with_g ? seg : 0)), total(w + 1) {}
+      : buf(seg), g(seg + bufs), w(seg + bufs + (with_g ? seg : 0)), total(w + 1) {}
 };
+
+// Copies `tensors`, one after another, into the flat `out`.
+void flatten_into(const std::vector<torch::Tensor>& tensors, torch::Tensor out) {
+  int64_t at = 0;
+  for (const torch::Tensor& t : tensors) {
+    out.narrow(0, at, t.numel()).copy_(t.reshape(-1));
+    at += t.numel();
+  }
+}
+
+// The inverse: fills `tensors` from the flat `in`.
+void unflatten_from(const torch::Tensor& in, const std::vector<torch::Tensor>& tensors) {
+  int64_t at = 0;
+  for (const torch::Tensor& t : tensors) {
+    t.copy_(in.narrow(0, at, t.numel()).view(t.sizes()));
+    at += t.numel();
+  }
+}
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -95,12 +113,14 @@ void Federated::setup(Context& ctx) {
                     k_, clients));
 
   flat_ = make_replicated_flat(ctx);
+  int64_t buffer_numel = 0;
   for (const auto& [bname, b] : ctx.model->named_bufs()) {
     if (!b.is_floating_point()) continue;
     buffers_.push_back(b);
-    global_buffers_.push_back(b.clone());
-    buffer_numel_ += b.numel();
+    buffer_numel += b.numel();
   }
+  global_buffers_ = torch::empty({buffer_numel}, flat_->params_flat().options());
+  flatten_into(buffers_, global_buffers_);
   const bool needs_head = opts_.head_init != "keep" || opts_.head_rounds != 0;
   if (needs_head) {
     last_ = std::make_unique<LastLayer>(ctx.model);
@@ -144,7 +164,7 @@ StepReport Federated::step(Context& ctx) {
 
 StepReport Federated::train_round(Context& ctx, bool head_only) {
   const Segment seg = head_only ? head_ : Segment{0, flat_->numel()};
-  const int64_t bufs = head_only ? 0 : buffer_numel_;
+  const int64_t bufs = head_only ? 0 : global_buffers_.numel();
   const int64_t me = ctx.comm.rank();
   sampled_ = sample_clients(partition_.train_ids, k_, seed_, ctx.step);
   const std::vector<int64_t> ranks =
@@ -183,10 +203,9 @@ StepReport Federated::train_round(Context& ctx, bool head_only) {
       torch::sub_out(delta, global_.narrow(0, seg.begin, seg.size),
                      flat_->params_flat().narrow(0, seg.begin, seg.size));
       delta.mul_(p);
-      int64_t at = msg_at.buf;
-      for (size_t b = 0; b < buffers_.size() && bufs > 0; ++b) {
-        msg.narrow(0, at, buffers_[b].numel()).copy_(buffers_[b].reshape(-1)).mul_(p);
-        at += buffers_[b].numel();
+      if (bufs > 0) {  // p buffers
+        flatten_into(buffers_, msg.narrow(0, msg_at.buf, bufs));
+        msg.narrow(0, msg_at.buf, bufs).mul_(p);
       }
       msg[msg_at.w] = p;
     }
@@ -214,12 +233,7 @@ StepReport Federated::train_round(Context& ctx, bool head_only) {
     torch::NoGradGuard no_grad;
     const double w = pack[pack_at.w].item<double>();
     torch::Tensor delta = pack.narrow(0, 0, seg.size).div_(w);
-    int64_t at = pack_at.buf;
-    for (size_t b = 0; b < global_buffers_.size() && bufs > 0; ++b) {
-      global_buffers_[b].copy_(
-          pack.narrow(0, at, buffers_[b].numel()).view(buffers_[b].sizes()).div(w));
-      at += buffers_[b].numel();
-    }
+    if (bufs > 0) torch::div_out(global_buffers_, pack.narrow(0, pack_at.buf, bufs), w);
     torch::Tensor mask;
     if (opts_.gma) {
       const double q =
@@ -238,40 +252,27 @@ StepReport Federated::train_round(Context& ctx, bool head_only) {
     torch::Tensor theta = global_.narrow(0, seg.begin, seg.size);
     if (bufs == 0) {
       ctx.comm.broadcast(theta, 0);
-    } else {
-      std::vector<torch::Tensor> parts = {theta};
-      for (auto& b : global_buffers_) parts.push_back(b.reshape(-1));
-      torch::Tensor all = torch::cat(parts);
+    } else {  // one message: theta and the buffers
+      torch::Tensor all = torch::cat({theta, global_buffers_});
       ctx.comm.broadcast(all, 0);
       theta.copy_(all.narrow(0, 0, seg.size));
-      int64_t at = seg.size;
-      for (auto& b : global_buffers_) {
-        b.copy_(all.narrow(0, at, b.numel()).view(b.sizes()));
-        at += b.numel();
-      }
+      global_buffers_.copy_(all.narrow(0, seg.size, bufs));
     }
   }
-  {  // theta_w <- theta
-    torch::NoGradGuard no_grad;
-    flat_->params_flat()
-        .narrow(0, seg.begin, seg.size)
-        .copy_(global_.narrow(0, seg.begin, seg.size));
-    for (size_t b = 0; b < buffers_.size() && bufs > 0; ++b) buffers_[b].copy_(global_buffers_[b]);
-  }
+  load_global(seg, bufs > 0);
   count_traffic(sampled_, head_only);
   return report;
 }
 
+void Federated::load_global(const Segment& seg, bool with_buffers) {
+  torch::NoGradGuard no_grad;
+  flat_->params_flat().narrow(0, seg.begin, seg.size).copy_(global_.narrow(0, seg.begin, seg.size));
+  if (with_buffers) unflatten_from(global_buffers_, buffers_);
+}
+
 StepReport Federated::train_client(Context& ctx, int64_t client, bool head_only, int64_t* steps) {
   const Segment seg = head_only ? head_ : Segment{0, flat_->numel()};
-  {  // theta_w <- theta
-    torch::NoGradGuard no_grad;
-    flat_->params_flat()
-        .narrow(0, seg.begin, seg.size)
-        .copy_(global_.narrow(0, seg.begin, seg.size));
-    if (!head_only)
-      for (size_t b = 0; b < buffers_.size(); ++b) buffers_[b].copy_(global_buffers_[b]);
-  }
+  load_global(seg, !head_only);
   std::vector<ParamSlot> slots;
   for (ParamSlot& s : param_slots(ctx.model->named_params(), ctx.config.optimizer)) {
     const bool in_head = head_only && (s.param.is_same(last_->head()->weight) ||
@@ -401,7 +402,7 @@ StepReport Federated::ncm_round(Context& ctx) {
   // FL traffic: every training client receives f and sends its sums and counts once.
   const int64_t elem = global_.element_size();
   for (int64_t id : ids) {
-    fl_down_ += (flat_->numel() - head_.size + buffer_numel_) * elem;
+    fl_down_ += (flat_->numel() - head_.size + global_buffers_.numel()) * elem;
     fl_up_ += sums.numel() * sums.element_size();
     has_backbone_[static_cast<size_t>(id)] = 1;
   }
@@ -410,7 +411,7 @@ StepReport Federated::ncm_round(Context& ctx) {
 
 void Federated::count_traffic(const std::vector<int64_t>& clients, bool head_only) {
   const int64_t elem = global_.element_size();
-  const int64_t all = flat_->numel() + buffer_numel_;
+  const int64_t all = flat_->numel() + global_buffers_.numel();
   for (int64_t id : clients) {
     auto& has = has_backbone_[static_cast<size_t>(id)];
     if (head_only) {
@@ -427,8 +428,7 @@ void Federated::count_traffic(const std::vector<int64_t>& clients, bool head_onl
 void Federated::check_replicas(Context& ctx) {
   const int64_t world = ctx.comm.world_size();
   if (world == 1) return;
-  torch::Tensor sum = torch::zeros({1}, torch::kFloat64);
-  sum[0] = global_.to(torch::kFloat64).sum().item<double>();
+  torch::Tensor sum = global_.to(torch::kFloat64).sum().reshape({1});
   std::vector<torch::Tensor> all;
   for (int64_t r = 0; r < world; ++r) all.push_back(torch::empty({1}, torch::kFloat64));
   ctx.comm.all_gather(all, sum);
@@ -494,15 +494,18 @@ ClientHistogram Federated::client_histogram() const {
   return h;
 }
 
+std::vector<std::pair<std::string, ServerOptimizer*>> Federated::server_optimizers() const {
+  std::vector<std::pair<std::string, ServerOptimizer*>> all;
+  if (server_all_) all.emplace_back("fed.server_all.", server_all_.get());
+  if (server_head_) all.emplace_back("fed.server_head.", server_head_.get());
+  return all;
+}
+
 void Federated::save(Archive& archive) const {
   archive.put("fed.global", global_);
-  for (size_t b = 0; b < global_buffers_.size(); ++b)
-    archive.put(fmt::format("fed.buffer.{}", b), global_buffers_[b]);
-  for (auto [prefix, opt] : {std::pair{"fed.server_all.", server_all_.get()},
-                             std::pair{"fed.server_head.", server_head_.get()}}) {
-    if (opt == nullptr) continue;
+  archive.put("fed.buffers", global_buffers_);
+  for (const auto& [prefix, opt] : server_optimizers())
     for (const auto& [name, t] : opt->state()) archive.put(prefix + name, t);
-  }
   archive.put("fed.fl_down_bytes", fl_down_);
   archive.put("fed.fl_up_bytes", fl_up_);
   archive.put("fed.has_backbone",
@@ -512,13 +515,9 @@ void Federated::save(Archive& archive) const {
 
 void Federated::load(const Archive& archive) {
   archive.copy_into("fed.global", global_);
-  for (size_t b = 0; b < global_buffers_.size(); ++b)
-    archive.copy_into(fmt::format("fed.buffer.{}", b), global_buffers_[b]);
-  for (auto [prefix, opt] : {std::pair{"fed.server_all.", server_all_.get()},
-                             std::pair{"fed.server_head.", server_head_.get()}}) {
-    if (opt == nullptr) continue;
+  archive.copy_into("fed.buffers", global_buffers_);
+  for (const auto& [prefix, opt] : server_optimizers())
     for (auto& [name, t] : opt->state()) archive.copy_into(prefix + name, t);
-  }
   fl_down_ = archive.integer("fed.fl_down_bytes");
   fl_up_ = archive.integer("fed.fl_up_bytes");
   const torch::Tensor has = archive.tensor("fed.has_backbone");
@@ -534,7 +533,7 @@ AlgorithmReport Federated::report() const {
   const int64_t params = flat_->padded_numel() * elem;
   r.memory = {{"parameters", params},
               {"gradients", params},
-              {"global_model", (global_.numel() + buffer_numel_) * elem},
+              {"global_model", (global_.numel() + global_buffers_.numel()) * elem},
               {"aggregate", pack_numel_ * elem * 2},
               {"server_state", ((server_all_ ? server_all_->state_numel() : 0) +
                                 (server_head_ ? server_head_->state_numel() : 0)) *

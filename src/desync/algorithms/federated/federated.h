@@ -33,6 +33,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "desync/algorithms/algorithm.h"
@@ -100,6 +101,10 @@ class Federated : public Algorithm, public EvalProbe, public ClientData {
   StepReport ncm_round(Context& ctx);
   StepReport train_round(Context& ctx, bool head_only);
   // Trains client i from theta on this rank; leaves theta_w in the model. Returns what it read.
+  // theta_w <- theta over `seg` (and the float buffers).
+  void load_global(const Segment& seg, bool with_buffers);
+  // The server optimizers this rank holds, with their checkpoint prefixes.
+  std::vector<std::pair<std::string, ServerOptimizer*>> server_optimizers() const;
   StepReport train_client(Context& ctx, int64_t client, bool head_only, int64_t* steps);
   void accumulate(const Segment& seg, int64_t client, double p, torch::Tensor& pack);
   void server_update(const Segment& seg, torch::Tensor& pack, int64_t clients);
@@ -118,9 +123,8 @@ class Federated : public Algorithm, public EvalProbe, public ClientData {
   std::unique_ptr<FlatParameters> flat_;  // theta_w and its gradient (the model's parameters)
   torch::Tensor global_;                  // theta
   std::vector<torch::Tensor> buffers_;    // the model's float buffers (theta_w's)
-  std::vector<torch::Tensor> global_buffers_;
-  int64_t buffer_numel_ = 0;
-  Segment head_;  // the head's range in the flat buffer
+  torch::Tensor global_buffers_;          // theta's, flat
+  Segment head_;                          // the head's range in the flat buffer
   std::unique_ptr<ServerOptimizer> server_all_, server_head_;
   torch::Tensor feature_cache_, feature_ready_;  // head-only rounds
   std::vector<int64_t> sampled_;

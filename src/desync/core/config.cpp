@@ -287,11 +287,11 @@ void apply_override(toml::table& doc, const std::string& text) {
   }
 }
 
-const std::vector<std::string> kDatasets = {"fashion-mnist", "mnist", "cifar10",
-                                            "text",          "gcide", "synthetic"};
+const std::vector<std::string> kDatasets = {"fashion-mnist", "mnist", "cifar10",  "text",
+                                            "gcide",         "words", "synthetic"};
 const std::vector<std::string> kBackends = {"gloo", "nccl"};
 const std::vector<std::string> kModels = {"mlp",      "cnn",    "resnet18", "revnet18",
-                                          "revnet34", "revnet", "gpt"};
+                                          "revnet34", "revnet", "gpt",      "sgns"};
 
 // [run]; returns where run.tokens is set (checked against data.dataset).
 std::string read_run(Config& c, const toml::table& doc, const std::string& f) {
@@ -335,7 +335,9 @@ void read_data(Config& c, const toml::table& doc, const std::string& f,
   v.train_limit = r.get("train_limit", v.train_limit, 0);
   v.test_limit = r.get("test_limit", v.test_limit, 0);
   v.seq_len = r.get("seq_len", v.seq_len, 1, 1 << 20);
-  v.text_test_fraction = r.get("text_test_fraction", v.text_test_fraction, 0.0, 0.9, true);
+  // A word corpus may hold nothing out (every sentence trains; the evaluation is then empty).
+  v.text_test_fraction = r.get("text_test_fraction", v.text_test_fraction, 0.0, 0.9,
+                               /*exclusive_min=*/v.dataset != "words");
   v.split_seed = r.get("split_seed", v.split_seed, 0);
   v.tokenizer = r.get_choice("tokenizer", v.tokenizer, {"bpe", "unigram", "bytes"});
   v.vocab_size = r.get("vocab_size", v.vocab_size, 260, 65536);

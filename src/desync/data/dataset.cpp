@@ -7,12 +7,13 @@
 
 #include "desync/core/error.h"
 #include "desync/data/token_cache.h"
+#include "desync/data/word_dataset.h"
 
 namespace desync {
 namespace {
 
 constexpr const char* kDatasetRoot = "/usr/share/datasets";
-constexpr const char* kChoices = "fashion-mnist, mnist, cifar10, text, gcide, synthetic";
+constexpr const char* kChoices = "fashion-mnist, mnist, cifar10, text, gcide, words, synthetic";
 
 // The first `limit` examples of `d` (all of them if limit is 0 or not smaller than the size).
 // Copies, so that the rest of the split is freed.
@@ -99,6 +100,10 @@ DatasetSplits load_dataset(const DataConfig& cfg, uint64_t seed) {
     s = load_token_dataset(cfg);
   } else if (name == "text") {
     s = load_token_dataset(cfg);
+  } else if (name == "words") {
+    if (!cfg.classes.empty() || cfg.invert)
+      throw ConfigError("data.classes and data.invert do not apply to data.dataset = \"words\"");
+    return load_word_dataset(cfg);  // applies its own limits (sentences, test examples)
   } else if (name == "synthetic") {
     s = make_synthetic(cfg.synthetic_train, cfg.synthetic_test, cfg.synthetic_classes,
                        cfg.synthetic_shape, seed);

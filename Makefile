@@ -17,7 +17,7 @@ cached_on = grep -Eqi '^$(1):BOOL=(ON|TRUE|YES|Y|1)$$' $(BUILD)/CMakeCache.txt 2
 .NOTPARALLEL:
 
 .PHONY: all deps deps-run configure configure-run build build-run run test test-slow bench \
-	bench-matrix mutants clean
+	bench-matrix mutants clean fuzz
 
 all: build
 
@@ -73,3 +73,9 @@ mutants: deps
 
 clean:
 	rm -rf $(BUILD)
+
+# Every libFuzzer target (fuzz/*_fuzz.cpp) for FUZZ_SECONDS each under ASan and UBSan
+# (scripts/fuzz); stops at the first crash and prints the input that caused it.
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@for f in fuzz/*_fuzz.cpp; do scripts/fuzz $$(basename $$f _fuzz.cpp) $(FUZZ_SECONDS) || exit 1; done

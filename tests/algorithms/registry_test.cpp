@@ -23,7 +23,27 @@ using testing::tiny_config;
 // The tiny synthetic job (an MLP of three stages, so pipelines get at least two) with the
 // algorithm selected and all its options at their defaults, but for the federated methods, whose
 // default 120 clients of at least 10 examples need more than the job's 1024 (40 IID ones here).
+// The embedding trainers read a words corpus: a small one, written once per test binary.
+const testing::TempDir& words_dir() {
+  static const testing::TempDir* dir = [] {
+    auto* d = new testing::TempDir;
+    std::string text;
+    for (int s = 0; s < 200; ++s)
+      text += "the cat sat on the mat and word" + std::string(1, static_cast<char>('a' + s % 26)) +
+              " ran to the " + (s % 3 ? "dog" : "bird") + "\n";
+    testing::write_file(d->file("corpus.txt"), text);
+    return d;
+  }();
+  return *dir;
+}
+
 Config default_config(const AlgorithmInfo& info) {
+  if (info.family == "embedding")
+    return tiny_config({"algorithm.name=\"" + info.name + "\"", "data.dataset=\"words\"",
+                        "data.path=\"" + words_dir().file("corpus.txt") + "\"",
+                        "data.cache_dir=\"" + words_dir().file("cache") + "\"",
+                        "model.name=\"sgns\"", "model.d_model=8", "algorithm.sgns.sync_words=500",
+                        "algorithm.sgns.min_count=1", "algorithm.ppmi_svd.min_count=1"});
   if (info.family == "federated")
     return tiny_config({"algorithm.name=\"" + info.name + "\"", "algorithm.clients=40",
                         "algorithm.partition=\"iid\""});

@@ -12,6 +12,8 @@ namespace desync {
 
 // Factories, one per algorithm file.
 std::unique_ptr<Algorithm> make_single(const AlgorithmConfig& cfg);
+std::unique_ptr<Algorithm> make_sgns(const AlgorithmConfig& cfg);
+std::unique_ptr<Algorithm> make_ppmi_svd(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_ddp(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_zero1(const AlgorithmConfig& cfg);
 std::unique_ptr<Algorithm> make_dpu(const AlgorithmConfig& cfg);
@@ -125,6 +127,14 @@ const std::vector<AlgorithmInfo>& algorithm_registry() {
        "FedNCM: the last layer set exactly in one round from federated class means, then "
        "federated fine-tuning of the whole model (FedNCM+FT)",
        make_fedncm},
+      {"sgns", "embedding",
+       "skip-gram with negative sampling (word2vec) on a words corpus: local averaging, dense "
+       "DDP or sparse row exchange (sgns_mode)",
+       make_sgns},
+      {"ppmi_svd", "embedding",
+       "PPMI-SVD word vectors: co-occurrences counted on each rank's shard and merged, one "
+       "randomized SVD on rank 0, broadcast",
+       make_ppmi_svd},
   };
   return kRegistry;
 }

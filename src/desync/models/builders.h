@@ -35,4 +35,8 @@ void build_revnet(StagedModelImpl& model, const ModelConfig& cfg, const ModelInp
 // token ids; num_classes is the vocabulary.
 void build_gpt(StagedModelImpl& model, const ModelConfig& cfg, const ModelInput& input);
 
+// Skip-gram with negative sampling (sgns.h): one stage "embed" holding W_in and W_out,
+// [num_classes, cfg.d_model] each. Input: the words dataset's examples.
+void build_sgns(StagedModelImpl& model, const ModelConfig& cfg, const ModelInput& input);
+
 }  // namespace desync::models

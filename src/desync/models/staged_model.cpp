@@ -127,9 +127,12 @@ StagedModel make_model(const ModelConfig& cfg, const ModelInput& input) {
     models::build_revnet(*model, cfg, input);
   } else if (cfg.name == "gpt") {
     models::build_gpt(*model, cfg, input);
+  } else if (cfg.name == "sgns") {
+    models::build_sgns(*model, cfg, input);
   } else {
-    throw ConfigError("model.name: unknown model '" + cfg.name +
-                      "'; valid choices: mlp, cnn, resnet18, revnet18, revnet34, revnet, gpt");
+    throw ConfigError(
+        "model.name: unknown model '" + cfg.name +
+        "'; valid choices: mlp, cnn, resnet18, revnet18, revnet34, revnet, gpt, sgns");
   }
   if (cfg.dtype == "float64") model->set_dtype(torch::kDouble);
   return model;

@@ -2,12 +2,32 @@
 
 #include "desync/algorithms/population/population.h"
 #include "desync/algorithms/registry.h"
+#include "desync/core/error.h"
 #include "desync/train/init_from.h"
 
 namespace desync {
+namespace {
+
+// The embedding trainers, the sgns model and the words dataset only make sense together.
+void check_embedding_run(const Config& cfg) {
+  const AlgorithmInfo* info = nullptr;
+  for (const AlgorithmInfo& a : algorithm_registry())
+    if (a.name == cfg.algorithm.name) info = &a;
+  const bool trainer = info && info->family == "embedding";
+  const bool model = cfg.model.name == "sgns", words = cfg.data.dataset == "words";
+  if (trainer && (!model || !words))
+    throw ConfigError("algorithm " + cfg.algorithm.name +
+                      " needs model.name = \"sgns\" and data.dataset = \"words\"");
+  if (!trainer && (model || words))
+    throw ConfigError(std::string(model ? "model.name = \"sgns\"" : "data.dataset = \"words\"") +
+                      " trains with algorithm sgns or ppmi_svd, not " + cfg.algorithm.name);
+}
+
+}  // namespace
 
 RunParts assemble_run(const Config& cfg, const DatasetSplits& data, int64_t rank, int64_t world) {
   validate_for_world(cfg, world);
+  check_embedding_run(cfg);
   RunParts p;
   p.algorithm = make_algorithm(cfg.algorithm);
   // Every rank starts from the same weights, except the members of a population that start

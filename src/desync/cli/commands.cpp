@@ -18,8 +18,8 @@
 #include "desync/core/error.h"
 #include "desync/core/fs.h"
 #include "desync/core/system.h"
-#include "desync/data/unigram.h"
 #include "desync/data/token_cache.h"
+#include "desync/data/unigram.h"
 #include "desync/report/compare.h"
 #include "desync/report/summary.h"
 #include "desync/train/trainer.h"
@@ -187,12 +187,15 @@ int run_list() {
   std::puts("  revnet34     RevNet-34: reversible blocks [3, 4, 6, 3], one stage per block");
   std::puts("  revnet       RevNet of model.blocks per group, model.width; one stage per block");
   std::puts("  gpt          decoder-only transformer language model; one stage per block");
+  std::puts(
+      "  sgns         word2vec tables W_in, W_out (model.d_model); algorithms sgns, ppmi_svd");
   std::puts("datasets:");
   std::puts("  fashion-mnist  IDX files, default /usr/share/datasets/fashion-mnist");
   std::puts("  mnist          IDX files, default /usr/share/datasets/mnist");
   std::puts("  cifar10        CIFAR-10 binary batches (data_batch_*.bin, test_batch.bin)");
   std::puts("  text           UTF-8 files, paragraphs as documents, tokenized (data.tokenizer)");
   std::puts("  gcide          GCIDE dictionary entries (dict-gcide), default /usr/share/dictd");
+  std::puts("  words          a word corpus, one sentence per line (desync corpus), for sgns");
   std::puts("  synthetic      seeded Gaussian inputs labelled by a random teacher network");
   return 0;
 }

@@ -63,6 +63,74 @@ struct PartitionArgs {
 
 // `desync partition`: the per-client label histogram of a federated config's partition.
 int run_partition(const PartitionArgs& args);
+// Word embeddings (cli/embeddings.cpp).
+struct CorpusArgs {
+  std::string out;
+  std::string gcide_dir;    // "" = /usr/share/dictd
+  std::string wordnet_dir;  // "" = /usr/share/wordnet
+  bool glosses = true;
+  bool keep_syn = false;
+};
+// `desync corpus`: the GCIDE + WordNet-gloss corpus, one sentence per line.
+int run_corpus(const CorpusArgs& args);
+
+struct WnBatsArgs {
+  std::string corpus;
+  std::string out;
+  std::string wordnet_dir;  // "" = /usr/share/wordnet
+  int64_t pairs = 50;
+  int64_t min_count = 5;
+  bool both_directions = false;
+};
+// `desync wn-bats`: relation categories built from WordNet, in the BATS layout.
+int run_wn_bats(const WnBatsArgs& args);
+
+struct ExportArgs {
+  std::string run_dir;
+  std::string out;
+  std::string format = "auto";  // auto | text | binary
+  bool c_compat = false;
+};
+// `desync embeddings`: an embedding run's W_in as a word2vec file.
+int run_export_embeddings(const ExportArgs& args);
+
+struct RegularitiesArgs {
+  std::string embeddings;
+  std::string categories;
+  std::string json;  // "" = none
+  std::string html;  // "" = none
+  int64_t limit = 0;
+  int64_t restrict_vocab = 300000;
+  int64_t shuffles = 50;
+  int64_t draws = 10;
+  int64_t size_random = 50;
+  int64_t limit_word = 10000;
+  int64_t min_pairs = 5;
+  double cosmul_eps = 1e-3;
+  uint64_t seed = 0;
+  bool no_controls = false;
+  bool all_targets = false;
+  bool float64 = false;
+  bool allow_nonfinite = false;
+  bool keep_first = false;
+  bool replace_invalid_utf8 = false;
+  std::string derangement = "uniform";
+};
+// `desync regularities`: analogy tests, decompositions, OCS/PCS and controls per category.
+int run_regularities(const RegularitiesArgs& args);
+
+struct ParaphraseArgs {
+  std::string run_dir;
+  std::string categories;
+  std::string json;
+  int64_t n_pmi = 2000;
+  int64_t n_tri = 10000;
+  bool full_context = false;
+  std::string closeness = "increasing";
+};
+// `desync paraphrase`: the paraphrase test of an sgns run.
+int run_paraphrase(const ParaphraseArgs& args);
+
 int run_list();
 int run_version();
 

@@ -7,6 +7,11 @@
 //   desync generate RUN_DIR [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
 //   desync tokenize CONFIG [--set section.key=value]...
 //   desync partition CONFIG [--set section.key=value]...
+//   desync corpus --out FILE [--gcide DIR] [--wordnet DIR] [--no-glosses] [--keep-syn]
+//   desync wn-bats --corpus FILE --out DIR [--wordnet DIR] [--pairs N] [--min-count N]
+//   desync embeddings RUN_DIR --out FILE [--format auto|text|binary] [--c-compat]
+//   desync regularities EMB --categories DIR [--json F] [--html F] [options]
+//   desync paraphrase RUN_DIR --categories DIR [--json F]
 //   desync list
 //   desync version
 //
@@ -115,6 +120,82 @@ int main(int argc, char** argv) {
   partition_cmd->add_option("--set", partition.overrides,
                             "override a config value: section.key=value (repeatable)");
 
+  desync::CorpusArgs corpus;
+  CLI::App* corpus_cmd = app.add_subcommand(
+      "corpus", "write the GCIDE + WordNet-gloss word corpus, one sentence per line");
+  corpus_cmd->add_option("--out", corpus.out, "the text file to write")->required();
+  corpus_cmd->add_option("--gcide", corpus.gcide_dir, "dict-gcide folder (/usr/share/dictd)");
+  corpus_cmd->add_option("--wordnet", corpus.wordnet_dir, "WordNet folder (/usr/share/wordnet)");
+  corpus_cmd->add_flag("!--no-glosses", corpus.glosses, "leave out the WordNet glosses");
+  corpus_cmd->add_flag("--keep-syn", corpus.keep_syn, "keep GCIDE's Syn: blocks");
+
+  desync::WnBatsArgs wn_bats;
+  CLI::App* wn_bats_cmd = app.add_subcommand(
+      "wn-bats", "build relation categories from WordNet (BATS layout), filtered by a corpus");
+  wn_bats_cmd->add_option("--corpus", wn_bats.corpus, "corpus text file (desync corpus)")
+      ->required();
+  wn_bats_cmd->add_option("--out", wn_bats.out, "folder to write")->required();
+  wn_bats_cmd->add_option("--wordnet", wn_bats.wordnet_dir, "WordNet folder (/usr/share/wordnet)");
+  wn_bats_cmd->add_option("--pairs", wn_bats.pairs, "pairs per category (50)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  wn_bats_cmd->add_option("--min-count", wn_bats.min_count, "corpus count of every word (5)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 40));
+  wn_bats_cmd->add_flag("--both-directions", wn_bats.both_directions,
+                        "antonyms in both directions (as BATS L10)");
+
+  desync::ExportArgs export_args;
+  CLI::App* export_cmd = app.add_subcommand(
+      "embeddings", "write an sgns or ppmi_svd run's word vectors as a word2vec file");
+  export_cmd->add_option("run_dir", export_args.run_dir, "run directory")->required();
+  export_cmd->add_option("--out", export_args.out, "file to write (.gz compresses)")->required();
+  export_cmd->add_option("--format", export_args.format, "auto (binary for .bin), text, binary")
+      ->check(CLI::IsMember({"auto", "text", "binary"}));
+  export_cmd->add_flag("--c-compat", export_args.c_compat, "text values as C's %lf");
+
+  desync::RegularitiesArgs reg;
+  CLI::App* reg_cmd = app.add_subcommand(
+      "regularities",
+      "analogy tests, their decompositions, OCS and PCS with control sets, per category");
+  reg_cmd->add_option("embeddings", reg.embeddings, "word2vec text/binary or GloVe file")
+      ->required();
+  reg_cmd->add_option("--categories", reg.categories, "folder of categories (BATS layout)")
+      ->required();
+  reg_cmd->add_option("--json", reg.json, "write the results as JSON");
+  reg_cmd->add_option("--html", reg.html, "write an HTML page with per-category charts");
+  reg_cmd->add_option("--limit", reg.limit, "read only the first N words (0 = all)");
+  reg_cmd->add_option("--restrict-vocab", reg.restrict_vocab, "analogy candidates (300000)");
+  reg_cmd->add_option("--shuffles", reg.shuffles, "PCS derangements per category (50)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  reg_cmd->add_option("--draws", reg.draws, "draws per control set (10)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  reg_cmd->add_option("--size-random", reg.size_random, "pairs of the fully random control (50)");
+  reg_cmd->add_option("--limit-word", reg.limit_word, "random words come from the first N (10000)");
+  reg_cmd->add_option("--min-pairs", reg.min_pairs, "fewer pairs give no OCS/PCS (5)");
+  reg_cmd->add_option("--cosmul-eps", reg.cosmul_eps, "3CosMul's epsilon (1e-3)");
+  reg_cmd->add_option("--seed", reg.seed, "seed of every draw (0)");
+  reg_cmd->add_option("--derangement", reg.derangement, "uniform or repo")
+      ->check(CLI::IsMember({"uniform", "repo"}));
+  reg_cmd->add_flag("--no-controls", reg.no_controls, "skip the six control sets");
+  reg_cmd->add_flag("--all-targets", reg.all_targets, "keep every alternative target");
+  reg_cmd->add_flag("--float64", reg.float64, "compute in float64");
+  reg_cmd->add_flag("--allow-nonfinite", reg.allow_nonfinite, "accept NaN and Inf values");
+  reg_cmd->add_flag("--keep-first", reg.keep_first, "keep the first of duplicate words");
+  reg_cmd->add_flag("--replace-invalid-utf8", reg.replace_invalid_utf8,
+                    "read invalid UTF-8 as U+FFFD instead of failing");
+
+  desync::ParaphraseArgs para;
+  CLI::App* para_cmd =
+      app.add_subcommand("paraphrase", "the paraphrase test of an sgns run (arXiv 2102.11749)");
+  para_cmd->add_option("run_dir", para.run_dir, "sgns run directory")->required();
+  para_cmd->add_option("--categories", para.categories, "folder of categories (BATS layout)")
+      ->required();
+  para_cmd->add_option("--json", para.json, "write the report as JSON");
+  para_cmd->add_option("--n-pmi", para.n_pmi, "rows of the linear fit (2000)");
+  para_cmd->add_option("--n-tri", para.n_tri, "most frequent words kept for triples (10000)");
+  para_cmd->add_flag("--full-context", para.full_context, "pseudo-inverse of all of C");
+  para_cmd->add_option("--closeness", para.closeness, "increasing or notebook")
+      ->check(CLI::IsMember({"increasing", "notebook"}));
+
   CLI::App* list_cmd = app.add_subcommand("list", "list algorithms, models and datasets");
   CLI::App* version_cmd = app.add_subcommand("version", "print the version");
 
@@ -138,6 +219,11 @@ int main(int argc, char** argv) {
     if (*generate_cmd) return desync::run_generate(generate);
     if (*tokenize_cmd) return desync::run_tokenize(tokenize);
     if (*partition_cmd) return desync::run_partition(partition);
+    if (*corpus_cmd) return desync::run_corpus(corpus);
+    if (*wn_bats_cmd) return desync::run_wn_bats(wn_bats);
+    if (*export_cmd) return desync::run_export_embeddings(export_args);
+    if (*reg_cmd) return desync::run_regularities(reg);
+    if (*para_cmd) return desync::run_paraphrase(para);
     if (*list_cmd) return desync::run_list();
     if (*version_cmd) return desync::run_version();
   } catch (const desync::Error& e) {

@@ -13,6 +13,8 @@
 #include <tuple>
 #include <vector>
 
+#include "desync/core/error.h"
+
 namespace desync::sgns {
 namespace {
 
@@ -429,6 +431,20 @@ TEST(SgnsKernel, TableSigmoidReadsCsBinsAndSaturatesBeyondSix) {
     EXPECT_NEAR(in[0] - f, expected, 1e-14) << f;
     EXPECT_NEAR(out[2] - 1, expected * f, 1e-14) << f;
   }
+}
+
+TEST(SgnsKernel, OptionsOutOfRangeAndAnEmptyNoiseDistributionAreConfigErrors) {
+  EXPECT_NO_THROW(validate(Options{}));
+  Options o;
+  o.window = 0;
+  EXPECT_THROW(validate(o), ConfigError);
+  o = Options{};
+  o.negatives = -1;
+  EXPECT_THROW(validate(o), ConfigError);
+  o = Options{};
+  o.subsample = -1e-3;
+  EXPECT_THROW(validate(o), ConfigError);
+  EXPECT_THROW(NegativeSampler({0, 0}, 0.75), ConfigError);
 }
 
 }  // namespace

@@ -18,9 +18,10 @@
 // as a slot of its 10^8-entry table: the same draw, tabulated). Unlike C, word 0 is an ordinary
 // word (C's word 0 is the sentence end </s>, which it replaces by a uniform word).
 //
-// Pure functions of their arguments (the generator is the caller's); a NegativeSampler is
-// immutable after construction and may be shared by threads. REQUIRES everywhere: options that
-// pass validate(), word ids in [0, V), rows of `dim` contiguous elements.
+// Functions of their arguments only (the generator is the caller's; sequential_update writes
+// the tables it is given, so concurrent calls on one pair of tables race, Hogwild-style); a
+// NegativeSampler is immutable after construction and may be shared by threads. REQUIRES
+// everywhere: options that pass validate(), word ids in [0, V), rows of `dim` contiguous elements.
 #pragma once
 
 #include <torch/torch.h>
@@ -111,9 +112,9 @@ SparseGradient batch_gradient(const torch::Tensor& w_in, const torch::Tensor& w_
 
 // C's learning rate: alpha0 * max(1e-4, 1 - progress / (total_tokens + 1)), with progress (tokens
 // read, before subsampling, over all epochs; total_tokens = E * T_rank) brought up to date only
-// when more than 10,000 tokens were read since it last was. word2vec.c checks this at each
-// centre position, so a sentence's tokens first count from its second centre on; here it is
-// checked before each sentence. `progress` resumes a schedule (see progress()).
+// when more than 10,000 tokens were read since it last was, checked before each sentence.
+// (word2vec.c checks at each centre position, so a sentence's tokens count from its second centre
+// on, and it restarts the 10,000-token count at each epoch.) `progress` resumes a schedule.
 class AlphaSchedule {
  public:
   static constexpr int64_t kStep = 10000;

@@ -25,16 +25,17 @@ using testing::tiny_config;
 // default 120 clients of at least 10 examples need more than the job's 1024 (40 IID ones here).
 // The embedding trainers read a words corpus: a small one, written once per test binary.
 const testing::TempDir& words_dir() {
-  static const testing::TempDir* dir = [] {
-    auto* d = new testing::TempDir;
+  static const testing::TempDir dir;
+  static const bool written = [] {
     std::string text;
     for (int s = 0; s < 200; ++s)
       text += "the cat sat on the mat and word" + std::string(1, static_cast<char>('a' + s % 26)) +
               " ran to the " + (s % 3 ? "dog" : "bird") + "\n";
-    testing::write_file(d->file("corpus.txt"), text);
-    return d;
+    testing::write_file(dir.file("corpus.txt"), text);
+    return true;
   }();
-  return *dir;
+  (void)written;
+  return dir;
 }
 
 Config default_config(const AlgorithmInfo& info) {

@@ -373,6 +373,51 @@ const std::vector<WireCase> kFederatedCases = {
     {"fedlp", "fedlp", kFederatedArgs + " --set data.synthetic_classes=512"},
     {"fedncm", "fedncm", kFederatedArgs}};
 
+// The embedding trainers: a words corpus of 3,000 types (written once), 64-wide tables, so that
+// an average of the tables (local_avg), a step's touched rows (sparse_rows) and the merged
+// co-occurrences with the broadcast vectors (ppmi_svd) each weigh megabytes.
+std::string words_job() {
+  static const testing::TempDir dir;
+  static const bool written = [] {
+    std::string text;
+    uint64_t x = 11;
+    for (int s = 0; s < 6000; ++s) {
+      for (int i = 0; i < 12; ++i) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        int w = static_cast<int>((x >> 33) % 3000);
+        text += i ? " w" : "w";
+        do {
+          text += static_cast<char>('a' + w % 26);
+          w /= 26;
+        } while (w > 0);
+      }
+      text += "\n";
+    }
+    testing::write_file(dir.file("corpus.txt"), text);
+    return true;
+  }();
+  (void)written;
+  return "[run]\nsteps = 4\nthreads = 1\n[data]\ndataset = \"words\"\npath = \"" +
+         dir.file("corpus.txt") + "\"\ncache_dir = \"" + dir.file("cache") +
+         "\"\ntext_test_fraction = 0.05\n[model]\nname = \"sgns\"\nd_model = 64\n"
+         "[optimizer]\nname = \"sgd\"\nlr = 0.025\n[algorithm.sgns]\nmin_count = 1\n"
+         "sync_words = 5000\nbatch_pairs = 2048\n[algorithm.ppmi_svd]\nmin_count = 1\n"
+         "[checkpoint]\nenabled = false\n";
+}
+
+// Their job (words_job()) is filled in when the test runs, which writes the corpus.
+const std::vector<WireCase> kEmbeddingCases = {
+    {"sgns", "sgns", ""},
+    {"sgns_sparse", "sgns", "--set algorithm.sgns.sgns_mode=sparse_rows"},
+    {"ppmi_svd", "ppmi_svd", "--set run.steps=1"}};
+
+TEST(Netbed, EmbeddingBytesAgreeWithTheWire) {
+  if (std::string why = unavailable(); !why.empty()) GTEST_SKIP() << why;
+  std::vector<WireCase> cases = kEmbeddingCases;
+  for (WireCase& c : cases) c.job = words_job();
+  expect_bytes_agree_with_the_wire(cases);
+}
+
 TEST(Netbed, DataParallelBytesAgreeWithTheWire) {
   if (std::string why = unavailable(); !why.empty()) GTEST_SKIP() << why;
   expect_bytes_agree_with_the_wire(kDataParallelCases);
@@ -491,7 +536,7 @@ std::set<std::string> registered_algorithms() {
 TEST(Netbed, EveryRegisteredAlgorithmHasAWireCheck) {
   std::set<std::string> checked = {"single"};  // SingleWorkerSendsNothing
   for (const auto* cases : {&kDataParallelCases, &kDecentralizedCases, &kPopulationCases,
-                            &kPipelineCases, &kFederatedCases})
+                            &kPipelineCases, &kFederatedCases, &kEmbeddingCases})
     for (const WireCase& c : *cases) checked.insert(c.algorithm);
   std::set<std::string> registered = registered_algorithms();
   ASSERT_FALSE(registered.empty());

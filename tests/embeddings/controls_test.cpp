@@ -50,7 +50,8 @@ Planted planted(const std::vector<int64_t>& sizes, const std::vector<std::string
   p.limit_word = row + distractors;
   blocks.push_back(torch::randn({distractors + 50, d}, torch::kFloat64));
   std::vector<std::string> words;
-  for (int64_t i = 0; i < p.limit_word + 50; ++i) words.push_back("w" + std::to_string(i));
+  for (int64_t i = 0; i < p.limit_word + 50; ++i)
+    words.push_back(std::string("w") + std::to_string(i));
   p.space = make_space(std::move(words), torch::cat(blocks));
   return p;
 }

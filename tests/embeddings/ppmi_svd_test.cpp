@@ -80,7 +80,9 @@ std::vector<std::vector<double>> brute_counts(const WordCorpus& corpus, int64_t 
 void expect_sorted_and_positive(const CooccurrenceCounts& counts) {
   ASSERT_EQ(counts.keys.size(), counts.counts.size());
   for (size_t i = 0; i < counts.keys.size(); ++i) {
-    if (i > 0) EXPECT_LT(counts.keys[i - 1], counts.keys[i]);
+    if (i > 0) {
+      EXPECT_LT(counts.keys[i - 1], counts.keys[i]);
+    }
     EXPECT_GT(counts.counts[i], 0);
   }
 }

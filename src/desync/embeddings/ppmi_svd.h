@@ -12,7 +12,8 @@
 // SPPMI is a sparse CSR float64 matrix (only its positive entries are stored), so memory is
 // O(nnz + V·(d + oversample)); the SVD costs 2·(power_iterations + 1) sparse products of
 // nnz·(d + oversample) multiply-adds plus QRs of V×(d + oversample) matrices. The same counts,
-// options and seed give the same W on the same machine and thread count.
+// options and seed give the same W on the same machine and thread count. Measured: V = 46.6k
+// words, 8.8M counts (4.8M tokens, L = 5), d = 100: 21 s on 2 cores.
 // Pure functions; safe to call from any thread.
 #pragma once
 

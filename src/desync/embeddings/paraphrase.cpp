@@ -107,10 +107,9 @@ torch::Tensor log_ratio(const torch::Tensor& num, const torch::Tensor& den, doub
 
 constexpr int64_t kRankBlock = 64;  // queries scored together in closeness_ranks
 
-// acc[b] = Σ_e value[e] · qt[context[e]][b] for b < kRankBlock: the inner loop of the ranks,
-// compiled for the widest vector unit the CPU has (acc stays in registers with AVX-512).
-__attribute__((target_clones("avx512f", "avx2", "default"))) void accumulate_row(
-    const double* value, const int32_t* context, int64_t length, const double* qt, double* acc) {
+// acc[b] = Σ_e value[e] · qt[context[e]][b] for b < kRankBlock: the inner loop of the ranks.
+void accumulate_row(const double* value, const int32_t* context, int64_t length, const double* qt,
+                    double* acc) {
   double sum[kRankBlock] = {};
   for (int64_t e = 0; e < length; ++e) {
     const double v = value[e];

@@ -41,7 +41,7 @@
 //
 // Cost (T tokens, E distinct (c, W') with N(c; W') > 0, R such W', Q kept analogies). Counting
 // the triples: O(T·(2L)²) time plus sorting, 12·E + 16·R bytes. Ranks: the rows are copied in
-// order of ‖r(W')‖ (12·E + 24·R bytes more); the bounds |‖r'‖ − ‖r‖| <= d <= √(‖r'‖² + ‖r‖²)
+// order of ‖r(W')‖ (12·E + 48·R bytes more); the bounds |‖r'‖ − ‖r‖| <= d <= √(‖r'‖² + ‖r‖²)
 // (entries of r are <= 0) settle a prefix and a suffix of that order for each analogy, and the
 // rows between get a dot product with r(W), 64 analogies at a time against a dense
 // 8·64·n_tri-byte block, over the intra-op threads: at worst O(E·Q) multiply-adds. Measured

@@ -390,27 +390,6 @@ std::string tidy_layout(const std::vector<std::string>& lines) {
 
 // ---- files ----------------------------------------------------------------------------------
 
-std::string read_gzip(const std::string& path) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (f == nullptr) throw DataError(fmt::format("cannot open {}", path));
-  gzbuffer(f, 1u << 18);
-  std::string out;
-  std::vector<char> buf(1u << 20);
-  while (true) {
-    const int got = gzread(f, buf.data(), static_cast<unsigned>(buf.size()));
-    if (got < 0) {
-      int code = 0;
-      const std::string msg = gzerror(f, &code);
-      gzclose(f);
-      throw DataError(fmt::format("{}: corrupt or truncated ({})", path, msg));
-    }
-    if (got == 0) break;
-    out.append(buf.data(), static_cast<size_t>(got));
-  }
-  gzclose(f);
-  return out;
-}
-
 struct IndexEntry {
   int64_t length = 0;
   bool metadata = false;  // named by a "00-" headword
@@ -446,6 +425,27 @@ std::map<int64_t, IndexEntry> read_index(const std::string& path) {
 }
 
 }  // namespace
+
+std::string read_gzip(const std::string& path) {
+  gzFile f = gzopen(path.c_str(), "rb");
+  if (f == nullptr) throw DataError(fmt::format("cannot open {}", path));
+  gzbuffer(f, 1u << 18);
+  std::string out;
+  std::vector<char> buf(1u << 20);
+  while (true) {
+    const int got = gzread(f, buf.data(), static_cast<unsigned>(buf.size()));
+    if (got < 0) {
+      int code = 0;
+      const std::string msg = gzerror(f, &code);
+      gzclose(f);
+      throw DataError(fmt::format("{}: corrupt or truncated ({})", path, msg));
+    }
+    if (got == 0) break;
+    out.append(buf.data(), static_cast<size_t>(got));
+  }
+  gzclose(f);
+  return out;
+}
 
 int64_t dictd_number(std::string_view digits) {
   if (digits.empty() || digits.size() > 10) return -1;

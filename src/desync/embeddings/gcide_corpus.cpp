@@ -1,7 +1,5 @@
 #include "desync/embeddings/gcide_corpus.h"
 
-#include <zlib.h>
-
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -190,25 +188,12 @@ std::string drop_braces_and_citations(std::string_view text) {
 
 // ---- files ----------------------------------------------------------------------------------
 
-std::string read_gzip(const std::string& path) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (f == nullptr) throw DataError("cannot open " + path + "; " + kGcideHint + " provides it");
-  gzbuffer(f, 1u << 18);
-  std::string out;
-  std::vector<char> buf(1u << 20);
-  while (true) {
-    const int got = gzread(f, buf.data(), static_cast<unsigned>(buf.size()));
-    if (got < 0) {
-      int code = 0;
-      const std::string msg = gzerror(f, &code);
-      gzclose(f);
-      throw DataError(path + ": corrupt or truncated (" + msg + ")");
-    }
-    if (got == 0) break;
-    out.append(buf.data(), static_cast<size_t>(got));
-  }
-  gzclose(f);
-  return out;
+// data/gcide.h's reader, with the package that provides a missing file named.
+std::string read_dictzip(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec))
+    throw DataError("cannot open " + path + "; " + kGcideHint + " provides it");
+  return read_gzip(path);
 }
 
 // The (offset, length) ranges of a dictd index in offset order, each with whether every
@@ -294,7 +279,7 @@ std::vector<std::string> gcide_sentences(const std::string& dictd_dir,
   const std::string index_path = dictd_dir + "/gcide.index";
   const std::string dict_path = dictd_dir + "/gcide.dict.dz";
   const auto ranges = read_ranges(index_path);
-  const std::string dict = read_gzip(dict_path);
+  const std::string dict = read_dictzip(dict_path);
   std::vector<std::string> out;
   for (const auto& [range, metadata] : ranges) {
     if (metadata) continue;

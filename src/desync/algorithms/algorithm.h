@@ -52,9 +52,10 @@ struct Context {
 
   Communicator& eval_channel() const { return eval_comm ? *eval_comm : comm; }
 
-  // The optimizer named by [optimizer] over `slots`.
+  // The optimizer named by [optimizer] over `slots`, with the model's per-tensor learning-rate
+  // scales.
   std::unique_ptr<Optimizer> make_optimizer(std::vector<ParamSlot> slots) const {
-    return desync::make_optimizer(config.optimizer, std::move(slots));
+    return desync::make_optimizer(config, std::move(slots));
   }
 };
 

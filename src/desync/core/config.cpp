@@ -231,8 +231,8 @@ SectionReader algorithm_reader(const AlgorithmConfig& cfg) {
 
 namespace {
 
-const std::vector<std::string> kSections = {"run",      "data",      "model", "optimizer",
-                                            "schedule", "algorithm", "eval",  "checkpoint"};
+const std::vector<std::string> kSections = {
+    "run", "data", "model", "optimizer", "schedule", "algorithm", "eval", "checkpoint", "meta"};
 
 const toml::table* section_table(const toml::table& doc, const char* name,
                                  const std::string& file) {
@@ -382,7 +382,21 @@ void read_model(Config& c, const toml::table& doc, const std::string& f) {
   v.activation = r.get_choice("activation", v.activation, {"gelu", "swiglu"});
   v.tie_embeddings = r.get("tie_embeddings", v.tie_embeddings);
   v.init_from = r.get("init_from", v.init_from);
+  v.low_rank = r.get("low_rank", v.low_rank, 0.0, 1e9);
+  v.parametrization = r.get_choice("parametrization", v.parametrization, {"sp", "mup"});
+  v.mup_input_mult = r.get("mup_input_mult", v.mup_input_mult, 0.0, 1e9, true);
+  v.mup_output_mult = r.get("mup_output_mult", v.mup_output_mult, 0.0, 1e9, true);
+  v.mup_hidden_lr_mult = r.get("mup_hidden_lr_mult", v.mup_hidden_lr_mult, 0.0, 1e9, true);
+  v.mup_output_init = r.get_choice("mup_output_init", v.mup_output_init, {"zero", "normal"});
   r.finish();
+  if (v.low_rank > 1.0 && v.low_rank != static_cast<double>(static_cast<int64_t>(v.low_rank)))
+    throw ConfigError(
+        fmt::format("{}: model.low_rank ({}) must be a ratio in (0, 1) or a whole rank >= 1",
+                    r.where("low_rank"), v.low_rank));
+  if ((v.low_rank > 0 || v.parametrization != "sp") && v.name != "mlp" && v.name != "gpt")
+    throw ConfigError(fmt::format(
+        "{}: model.low_rank and model.parametrization apply to the mlp and gpt models, not {}",
+        r.where(v.low_rank > 0 ? "low_rank" : "parametrization"), v.name));
   if (v.name == "gpt" && v.d_model % v.n_head != 0)
     throw ConfigError(fmt::format("{}: model.d_model ({}) must be a multiple of model.n_head ({})",
                                   r.where("d_model"), v.d_model, v.n_head));
@@ -401,7 +415,7 @@ void read_model(Config& c, const toml::table& doc, const std::string& f) {
 void read_optimizer(Config& c, const toml::table& doc, const std::string& f) {
   SectionReader r(section_table(doc, "optimizer", f), "optimizer", f);
   OptimizerConfig& v = c.optimizer;
-  v.name = r.get_choice("name", v.name, {"sgd", "adamw"});
+  v.name = r.get_choice("name", v.name, {"sgd", "adamw", "spectron", "mulo"});
   v.lr = r.get("lr", v.lr, 0.0, 1e6, true);
   v.momentum = r.get("momentum", v.momentum, 0.0, 1.0);
   v.nesterov = r.get("nesterov", v.nesterov);
@@ -412,6 +426,15 @@ void read_optimizer(Config& c, const toml::table& doc, const std::string& f) {
   v.eps = r.get("eps", v.eps, 0.0, 1.0, true);
   v.no_decay_norm_bias = r.get("no_decay_norm_bias", v.no_decay_norm_bias);
   v.grad_clip = r.get("grad_clip", v.grad_clip, 0.0);
+  v.spectron_beta = r.get("spectron_beta", v.spectron_beta, 0.0, 1.0);
+  v.spectron_ns_steps = r.get("spectron_ns_steps", v.spectron_ns_steps, 0, 100);
+  v.spectron_power_steps = r.get("spectron_power_steps", v.spectron_power_steps, 1, 100);
+  v.spectron_exact = r.get("spectron_exact", v.spectron_exact);
+  v.lopt_weights = r.get("lopt_weights", v.lopt_weights);
+  v.lopt_seed = r.get("lopt_seed", v.lopt_seed);
+  v.lopt_alpha1 = r.get("lopt_alpha1", v.lopt_alpha1, 0.0, 1e3);
+  v.lopt_alpha2 = r.get("lopt_alpha2", v.lopt_alpha2, 0.0, 1e3);
+  v.lopt_clip = r.get("lopt_clip", v.lopt_clip);
   r.finish();
   if (v.nesterov && (v.momentum <= 0 || v.dampening != 0))
     throw ConfigError(fmt::format("{}: optimizer.nesterov needs momentum > 0 and dampening = 0",
@@ -462,6 +485,32 @@ void read_eval(Config& c, const toml::table& doc, const std::string& f) {
   r.finish();
 }
 
+void read_meta(Config& c, const toml::table& doc, const std::string& f) {
+  SectionReader r(section_table(doc, "meta", f), "meta", f);
+  MetaConfig& v = c.meta;
+  v.task = r.get_choice("task", v.task, {"mlp", "quadratic"});
+  v.outer_steps = r.get("outer_steps", v.outer_steps, 1);
+  v.tasks = r.get("tasks", v.tasks, 1, 1 << 16);
+  v.unroll = r.get("unroll", v.unroll, 1, 1 << 20);
+  v.horizon_min = r.get("horizon_min", v.horizon_min, 1);
+  v.horizon_max = r.get("horizon_max", v.horizon_max, 1);
+  v.widths = r.get("widths", v.widths, 1);
+  v.sigma = r.get("sigma", v.sigma, 0.0, 1e3, true);
+  v.persistent = r.get("persistent", v.persistent);
+  v.lr_start = r.get("lr_start", v.lr_start, 0.0);
+  v.lr_peak = r.get("lr_peak", v.lr_peak, 0.0);
+  v.lr_final = r.get("lr_final", v.lr_final, 0.0);
+  v.warmup_steps = r.get("warmup_steps", v.warmup_steps, 0);
+  v.grad_clip = r.get("grad_clip", v.grad_clip, 0.0);
+  v.checkpoint_every = r.get("checkpoint_every", v.checkpoint_every, 0);
+  r.finish();
+  if (v.horizon_max < v.horizon_min)
+    throw ConfigError(fmt::format("{}: meta.horizon_max ({}) is below meta.horizon_min ({})",
+                                  r.where("horizon_max"), v.horizon_max, v.horizon_min));
+  if (v.widths.empty())
+    throw ConfigError(fmt::format("{}: meta.widths needs at least one width", r.where("widths")));
+}
+
 void read_checkpoint(Config& c, const toml::table& doc, const std::string& f) {
   SectionReader r(section_table(doc, "checkpoint", f), "checkpoint", f);
   c.checkpoint.every = r.get("every", c.checkpoint.every, 0);
@@ -487,6 +536,7 @@ void read_sections(Config& c) {
   read_algorithm(c, doc, f);
   read_eval(c, doc, f);
   read_checkpoint(c, doc, f);
+  read_meta(c, doc, f);
 }
 
 template <class T>
@@ -550,7 +600,13 @@ std::string Config::resolved_toml() const {
                                   {"position", model.position},
                                   {"activation", model.activation},
                                   {"tie_embeddings", model.tie_embeddings},
-                                  {"init_from", model.init_from}});
+                                  {"init_from", model.init_from},
+                                  {"low_rank", model.low_rank},
+                                  {"parametrization", model.parametrization},
+                                  {"mup_input_mult", model.mup_input_mult},
+                                  {"mup_output_mult", model.mup_output_mult},
+                                  {"mup_hidden_lr_mult", model.mup_hidden_lr_mult},
+                                  {"mup_output_init", model.mup_output_init}});
   doc.insert("optimizer", toml::table{{"name", optimizer.name},
                                       {"lr", optimizer.lr},
                                       {"momentum", optimizer.momentum},
@@ -561,7 +617,16 @@ std::string Config::resolved_toml() const {
                                       {"beta2", optimizer.beta2},
                                       {"eps", optimizer.eps},
                                       {"no_decay_norm_bias", optimizer.no_decay_norm_bias},
-                                      {"grad_clip", optimizer.grad_clip}});
+                                      {"grad_clip", optimizer.grad_clip},
+                                      {"spectron_beta", optimizer.spectron_beta},
+                                      {"spectron_ns_steps", optimizer.spectron_ns_steps},
+                                      {"spectron_power_steps", optimizer.spectron_power_steps},
+                                      {"spectron_exact", optimizer.spectron_exact},
+                                      {"lopt_weights", optimizer.lopt_weights},
+                                      {"lopt_seed", optimizer.lopt_seed},
+                                      {"lopt_alpha1", optimizer.lopt_alpha1},
+                                      {"lopt_alpha2", optimizer.lopt_alpha2},
+                                      {"lopt_clip", optimizer.lopt_clip}});
   doc.insert("schedule", toml::table{{"name", schedule.name},
                                      {"warmup_steps", schedule.warmup_steps},
                                      {"step_size", schedule.step_size},
@@ -597,6 +662,21 @@ std::string Config::resolved_toml() const {
   doc.insert("checkpoint", toml::table{{"every", checkpoint.every},
                                        {"keep", checkpoint.keep},
                                        {"enabled", checkpoint.enabled}});
+  doc.insert("meta", toml::table{{"task", meta.task},
+                                 {"outer_steps", meta.outer_steps},
+                                 {"tasks", meta.tasks},
+                                 {"unroll", meta.unroll},
+                                 {"horizon_min", meta.horizon_min},
+                                 {"horizon_max", meta.horizon_max},
+                                 {"widths", to_array(meta.widths)},
+                                 {"sigma", meta.sigma},
+                                 {"persistent", meta.persistent},
+                                 {"lr_start", meta.lr_start},
+                                 {"lr_peak", meta.lr_peak},
+                                 {"lr_final", meta.lr_final},
+                                 {"warmup_steps", meta.warmup_steps},
+                                 {"grad_clip", meta.grad_clip},
+                                 {"checkpoint_every", meta.checkpoint_every}});
   std::ostringstream out;
   out << doc << "\n";
   return out.str();

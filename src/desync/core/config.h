@@ -87,7 +87,7 @@ struct DataConfig {
 };
 
 struct ModelConfig {
-  std::string name = "cnn";  // mlp | cnn | resnet18 | revnet18 | revnet34 | revnet | gpt
+  std::string name = "cnn";  // mlp | cnn | resnet18 | revnet18 | revnet34 | revnet | gpt | sgns
   std::vector<int64_t> hidden = {256, 128};  // mlp: hidden widths
   std::vector<int64_t> channels = {32, 64};  // cnn: channels of the conv blocks
   // resnet18: channels of the first stage; revnet*: width of each of the two streams in group 1
@@ -111,10 +111,21 @@ struct ModelConfig {
   // A run directory whose newest complete checkpoint (rank 0's) gives the initial parameters and
   // buffers; every shape must match. "" = initialise from run.seed.
   std::string init_from = "";
+  // mlp, gpt: every linear layer but the embeddings and the head becomes a LowRankLinear
+  // W = A·Bᵀ (models/low_rank.h). 0 = dense; in (0, 1) the rank as a share of min(in, out)
+  // (rounded, at least 1); >= 1 the rank itself (at most min(in, out)).
+  double low_rank = 0.0;
+  // mlp, gpt: "sp" (standard) or "mup" (μP, models/mup.h): init scales, forward multipliers and
+  // per-tensor learning-rate scales (ParamSlot::lr_scale) for adamw, spectron and mulo.
+  std::string parametrization = "sp";
+  double mup_input_mult = 1.0;           // mup: forward multiplier of the input layer
+  double mup_output_mult = 1.0;          // mup: the head's forward multiplier is this / fan_in
+  double mup_hidden_lr_mult = 1.0;       // mup: hidden matrices' lr scale is this / fan_in
+  std::string mup_output_init = "zero";  // mup: the head's weights start at zero | normal
 };
 
 struct OptimizerConfig {
-  std::string name = "sgd";  // sgd | adamw
+  std::string name = "sgd";  // sgd | adamw | spectron | mulo
   double lr = 0.1;
   double momentum = 0.0;
   bool nesterov = false;
@@ -125,6 +136,18 @@ struct OptimizerConfig {
   double eps = 1e-8;
   bool no_decay_norm_bias = false;  // no weight decay on normalisation weights and biases
   double grad_clip = 0.0;           // global gradient-norm clip; 0 = off
+  // spectron (optim/spectron.h): LowRankLinear factor pairs; every other tensor by AdamW
+  // (beta1, beta2, eps).
+  double spectron_beta = 0.95;       // EMA momentum of the factor gradients
+  int64_t spectron_ns_steps = 5;     // Newton–Schulz steps
+  int64_t spectron_power_steps = 1;  // power-iteration steps per update (warm-started)
+  bool spectron_exact = false;       // SVD polar factor and exact spectral norms (tests)
+  // mulo (optim/mulo.h): the learned optimizer small_fc_lopt.
+  std::string lopt_weights = "";  // meta-parameters written by `desync meta-train`; "" = drawn
+  int64_t lopt_seed = 0;          // draws the meta-parameters when lopt_weights is ""
+  double lopt_alpha1 = 1e-3;      // step = alpha1 * direction * exp(alpha2 * magnitude)
+  double lopt_alpha2 = 1e-3;
+  bool lopt_clip = false;  // clip the gradients' global norm to 1 before the features
 };
 
 struct ScheduleConfig {
@@ -173,6 +196,28 @@ struct CheckpointConfig {
   bool enabled = true;
 };
 
+// `desync meta-train` (meta/pes.h): truncated Persistent Evolution Strategies over a learned
+// optimizer's meta-parameters, on MLP tasks built from [data], [model] and [optimizer].
+struct MetaConfig {
+  // "mlp": MLP classifiers on [data] trained by mulo; "quadratic": SGD with learning rate
+  // exp(theta) on a 1-D quadratic (a check with a known optimum).
+  std::string task = "mlp";
+  int64_t outer_steps = 1000;
+  int64_t tasks = 8;                   // antithetic pairs, spread over the workers
+  int64_t unroll = 50;                 // inner steps per truncation
+  int64_t horizon_min = 100;           // inner horizons ~ LogUniform[horizon_min, horizon_max]
+  int64_t horizon_max = 1000;
+  std::vector<int64_t> widths = {128};  // a task's hidden width, drawn per task
+  double sigma = 0.01;                 // perturbation scale
+  bool persistent = true;              // accumulate ξ (PES); false = truncated ES (biased)
+  double lr_start = 3e-10;             // meta-AdamW: lr_start -> lr_peak over warmup_steps,
+  double lr_peak = 3e-3;               // then linearly to lr_final at outer_steps
+  double lr_final = 1e-3;
+  int64_t warmup_steps = 100;
+  double grad_clip = 1.0;  // the ES gradient's global norm; 0 = off
+  int64_t checkpoint_every = 50;
+};
+
 struct Config {
   RunConfig run;
   DataConfig data;
@@ -182,6 +227,7 @@ struct Config {
   AlgorithmConfig algorithm;
   EvalConfig eval;
   CheckpointConfig checkpoint;
+  MetaConfig meta;
 
   std::string source;                // the file it was loaded from
   std::shared_ptr<toml::table> doc;  // the merged document (file + overrides), before defaults

@@ -10,6 +10,7 @@
 #include "desync/core/error.h"
 #include "desync/models/builders.h"
 #include "desync/models/gpt_layers.h"
+#include "desync/models/low_rank.h"
 
 namespace desync {
 
@@ -33,6 +34,7 @@ int64_t gpt_ff_width(const ModelConfig& cfg) {
 
 // Forward FLOPs per token, at 2 per multiply-add (d = d_model, f = gpt_ff_width, T = seq_len,
 // V = vocab_size), from the matrix products a token takes part in:
+// A factorised layer (model.low_rank) counts (in + out) r multiply-adds instead of in * out.
 //   per block:  QKV projection        2 d (3d)
 //               scores q k^T          2 T d   (the token's query against T keys, all heads)
 //               weighted values a v   2 T d   (T weights per head times d_head, all heads)
@@ -44,12 +46,19 @@ int64_t gpt_ff_width(const ModelConfig& cfg) {
 // (the gradients with respect to both operands): 3x the forward. Not counted: embedding lookups,
 // norms, softmax, activations, biases and residual additions (O(d) per token, not O(d^2)).
 double gpt_train_flops_per_token(const ModelConfig& cfg, int64_t vocab_size, int64_t seq_len) {
-  const double d = static_cast<double>(cfg.d_model);
-  const double f = static_cast<double>(gpt_ff_width(cfg));
+  const int64_t dm = cfg.d_model, ff = gpt_ff_width(cfg);
+  // Multiply-adds of one row through a block's linear layer: in * out dense, (in + out) * r
+  // factorised (model.low_rank).
+  auto macs = [&](int64_t in, int64_t out) {
+    const int64_t r = models::resolve_rank(cfg.low_rank, in, out);
+    return static_cast<double>(r > 0 ? (in + out) * r : in * out);
+  };
+  const double d = static_cast<double>(dm);
   const double t = static_cast<double>(seq_len);
-  const double mlp_matrices = cfg.activation == "swiglu" ? 3.0 : 2.0;
+  const double mlp =
+      cfg.activation == "swiglu" ? 2.0 * macs(dm, ff) + macs(ff, dm) : macs(dm, ff) + macs(ff, dm);
   const double block =
-      2.0 * d * 3.0 * d + 2.0 * t * d + 2.0 * t * d + 2.0 * d * d + 2.0 * mlp_matrices * d * f;
+      2.0 * macs(dm, 3 * dm) + 2.0 * t * d + 2.0 * t * d + 2.0 * macs(dm, dm) + 2.0 * mlp;
   const double forward =
       static_cast<double>(cfg.n_layer) * block + 2.0 * d * static_cast<double>(vocab_size);
   return 3.0 * forward;
@@ -99,6 +108,15 @@ GptSpec gpt_spec(const ModelConfig& cfg, const ModelInput& input) {
   spec.rope = cfg.position == "rope";
   spec.swiglu = cfg.activation == "swiglu";
   spec.tie_embeddings = cfg.tie_embeddings;
+  spec.low_rank = cfg.low_rank;
+  spec.mup = cfg.parametrization == "mup";
+  spec.mup_input_mult = cfg.mup_input_mult;
+  spec.mup_output_mult = cfg.mup_output_mult;
+  spec.mup_output_zero = cfg.mup_output_init == "zero";
+  if (spec.mup && spec.tie_embeddings)
+    throw ConfigError(
+        "model.parametrization = \"mup\" gives the head its own zero-initialised weight; set "
+        "model.tie_embeddings = false");
   return spec;
 }
 

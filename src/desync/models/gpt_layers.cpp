@@ -12,14 +12,17 @@ constexpr double kNormEps = 1e-5;
 constexpr double kInitStd = 0.02;
 constexpr double kRopeBase = 10000.0;
 
-torch::nn::Linear linear(int64_t in, int64_t out, bool bias) {
-  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
+// A block's linear layer: factorised with the rank spec.low_rank gives it.
+LinearLayer linear(const GptSpec& spec, int64_t in, int64_t out, bool bias) {
+  return LinearLayer(in, out, bias, resolve_rank(spec.low_rank, in, out));
 }
 
-// Weight ~ N(0, std), bias 0 (GPT-2).
-void init_linear(const torch::nn::Linear& layer, double std) {
-  torch::nn::init::normal_(layer->weight, 0.0, std);
-  if (layer->bias.defined()) torch::nn::init::zeros_(layer->bias);
+// GPT-2: weight ~ N(0, std), bias 0. μP: weight ~ TruncatedNormal(0, 1/fan_in), bias 0.
+void init_linear(const GptSpec& spec, LinearLayer layer, double std) {
+  if (spec.mup)
+    layer->init_truncated_normal(1.0 / std::sqrt(static_cast<double>(layer->in_features())), 0.0);
+  else
+    layer->init_normal(std);
 }
 
 }  // namespace
@@ -77,8 +80,8 @@ CausalSelfAttentionImpl::CausalSelfAttentionImpl(const GptSpec& spec) : spec_(sp
 }
 
 void CausalSelfAttentionImpl::reset() {
-  qkv_ = register_module("qkv", linear(spec_.d_model, 3 * spec_.d_model, true));
-  proj_ = register_module("proj", linear(spec_.d_model, spec_.d_model, true));
+  qkv_ = register_module("qkv", linear(spec_, spec_.d_model, 3 * spec_.d_model, true));
+  proj_ = register_module("proj", linear(spec_, spec_.d_model, spec_.d_model, true));
 }
 
 torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x) {
@@ -95,8 +98,10 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x) {
     k = rope_->apply(k);
   }
   if (mask_.device() != x.device()) mask_ = mask_.to(x.device());
-  torch::Tensor scores =
-      torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(d)));
+  // μP scales the scores by 1/d_head: q and k become correlated as they learn.
+  const double scale =
+      spec_.mup ? 1.0 / static_cast<double>(d) : 1.0 / std::sqrt(static_cast<double>(d));
+  torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) * scale;
   scores.masked_fill_(mask_.narrow(0, 0, t).narrow(1, 0, t),
                       -std::numeric_limits<double>::infinity());
   torch::Tensor y = torch::matmul(torch::softmax(scores, -1), v);  // [B, H, T, d]
@@ -105,8 +110,8 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x) {
 
 void CausalSelfAttentionImpl::init_gpt2(double residual_std) {
   torch::NoGradGuard no_grad;
-  init_linear(qkv_, kInitStd);
-  init_linear(proj_, residual_std);
+  init_linear(spec_, qkv_, kInitStd);
+  init_linear(spec_, proj_, residual_std);
 }
 
 GptMlpImpl::GptMlpImpl(const GptSpec& spec) : spec_(spec) { reset(); }
@@ -114,12 +119,12 @@ GptMlpImpl::GptMlpImpl(const GptSpec& spec) : spec_(spec) { reset(); }
 void GptMlpImpl::reset() {
   const int64_t d = spec_.d_model, f = spec_.d_ff;
   if (spec_.swiglu) {
-    gate_ = register_module("gate", linear(d, f, false));
-    up_ = register_module("up", linear(d, f, false));
-    proj_ = register_module("proj", linear(f, d, false));
+    gate_ = register_module("gate", linear(spec_, d, f, false));
+    up_ = register_module("up", linear(spec_, d, f, false));
+    proj_ = register_module("proj", linear(spec_, f, d, false));
   } else {
-    fc_ = register_module("fc", linear(d, f, true));
-    proj_ = register_module("proj", linear(f, d, true));
+    fc_ = register_module("fc", linear(spec_, d, f, true));
+    proj_ = register_module("proj", linear(spec_, f, d, true));
   }
 }
 
@@ -131,12 +136,12 @@ torch::Tensor GptMlpImpl::forward(const torch::Tensor& x) {
 void GptMlpImpl::init_gpt2(double residual_std) {
   torch::NoGradGuard no_grad;
   if (spec_.swiglu) {
-    init_linear(gate_, kInitStd);
-    init_linear(up_, kInitStd);
+    init_linear(spec_, gate_, kInitStd);
+    init_linear(spec_, up_, kInitStd);
   } else {
-    init_linear(fc_, kInitStd);
+    init_linear(spec_, fc_, kInitStd);
   }
-  init_linear(proj_, residual_std);
+  init_linear(spec_, proj_, residual_std);
 }
 
 GptBlockImpl::GptBlockImpl(const GptSpec& spec) : spec_(spec) { reset(); }
@@ -179,7 +184,7 @@ torch::Tensor GptEmbeddingImpl::forward(const torch::Tensor& ids) {
   torch::Tensor x = tok_(ids);
   // Position p's embedding is row p: the first T rows, broadcast over the batch.
   if (pos_) x = x + pos_->weight.narrow(0, 0, t);
-  return x;
+  return spec_.mup && spec_.mup_input_mult != 1.0 ? x * spec_.mup_input_mult : x;
 }
 
 void GptEmbeddingImpl::init_gpt2() {
@@ -192,8 +197,10 @@ GptHeadImpl::GptHeadImpl(const GptSpec& spec) : spec_(spec) { reset(); }
 
 void GptHeadImpl::reset() {
   norm_ = register_module("norm", GptNorm(spec_.d_model, spec_.rms_norm));
+  // The head stays dense; μP multiplies its logits by output_mult / d_model.
+  const double mult = spec_.mup ? spec_.mup_output_mult / static_cast<double>(spec_.d_model) : 1.0;
   if (!spec_.tie_embeddings)
-    out_ = register_module("out", linear(spec_.d_model, spec_.vocab, false));
+    out_ = register_module("out", LinearLayer(spec_.d_model, spec_.vocab, false, 0, mult));
 }
 
 torch::Tensor GptHeadImpl::forward(const torch::Tensor& x) {
@@ -206,7 +213,13 @@ torch::Tensor GptHeadImpl::forward(const torch::Tensor& x) {
 void GptHeadImpl::init_gpt2() {
   torch::NoGradGuard no_grad;
   norm_->init_gpt2();
-  if (out_) init_linear(out_, kInitStd);
+  if (!out_) return;
+  if (!spec_.mup)
+    out_->init_normal(kInitStd);
+  else if (spec_.mup_output_zero)
+    out_->init_zero();
+  else
+    out_->init_normal(1.0);
 }
 
 void GptHeadImpl::tie(const torch::Tensor& weight) {

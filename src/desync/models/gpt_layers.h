@@ -14,7 +14,10 @@
 // [q; k; v], and within each of the three, head h owns rows [h d_head, (h + 1) d_head).
 //
 // Initialisation: constructors and reset() leave LibTorch's defaults; init_gpt2() draws GPT-2's
-// (gpt.h) from the global torch RNG, in a fixed order.
+// (gpt.h), or μP's when spec.mup, from the global torch RNG, in a fixed order.
+//
+// The blocks' linear layers are LinearLayers (low_rank.h): dense, or factorised W = A Bᵀ when
+// spec.low_rank > 0 (parameters "A", "B" in place of "weight").
 //
 // Thread-safety: as any module; forward may update the lazy rotary cache.
 #pragma once
@@ -23,6 +26,8 @@
 
 #include <cstdint>
 #include <optional>
+
+#include "desync/models/low_rank.h"
 
 namespace desync::models {
 
@@ -35,6 +40,13 @@ struct GptSpec {
   bool rope = false;            // rotary positions, else learned absolute ones
   bool swiglu = false;          // swiglu MLP, else gelu
   bool tie_embeddings = false;  // the head uses the token embedding's weight
+  double low_rank = 0.0;        // model.low_rank: the blocks' linear layers factorised (low_rank.h)
+  // μP (mup.h): the blocks' matrices ~ TruncatedNormal(0, 1/fan_in), attention scores scaled by
+  // 1/d_head instead of 1/sqrt(d_head), the embedding's output times input_mult, the head's
+  // logits times output_mult / d_model with its weight zero (or N(0, 1) when !output_zero).
+  bool mup = false;
+  double mup_input_mult = 1.0, mup_output_mult = 1.0;
+  bool mup_output_zero = true;
   int64_t d_head() const { return d_model / n_head; }
 };
 
@@ -82,7 +94,7 @@ class CausalSelfAttentionImpl : public torch::nn::Cloneable<CausalSelfAttentionI
 
  private:
   GptSpec spec_;
-  torch::nn::Linear qkv_{nullptr}, proj_{nullptr};
+  LinearLayer qkv_{nullptr}, proj_{nullptr};
   torch::Tensor mask_;          // bool [context, context], true above the diagonal (the future)
   std::optional<Rotary> rope_;  // with position = rope
 };
@@ -99,7 +111,7 @@ class GptMlpImpl : public torch::nn::Cloneable<GptMlpImpl> {
 
  private:
   GptSpec spec_;
-  torch::nn::Linear fc_{nullptr}, gate_{nullptr}, up_{nullptr}, proj_{nullptr};
+  LinearLayer fc_{nullptr}, gate_{nullptr}, up_{nullptr}, proj_{nullptr};
 };
 TORCH_MODULE(GptMlp);
 
@@ -152,7 +164,7 @@ class GptHeadImpl : public torch::nn::Cloneable<GptHeadImpl> {
  private:
   GptSpec spec_;
   GptNorm norm_{nullptr};
-  torch::nn::Linear out_{nullptr};
+  LinearLayer out_{nullptr};
   torch::Tensor tied_;
 };
 TORCH_MODULE(GptHead);

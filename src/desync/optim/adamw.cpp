@@ -1,4 +1,5 @@
-// AdamW as torch.optim.AdamW (PyTorch 1.13 / 2.x, amsgrad off, foreach off), per slot at step t:
+// AdamW as torch.optim.AdamW (PyTorch 1.13 / 2.x, amsgrad off, foreach off), per slot at step t,
+// with lr the slot's learning rate (the schedule's times ParamSlot::lr_scale):
 //
 //   param *= 1 - lr * weight_decay                        (decoupled decay)
 //   m = beta1 * m + (1 - beta1) * grad
@@ -36,11 +37,12 @@ class AdamW : public Optimizer {
     const int64_t t = step_.item<int64_t>() + 1;
     const double bias_correction1 = 1.0 - std::pow(beta1_, static_cast<double>(t));
     const double bias_correction2 = 1.0 - std::pow(beta2_, static_cast<double>(t));
-    const double step_size = lr / bias_correction1;
     const double bias_correction2_sqrt = std::sqrt(bias_correction2);
     for (size_t i = 0; i < slots_.size(); ++i) {
       ParamSlot& s = slots_[i];
-      if (s.weight_decay != 0.0) s.param.mul_(1.0 - lr * s.weight_decay);
+      const double slot_lr = lr * s.lr_scale;
+      const double step_size = slot_lr / bias_correction1;
+      if (s.weight_decay != 0.0) s.param.mul_(1.0 - slot_lr * s.weight_decay);
       exp_avg_[i].mul_(beta1_).add_(s.grad, 1.0 - beta1_);
       exp_avg_sq_[i].mul_(beta2_).addcmul_(s.grad, s.grad, 1.0 - beta2_);
       torch::Tensor denom = (exp_avg_sq_[i].sqrt() / bias_correction2_sqrt).add_(eps_);

@@ -7,6 +7,9 @@
 #include <string>
 
 #include "desync/core/error.h"
+#include "desync/models/mup.h"
+#include "desync/optim/mulo.h"
+#include "desync/optim/spectron.h"
 
 namespace desync {
 
@@ -24,8 +27,37 @@ std::unique_ptr<Optimizer> make_optimizer(const OptimizerConfig& cfg,
   if (cfg.name == "adamw") {
     return make_adamw(std::move(slots), cfg.beta1, cfg.beta2, cfg.eps);
   }
+  if (cfg.name == "spectron") {
+    return make_spectron(std::move(slots), {.beta = cfg.spectron_beta,
+                                            .ns_steps = cfg.spectron_ns_steps,
+                                            .power_steps = cfg.spectron_power_steps,
+                                            .exact = cfg.spectron_exact,
+                                            .beta1 = cfg.beta1,
+                                            .beta2 = cfg.beta2,
+                                            .eps = cfg.eps});
+  }
+  if (cfg.name == "mulo") {
+    MuloParams params = cfg.lopt_weights.empty()
+                            ? MuloParams::init(static_cast<uint64_t>(cfg.lopt_seed))
+                            : MuloParams::load(cfg.lopt_weights);
+    return make_mulo(std::move(slots), std::move(params),
+                     {.alpha1 = cfg.lopt_alpha1, .alpha2 = cfg.lopt_alpha2, .clip = cfg.lopt_clip});
+  }
   throw ConfigError("optimizer.name: unknown optimizer '" + cfg.name +
-                    "'; valid choices: sgd, adamw");
+                    "'; valid choices: sgd, adamw, spectron, mulo");
+}
+
+std::unique_ptr<Optimizer> make_optimizer(const Config& cfg, std::vector<ParamSlot> slots) {
+  if (cfg.model.parametrization == "mup" && cfg.optimizer.name == "sgd")
+    throw ConfigError(
+        "model.parametrization = \"mup\": its per-tensor learning rates are those of adaptive "
+        "updates; use optimizer.name = \"adamw\", \"spectron\" or \"mulo\"");
+  if (cfg.optimizer.name == "spectron" && cfg.model.low_rank <= 0)
+    throw ConfigError(
+        "optimizer.name = \"spectron\" trains factorised layers; set model.low_rank (e.g. 0.25) "
+        "so that the model has them");
+  set_mup_lr_scales(cfg.model, slots);
+  return make_optimizer(cfg.optimizer, std::move(slots));
 }
 
 std::vector<ParamSlot> param_slots(const std::vector<std::pair<std::string, torch::Tensor>>& named,

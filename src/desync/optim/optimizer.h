@@ -28,6 +28,8 @@ struct ParamSlot {
   torch::Tensor param;  // updated in place
   torch::Tensor grad;   // read
   double weight_decay = 0.0;
+  // Multiplies the learning rate of this slot (μP's per-tensor scales, models/mup.h).
+  double lr_scale = 1.0;
 };
 
 class Optimizer {
@@ -60,6 +62,10 @@ std::unique_ptr<Optimizer> make_adamw(std::vector<ParamSlot> slots, double beta1
 
 // Builds the optimizer named by cfg.name over `slots`.
 std::unique_ptr<Optimizer> make_optimizer(const OptimizerConfig& cfg, std::vector<ParamSlot> slots);
+// The same after giving each slot the learning-rate scale of the model's parametrisation
+// (model.parametrization = "mup", models/mup.h); refuses μP over slots that are not whole
+// named parameters (a flat shard).
+std::unique_ptr<Optimizer> make_optimizer(const Config& cfg, std::vector<ParamSlot> slots);
 
 // One slot per named parameter, with gradient = param.grad() (which must be defined, e.g.
 // bound by FlatParameters) and weight decay cfg.weight_decay, or 0 for biases and

@@ -4,7 +4,7 @@
 //   buf = d_p                        on the first step      (if momentum != 0)
 //   buf = momentum * buf + (1 - dampening) * d_p   later
 //   d_p = d_p + momentum * buf  (nesterov)   or   d_p = buf
-//   param -= lr * d_p
+//   param -= lr * lr_scale * d_p
 //
 // The momentum buffers exist from construction on (zeros), so state() is complete before the
 // first step; the step count tells the first step apart.
@@ -51,7 +51,7 @@ class Sgd : public Optimizer {
         }
         d_p = nesterov_ ? d_p.add(buf, momentum_) : buf;
       }
-      s.param.add_(d_p, -lr);
+      s.param.add_(d_p, -lr * s.lr_scale);
     }
     step_.add_(1);
   }

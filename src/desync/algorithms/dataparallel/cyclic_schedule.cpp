@@ -10,6 +10,7 @@
 #include "desync/core/activation_memory.h"
 #include "desync/core/error.h"
 #include "desync/core/trace.h"
+#include "desync/models/low_rank.h"
 
 namespace desync {
 
@@ -90,6 +91,8 @@ namespace {
 double layer_flops(torch::nn::Module& module, const torch::Tensor& out) {
   double flops = 0.0;
   const double batch = static_cast<double>(std::max<int64_t>(1, out.size(0)));
+  // A linear layer's rows per example: a [B, T, D] output has T.
+  const double rows = static_cast<double>(out.numel()) / batch / static_cast<double>(out.size(-1));
   for (const auto& m : module.modules(/*include_self=*/true)) {
     if (auto* conv = m->as<torch::nn::Conv2d>()) {
       const double positions = out.dim() == 4 ? static_cast<double>(out.size(2) * out.size(3)) : 1;
@@ -98,10 +101,9 @@ double layer_flops(torch::nn::Module& module, const torch::Tensor& out) {
       const double positions = out.dim() == 3 ? static_cast<double>(out.size(2)) : 1;
       flops += 2.0 * static_cast<double>(conv1->weight.numel()) * positions;
     } else if (auto* linear = m->as<torch::nn::Linear>()) {
-      // One row per position: a [B, T, D] output has T positions per example.
-      const double positions =
-          static_cast<double>(out.numel()) / batch / static_cast<double>(out.size(-1));
-      flops += 2.0 * static_cast<double>(linear->weight.numel()) * positions;
+      flops += 2.0 * static_cast<double>(linear->weight.numel()) * rows;
+    } else if (auto* layer = m->as<models::LinearLayerImpl>()) {  // the GPT's, maybe factorised
+      flops += 2.0 * static_cast<double>(layer->macs()) * rows;
     }
   }
   return flops;

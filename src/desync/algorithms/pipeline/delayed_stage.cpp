@@ -48,8 +48,8 @@ DelayedStage::DelayedStage(const Config& config, StagedModel model, StageRange r
       k_(k),
       memory_(policy.make_memory(model_, range_)) {
   flat_ = std::make_unique<FlatParameters>(model_->parameters_of(range_.begin, range_.end));
-  optimizer_ = make_optimizer(config_.optimizer,
-                              param_slots(named_params_of(model_, *flat_), config_.optimizer));
+  optimizer_ =
+      make_optimizer(config_, param_slots(named_params_of(model_, *flat_), config_.optimizer));
 }
 
 PipeMessage DelayedStage::forward(PipeMessage in, int64_t tick) {

@@ -27,6 +27,21 @@ struct TrainArgs {
 int run_train(const TrainArgs& args);
 // `desync worker`: one worker of a job whose rank and rendezvous come from the environment.
 int run_worker(const TrainArgs& args);
+
+struct MetaTrainArgs {
+  std::string config;
+  std::vector<std::string> overrides;
+  std::string out;
+  bool resume = false;
+  bool quiet = false;
+  int64_t workers = 0;  // local worker processes; 0 = run.workers
+};
+// `desync meta-train`: PES meta-training (meta/meta_train.h) in this process, or a launcher for
+// several local workers (cli/meta_train.cpp).
+int run_meta_train(const MetaTrainArgs& args);
+// `desync meta-worker` (hidden): one meta-training worker; rank and rendezvous from the
+// environment, as `desync worker`.
+int run_meta_worker(const MetaTrainArgs& args);
 struct CompareArgs {
   std::vector<std::string> runs;  // run directories
   std::string out = "compare.html";

@@ -3,6 +3,8 @@
 //   desync train CONFIG [--set section.key=value]... [--out DIR] [--resume] [--quiet]
 //                [--workers N] [--nnodes K --node-rank I --master-addr HOST --master-port P]
 //   desync worker CONFIG [...]      (rank and rendezvous from RANK, WORLD_SIZE, MASTER_ADDR, ...)
+//   desync meta-train CONFIG [--workers N] [--out DIR] [--resume] [--quiet]
+//                [--set section.key=value]...
 //   desync compare RUN_DIR... [--out PAGE.html] [--target-accuracy X]
 //   desync generate RUN_DIR [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
 //   desync tokenize CONFIG [--set section.key=value]...
@@ -80,6 +82,28 @@ int main(int argc, char** argv) {
   worker_cmd->add_option("--out", worker.out, "run directory");
   worker_cmd->add_flag("--resume", worker.resume, "continue from the newest common checkpoint");
   worker_cmd->add_flag("--quiet", worker.quiet, "no progress output");
+
+  desync::MetaTrainArgs meta;
+  CLI::App* meta_cmd = app.add_subcommand(
+      "meta-train", "meta-train a learned optimizer by Persistent ES ([meta] of the config)");
+  meta_cmd->add_option("config", meta.config, "TOML config file")->required();
+  meta_cmd->add_option("--set", meta.overrides,
+                       "override a config value: section.key=value (repeatable)");
+  meta_cmd->add_option("--out", meta.out, "run directory (default: run.out or runs/<run.name>)");
+  meta_cmd->add_flag("--resume", meta.resume,
+                     "continue from the newest intact checkpoint in the run directory");
+  meta_cmd->add_flag("--quiet", meta.quiet, "no progress output");
+  meta_cmd->add_option("--workers", meta.workers, "local worker processes (default: run.workers)")
+      ->check(CLI::Range(1, 4096));
+  desync::MetaTrainArgs meta_worker;
+  CLI::App* meta_worker_cmd =
+      app.add_subcommand("meta-worker", "one meta-train worker (started by meta-train)");
+  meta_worker_cmd->group("");  // hidden: meta-train starts it
+  meta_worker_cmd->add_option("config", meta_worker.config, "TOML config file")->required();
+  meta_worker_cmd->add_option("--set", meta_worker.overrides, "override a config value");
+  meta_worker_cmd->add_option("--out", meta_worker.out, "run directory");
+  meta_worker_cmd->add_flag("--resume", meta_worker.resume, "continue from a checkpoint");
+  meta_worker_cmd->add_flag("--quiet", meta_worker.quiet, "no progress output");
 
   desync::CompareArgs compare;
   CLI::App* compare_cmd = app.add_subcommand(
@@ -215,6 +239,8 @@ int main(int argc, char** argv) {
   try {
     if (*train_cmd) return desync::run_train(train);
     if (*worker_cmd) return desync::run_worker(worker);
+    if (*meta_cmd) return desync::run_meta_train(meta);
+    if (*meta_worker_cmd) return desync::run_meta_worker(meta_worker);
     if (*compare_cmd) return desync::run_compare(compare);
     if (*generate_cmd) return desync::run_generate(generate);
     if (*tokenize_cmd) return desync::run_tokenize(tokenize);

@@ -18,6 +18,7 @@
 #include "desync/core/error.h"
 #include "desync/core/fault.h"
 #include "desync/core/fs.h"
+#include "desync/core/gauges.h"
 #include "desync/core/progress.h"
 #include "desync/core/reductions.h"
 #include "desync/core/system.h"
@@ -154,19 +155,9 @@ void Run::keep_tokenizer() const {
 
 void Run::resume() {
   // Every rank must continue from the same step: the newest one that all ranks have intact.
-  auto warn = [&](const std::string& w) { say("warning: " + w); };
-  auto loaded = store_.load_latest(warn);
-  torch::Tensor newest = torch::zeros({comm_.world_size()}, torch::kFloat64);  // one slot a rank
-  newest[comm_.rank()] = loaded ? static_cast<double>(loaded->step) : -1.0;
-  comm_.all_reduce(newest);
-  const auto agreed = static_cast<int64_t>(newest.min().item<double>());
-  if (agreed >= 0 && loaded && loaded->step != agreed) loaded = store_.load_latest(warn, agreed);
-  if (agreed < 0 || !loaded || loaded->step != agreed)
-    throw CheckpointError(fmt::format(
-        "--resume: no intact checkpoint common to all {} ranks in {}/checkpoints; start without "
-        "--resume",
-        comm_.world_size(), dir_));
-  restore_checkpoint(loaded->archive, cfg_.algorithm.name, state_, parts_.model, *parts_.algorithm,
+  const CheckpointStore::Loaded loaded = load_common_checkpoint(
+      store_, comm_, dir_, [&](const std::string& w) { say("warning: " + w); });
+  restore_checkpoint(loaded.archive, cfg_.algorithm.name, state_, parts_.model, *parts_.algorithm,
                      *parts_.batches);
   window_samples_ = state_.samples * comm_.world_size();
   say(fmt::format("resumed from step {} of {}", state_.step, parts_.budget.steps));
@@ -203,6 +194,7 @@ void Run::log_step(const StepReport& report) {
                              {"elapsed", state_.train_seconds},
                              {"bytes_sent_per_rank", log.bytes_sent_per_rank}};
     if (is_text()) record["tokens"] = log.samples * tokens_per_sample();
+    for (const auto& [name, value] : Gauges::instance().take()) record[name] = value;
     metrics_->write(record);
   }
   shown_loss_ = log.loss;

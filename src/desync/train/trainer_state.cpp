@@ -84,4 +84,21 @@ void restore_checkpoint(const Archive& a, const std::string& algorithm_name, Tra
   state.load(a);
 }
 
+CheckpointStore::Loaded load_common_checkpoint(
+    CheckpointStore& store, Communicator& comm, const std::string& dir,
+    const std::function<void(const std::string&)>& warn) {
+  auto loaded = store.load_latest(warn);
+  torch::Tensor newest = torch::zeros({comm.world_size()}, torch::kFloat64);  // one slot a rank
+  newest[comm.rank()] = loaded ? static_cast<double>(loaded->step) : -1.0;
+  comm.all_reduce(newest);
+  const auto agreed = static_cast<int64_t>(newest.min().item<double>());
+  if (agreed >= 0 && loaded && loaded->step != agreed) loaded = store.load_latest(warn, agreed);
+  if (agreed < 0 || !loaded || loaded->step != agreed)
+    throw CheckpointError(fmt::format(
+        "--resume: no intact checkpoint common to all {} ranks in {}/checkpoints; start without "
+        "--resume",
+        comm.world_size(), dir));
+  return std::move(*loaded);
+}
+
 }  // namespace desync

@@ -7,10 +7,12 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <string>
 
 #include "desync/algorithms/algorithm.h"
 #include "desync/core/archive.h"
+#include "desync/core/checkpoint.h"
 
 namespace desync {
 
@@ -44,5 +46,12 @@ Archive checkpoint_archive(const std::string& algorithm_name, int64_t world,
 // Throws CheckpointError if `a` was written by another algorithm.
 void restore_checkpoint(const Archive& a, const std::string& algorithm_name, TrainerState& state,
                         StagedModel& model, Algorithm& algorithm, MicroBatchSource& batches);
+
+// The newest checkpoint in `store` that every rank of `comm` holds intact (one all-reduce of the
+// ranks' newest steps), for --resume; throws CheckpointError naming `dir` when there is none.
+// `warn` hears about checkpoints skipped as damaged. Collective.
+CheckpointStore::Loaded load_common_checkpoint(CheckpointStore& store, Communicator& comm,
+                                               const std::string& dir,
+                                               const std::function<void(const std::string&)>& warn);
 
 }  // namespace desync

@@ -20,22 +20,25 @@ namespace {
 using models::LinearLayer;
 
 TEST(LowRankLinear, FactorGradientsAreDenseGradientTimesTheOtherFactor) {
-  torch::manual_seed(1);
-  const int64_t in = 12, out = 9, r = 4;
-  LinearLayer layer(in, out, /*bias=*/true, r, /*mult=*/1.5);
-  layer->to(torch::kFloat64);
-  torch::Tensor x = torch::randn({5, in}, torch::kFloat64);
-  torch::Tensor target = torch::randn({5, out}, torch::kFloat64);
-  (layer->forward(x) - target).pow(2).sum().backward();
+  for (const double mult : {1.0, 1.5}) {  // both forward paths
+    SCOPED_TRACE(mult);
+    torch::manual_seed(1);
+    const int64_t in = 12, out = 9, r = 4;
+    LinearLayer layer(in, out, /*bias=*/true, r, mult);
+    layer->to(torch::kFloat64);
+    torch::Tensor x = torch::randn({5, in}, torch::kFloat64);
+    torch::Tensor target = torch::randn({5, out}, torch::kFloat64);
+    (layer->forward(x) - target).pow(2).sum().backward();
 
-  // The same map with W = A Bᵀ as a leaf: its gradient is ∂L/∂W.
-  torch::Tensor W = torch::matmul(layer->A, layer->B.t()).detach().requires_grad_(true);
-  torch::Tensor bias = layer->bias.detach();
-  (1.5 * torch::matmul(x, W.t()) + bias - target).pow(2).sum().backward();
-  const torch::Tensor gw = W.grad();
-  EXPECT_TRUE(torch::allclose(layer->A.grad(), torch::matmul(gw, layer->B.detach()), 1e-6, 1e-9));
-  EXPECT_TRUE(
-      torch::allclose(layer->B.grad(), torch::matmul(gw.t(), layer->A.detach()), 1e-6, 1e-9));
+    // The same map with W = A Bᵀ as a leaf: its gradient is ∂L/∂W.
+    torch::Tensor W = torch::matmul(layer->A, layer->B.t()).detach().requires_grad_(true);
+    torch::Tensor bias = layer->bias.detach();
+    (mult * torch::matmul(x, W.t()) + bias - target).pow(2).sum().backward();
+    const torch::Tensor gw = W.grad();
+    EXPECT_TRUE(torch::allclose(layer->A.grad(), torch::matmul(gw, layer->B.detach()), 1e-6, 1e-9));
+    EXPECT_TRUE(
+        torch::allclose(layer->B.grad(), torch::matmul(gw.t(), layer->A.detach()), 1e-6, 1e-9));
+  }
 }
 
 TEST(LowRankLinear, DenseLayerIsLibTorchsLinearBitwise) {

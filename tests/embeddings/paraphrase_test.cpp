@@ -10,56 +10,16 @@
 #include <vector>
 
 #include "desync/core/error.h"
+#include "embeddings/corpora.h"
 
 namespace desync {
 namespace {
 
+using testing::make_corpus;
+using testing::random_corpus;
+
 using Closeness = ParaphraseOptions::Closeness;
 using Tensor3 = std::vector<std::vector<std::vector<double>>>;
-
-// A corpus of the given sentences of ids < v, relabelled by count descending (ties by id).
-WordCorpus make_corpus(const std::vector<std::vector<int32_t>>& sentences, int64_t v) {
-  std::vector<int64_t> count(static_cast<size_t>(v), 0);
-  for (const auto& s : sentences) {
-    for (const int32_t w : s) ++count[w];
-  }
-  std::vector<int32_t> order(static_cast<size_t>(v));
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int32_t a, int32_t b) { return count[a] > count[b]; });
-  std::vector<int32_t> rank(static_cast<size_t>(v));
-  std::vector<std::string> words;
-  std::vector<int64_t> counts;
-  for (int32_t r = 0; r < v; ++r) {
-    rank[order[r]] = r;
-    words.push_back("w" + std::to_string(order[r]));
-    counts.push_back(count[order[r]]);
-  }
-  WordCorpus corpus;
-  corpus.vocab = Vocabulary(words, counts);
-  corpus.offsets.push_back(0);
-  for (const auto& s : sentences) {
-    for (const int32_t w : s) corpus.tokens.push_back(rank[w]);
-    corpus.offsets.push_back(static_cast<int64_t>(corpus.tokens.size()));
-  }
-  return corpus;
-}
-
-// Sentences of Zipf-like words over v ids (each id appears at least once).
-WordCorpus random_corpus(int64_t v, int64_t sentences, int64_t max_length, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<double> weight(static_cast<size_t>(v));
-  for (int64_t w = 0; w < v; ++w) weight[w] = 1.0 / (w + 3.0);
-  std::discrete_distribution<int32_t> word(weight.begin(), weight.end());
-  std::uniform_int_distribution<int64_t> length(1, max_length);
-  std::vector<std::vector<int32_t>> s(static_cast<size_t>(sentences));
-  for (auto& sentence : s) {
-    const int64_t n = length(rng);
-    for (int64_t i = 0; i < n; ++i) sentence.push_back(word(rng));
-  }
-  for (int32_t w = 0; w < v; ++w) s[w % sentences].push_back(w);
-  return make_corpus(s, v);
-}
 
 // N(c; u, v) by its definition: centre i, ordered distinct j, k != i within L of i; all < n.
 Tensor3 brute_triples(const WordCorpus& corpus, int64_t n, int64_t window) {
@@ -206,7 +166,7 @@ TEST(Paraphrase, ZeroRatiosFollowTheRepoConventions) {
 
 TEST(Paraphrase, TripleCountsMatchTheirDefinition) {
   // Short sentences over few words, so that repeated words ({u, u} pairs) are common.
-  const WordCorpus corpus = random_corpus(12, 60, 9, 2);
+  const WordCorpus corpus = random_corpus(12, 60, 9, 2, 3.0);
   const int64_t n = 9, window = 2;  // words 9..11 are not counted but keep their positions
   const Tensor3 t = brute_triples(corpus, n, window);
   const PairContextCounts table = count_pair_contexts(corpus, n, window);
@@ -314,7 +274,7 @@ TEST(Paraphrase, LinearLinkMatchesBruteForce) {
 }
 
 TEST(Paraphrase, PmiBlockMatchesTheDirectFormula) {
-  const WordCorpus corpus = random_corpus(15, 40, 8, 5);
+  const WordCorpus corpus = random_corpus(15, 40, 8, 5, 3.0);
   const int64_t v = corpus.vocab.size(), n = 8, window = 2;
   std::vector<std::vector<double>> count(v, std::vector<double>(v, 0.0));
   for (int64_t s = 0; s < corpus.sentences(); ++s) {
@@ -383,7 +343,7 @@ std::pair<int64_t, int64_t> brute_rank(const Tensor3& t, int64_t n, std::array<i
 }
 
 TEST(Paraphrase, ClosenessRanksMatchBruteForce) {
-  const WordCorpus corpus = random_corpus(14, 50, 8, 6);
+  const WordCorpus corpus = random_corpus(14, 50, 8, 6, 3.0);
   const int64_t n = 12, window = 2;
   const Tensor3 t = brute_triples(corpus, n, window);
   const PairContextCounts table = count_pair_contexts(corpus, n, window);
@@ -414,7 +374,7 @@ TEST(Paraphrase, ClosenessRanksMatchBruteForce) {
 }
 
 TEST(Paraphrase, ReportMatchesBruteForceOnASmallCorpus) {
-  const WordCorpus corpus = random_corpus(16, 40, 10, 8);
+  const WordCorpus corpus = random_corpus(16, 40, 10, 8, 3.0);
   const int64_t v = corpus.vocab.size();
   ParaphraseOptions o;
   o.n_pmi = 6;
@@ -507,7 +467,7 @@ TEST(Paraphrase, ReportMatchesBruteForceOnASmallCorpus) {
 }
 
 TEST(Paraphrase, RejectsBadInputs) {
-  const WordCorpus corpus = random_corpus(10, 10, 5, 10);
+  const WordCorpus corpus = random_corpus(10, 10, 5, 10, 3.0);
   const torch::Tensor w = torch::zeros({10, 2}, torch::kFloat64);
   ParaphraseOptions o;
   EXPECT_THROW(paraphrase_test(corpus, w, torch::zeros({9, 2}, torch::kFloat64), {}, o),

@@ -11,54 +11,13 @@
 
 #include "desync/core/error.h"
 #include "desync/embeddings/cooccurrence.h"
+#include "embeddings/corpora.h"
 
 namespace desync {
 namespace {
 
-// A corpus of the given sentences of ids < v, relabelled by count descending (ties by id) so
-// that its vocabulary is ordered as WordCorpus promises.
-WordCorpus make_corpus(const std::vector<std::vector<int32_t>>& sentences, int64_t v) {
-  std::vector<int64_t> count(static_cast<size_t>(v), 0);
-  for (const auto& s : sentences) {
-    for (const int32_t w : s) ++count[w];
-  }
-  std::vector<int32_t> order(static_cast<size_t>(v));
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int32_t a, int32_t b) { return count[a] > count[b]; });
-  std::vector<int32_t> rank(static_cast<size_t>(v));
-  std::vector<std::string> words;
-  std::vector<int64_t> counts;
-  for (int32_t r = 0; r < v; ++r) {
-    rank[order[r]] = r;
-    words.push_back("w" + std::to_string(order[r]));
-    counts.push_back(count[order[r]]);
-  }
-  WordCorpus corpus;
-  corpus.vocab = Vocabulary(words, counts);
-  corpus.offsets.push_back(0);
-  for (const auto& s : sentences) {
-    for (const int32_t w : s) corpus.tokens.push_back(rank[w]);
-    corpus.offsets.push_back(static_cast<int64_t>(corpus.tokens.size()));
-  }
-  return corpus;
-}
-
-// Sentences of Zipf-distributed words (every id < v appears at least once).
-WordCorpus random_corpus(int64_t v, int64_t sentences, int64_t max_length, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<double> weight(static_cast<size_t>(v));
-  for (int64_t w = 0; w < v; ++w) weight[w] = 1.0 / (w + 2.0);
-  std::discrete_distribution<int32_t> word(weight.begin(), weight.end());
-  std::uniform_int_distribution<int64_t> length(1, max_length);
-  std::vector<std::vector<int32_t>> s(static_cast<size_t>(sentences));
-  for (auto& sentence : s) {
-    const int64_t n = length(rng);
-    for (int64_t i = 0; i < n; ++i) sentence.push_back(word(rng));
-  }
-  for (int32_t w = 0; w < v; ++w) s[w % sentences].push_back(w);
-  return make_corpus(s, v);
-}
+using testing::make_corpus;
+using testing::random_corpus;
 
 // N(w, c) by the definition: every ordered pair of positions at distance 1..L.
 std::vector<std::vector<double>> brute_counts(const WordCorpus& corpus, int64_t window,
@@ -88,7 +47,7 @@ void expect_sorted_and_positive(const CooccurrenceCounts& counts) {
 }
 
 TEST(Cooccurrence, CountsMatchBruteForceForBothWeights) {
-  const WordCorpus corpus = random_corpus(30, 60, 12, 1);
+  const WordCorpus corpus = random_corpus(30, 60, 12, 1, 2.0);
   const int64_t vocab_size = 22;  // the other words are skipped but keep their positions
   for (const WindowWeight weight : {WindowWeight::kUniform, WindowWeight::kWord2vec}) {
     const auto expected = brute_counts(corpus, 3, weight, vocab_size);
@@ -106,7 +65,7 @@ TEST(Cooccurrence, CountsMatchBruteForceForBothWeights) {
 }
 
 TEST(Cooccurrence, MergedShardsEqualTheWholeCorpus) {
-  const WordCorpus corpus = random_corpus(25, 50, 10, 2);
+  const WordCorpus corpus = random_corpus(25, 50, 10, 2, 2.0);
   const int64_t v = corpus.vocab.size(), s = corpus.sentences(), ranks = 3;
   for (const WindowWeight weight : {WindowWeight::kUniform, WindowWeight::kWord2vec}) {
     std::vector<CooccurrenceCounts> parts;
@@ -134,7 +93,7 @@ TEST(Cooccurrence, MergedShardsEqualTheWholeCorpus) {
 }
 
 TEST(Ppmi, SppmiMatchesThePerEntryFormula) {
-  const WordCorpus corpus = random_corpus(40, 80, 10, 3);
+  const WordCorpus corpus = random_corpus(40, 80, 10, 3, 2.0);
   const int64_t v = corpus.vocab.size();
   const CooccurrenceCounts counts =
       count_cooccurrences(corpus, 0, corpus.sentences(), 2, WindowWeight::kUniform, v);
@@ -216,7 +175,7 @@ TEST(Ppmi, RandomizedSvdMatchesTheExactTopSingularValues) {
 }
 
 TEST(Ppmi, EmbeddingsAreUTimesSigmaToThePowerP) {
-  const WordCorpus corpus = random_corpus(40, 200, 10, 5);
+  const WordCorpus corpus = random_corpus(40, 200, 10, 5, 2.0);
   const int64_t v = corpus.vocab.size();
   const CooccurrenceCounts counts =
       count_cooccurrences(corpus, 0, corpus.sentences(), 3, WindowWeight::kUniform, v);

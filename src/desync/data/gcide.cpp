@@ -396,13 +396,26 @@ struct IndexEntry {
 };
 
 std::map<int64_t, IndexEntry> read_index(const std::string& path) {
+  std::map<int64_t, IndexEntry> entries;
+  for (const DictdIndexLine& line : read_dictd_index(path)) {
+    IndexEntry& e = entries[line.offset];
+    e.length = std::max(e.length, line.length);
+    e.metadata = e.metadata || line.metadata;
+  }
+  return entries;
+}
+
+}  // namespace
+
+std::vector<DictdIndexLine> read_dictd_index(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw DataError(fmt::format("cannot open {}; {} provides it", path, kInstallHint));
-  std::map<int64_t, IndexEntry> entries;
+  std::vector<DictdIndexLine> lines;
   std::string line;
   int64_t number = 0;
   while (std::getline(in, line)) {
     ++number;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty()) continue;
     const size_t t2 = line.rfind('\t');
     const size_t t1 =
@@ -416,15 +429,11 @@ std::map<int64_t, IndexEntry> read_index(const std::string& path) {
                       "separated by tabs)",
                       path, number));
     }
-    IndexEntry& e = entries[offset];
-    e.length = std::max(e.length, length);
-    e.metadata = e.metadata || line.compare(0, 3, "00-") == 0;
+    lines.push_back({offset, length, line.compare(0, 3, "00-") == 0});
   }
-  if (entries.empty()) throw DataError(fmt::format("{}: the index is empty", path));
-  return entries;
+  if (lines.empty()) throw DataError(fmt::format("{}: the index is empty", path));
+  return lines;
 }
-
-}  // namespace
 
 std::string read_gzip(const std::string& path) {
   gzFile f = gzopen(path.c_str(), "rb");

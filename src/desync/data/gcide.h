@@ -11,12 +11,24 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace desync {
 
 std::string gcide_plain_text(std::string_view entry);
 
 int64_t dictd_number(std::string_view digits);
+
+// One line of a dictd index (gcide.index): where an entry lies in the dictionary, and whether
+// its headword starts with "00-" (the database's metadata rather than an entry).
+struct DictdIndexLine {
+  int64_t offset = 0, length = 0;
+  bool metadata = false;
+};
+// Every non-empty line of the dictd index at `path`, in file order (a trailing CR ignored).
+// Throws DataError for a file that cannot be opened, a line that is not "headword TAB offset TAB
+// length", or an index without lines.
+std::vector<DictdIndexLine> read_dictd_index(const std::string& path);
 
 // The whole decompressed content of a gzip (or dictzip, or plain) file. Throws DataError for a
 // file that cannot be opened or is corrupt or truncated.

@@ -199,30 +199,12 @@ std::string read_dictzip(const std::string& path) {
 // The (offset, length) ranges of a dictd index in offset order, each with whether every
 // headword naming it starts with "00-".
 std::map<std::pair<int64_t, int64_t>, bool> read_ranges(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw DataError("cannot open " + path + "; " + kGcideHint + " provides it");
   std::map<std::pair<int64_t, int64_t>, bool> ranges;
-  std::string line;
-  int64_t number = 0;
-  while (std::getline(in, line)) {
-    ++number;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.empty()) continue;
-    const size_t t2 = line.rfind('\t');
-    const size_t t1 =
-        t2 == std::string::npos || t2 == 0 ? std::string::npos : line.rfind('\t', t2 - 1);
-    const int64_t offset =
-        t1 == std::string::npos ? -1 : dictd_number(line.substr(t1 + 1, t2 - t1 - 1));
-    const int64_t length = t1 == std::string::npos ? -1 : dictd_number(line.substr(t2 + 1));
-    if (offset < 0 || length < 0) {
-      throw DataError(path + ":" + std::to_string(number) +
-                      ": not a dictd index line (headword, offset, length separated by tabs)");
-    }
-    const bool metadata = line.compare(0, 3, "00-") == 0;
-    const auto [it, inserted] = ranges.emplace(std::make_pair(offset, length), metadata);
-    if (!inserted) it->second = it->second && metadata;
+  for (const DictdIndexLine& line : read_dictd_index(path)) {
+    const auto [it, inserted] =
+        ranges.emplace(std::make_pair(line.offset, line.length), line.metadata);
+    if (!inserted) it->second = it->second && line.metadata;
   }
-  if (ranges.empty()) throw DataError(path + ": the index is empty");
   return ranges;
 }
 

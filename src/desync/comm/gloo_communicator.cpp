@@ -210,6 +210,83 @@ class GlooCommunicator : public Communicator {
   int64_t calls_ = 0;
 };
 
+namespace {
+
+std::vector<uint8_t> bytes_of(const std::string& s) { return {s.begin(), s.end()}; }
+std::string string_of(const std::vector<uint8_t>& v) { return {v.begin(), v.end()}; }
+
+// The rendezvous' own keys, outside every job's prefix.
+constexpr const char* kTokenKey = "desync/job_token";
+constexpr const char* kWorldKey = "desync/world_size";
+constexpr const char* kJoinedKey = "desync/joined";
+constexpr const char* kRefusedKey = "desync/refused";
+std::string rank_key(int64_t rank) { return fmt::format("desync/rank/{}", rank); }
+
+// Rank 0 publishes the token and the world size; every other rank checks both. Then each rank
+// claims its number (a second claim is refused) and counts itself in; all wait until the count
+// reaches the world size. A rank refused for a reason that concerns this job (a duplicate rank,
+// another world size) posts the reason, and the waiting ranks stop with it at once; one with
+// another job's token does not (it is not this job's), and the job's wait ends at the time-out
+// naming the ranks that never came.
+void join(c10d::Store& tcp, const WorldInfo& info, const std::string& token) {
+  const std::string where = fmt::format("{}:{}", info.master_addr, info.master_port);
+  auto refuse = [&](const std::string& why, bool tell_the_job) {
+    if (tell_the_job) tcp.set(kRefusedKey, bytes_of(fmt::format("rank {}: {}", info.rank, why)));
+    throw CommError(fmt::format("rank {}: {}", info.rank, why));
+  };
+  if (info.rank == 0) {
+    tcp.set(kTokenKey, bytes_of(token));
+    tcp.set(kWorldKey, bytes_of(std::to_string(info.world_size)));
+  } else {
+    if (string_of(tcp.get(kTokenKey)) != token) {
+      refuse(fmt::format("the rendezvous at {} belongs to another job (job token mismatch); use "
+                         "that job's token or another --master-port",
+                         where),
+             false);
+    }
+    const std::string world = string_of(tcp.get(kWorldKey));
+    if (world != std::to_string(info.world_size)) {
+      refuse(fmt::format("WORLD_SIZE={} disagrees with the job's WORLD_SIZE={} (rank 0's) at {}",
+                         info.world_size, world, where),
+             true);
+    }
+  }
+  if (tcp.add(rank_key(info.rank), 1) > 1) {
+    if (tcp.add(kJoinedKey, 0) >= info.world_size) {
+      refuse(fmt::format("the job at {} already started with all {} ranks: a stale store of a "
+                         "previous job with the same token, or a duplicate RANK={}",
+                         where, info.world_size, info.rank),
+             false);
+    }
+    refuse(fmt::format("RANK={} is already taken in the job at {} (a duplicate RANK)", info.rank,
+                       where),
+           true);
+  }
+  tcp.add(kJoinedKey, 1);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::duration<double>(info.timeout_seconds);
+  while (tcp.add(kJoinedKey, 0) < info.world_size) {
+    if (tcp.check({kRefusedKey})) {
+      // Rank 0 hosts the store: it stays a moment so that the other ranks read the reason too.
+      if (info.rank == 0) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      throw CommError(fmt::format("rank {}: the job's rendezvous failed: {}", info.rank,
+                                  string_of(tcp.get(kRefusedKey))));
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      std::vector<int64_t> missing;
+      for (int64_t r = 0; r < info.world_size; ++r) {
+        if (!tcp.check({rank_key(r)})) missing.push_back(r);
+      }
+      throw CommError(fmt::format(
+          "rank {}: rendezvous at {} timed out after {:.0f} s; ranks that did not arrive: {}",
+          info.rank, where, info.timeout_seconds, fmt::join(missing, ", ")));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+}
+
+}  // namespace
+
 c10::intrusive_ptr<c10d::Store> rendezvous(const WorldInfo& info) {
   c10d::TCPStoreOptions opts;
   opts.port = static_cast<uint16_t>(info.master_port);
@@ -221,22 +298,17 @@ c10::intrusive_ptr<c10d::Store> rendezvous(const WorldInfo& info) {
   try {
     tcp = c10::make_intrusive<c10d::TCPStore>(info.master_addr, opts);
   } catch (const std::exception& e) {
-    throw CommError(fmt::format("rank {}: rendezvous at {}:{} failed: {}", info.rank,
-                                info.master_addr, info.master_port, first_line(e.what())));
+    const std::string why = first_line(e.what());
+    throw CommError(
+        fmt::format("rank {}: rendezvous at {}:{} failed: {}{}", info.rank, info.master_addr,
+                    info.master_port, why,
+                    info.rank == 0 && why.find("in use") != std::string::npos
+                        ? " (the port is taken: another job's store, or a duplicate RANK=0)"
+                        : ""));
   }
-  // Job token: rank 0 publishes it; the others must hold the same one.
   const std::string token = info.job_token.empty() ? "desync" : info.job_token;
   try {
-    if (info.rank == 0) {
-      tcp->set("desync/job_token", std::vector<uint8_t>(token.begin(), token.end()));
-    } else {
-      std::vector<uint8_t> theirs = tcp->get("desync/job_token");
-      if (std::string(theirs.begin(), theirs.end()) != token)
-        throw CommError(fmt::format(
-            "rank {}: the rendezvous at {}:{} belongs to another job (job token mismatch); "
-            "use that job's token or another --master-port",
-            info.rank, info.master_addr, info.master_port));
-    }
+    join(*tcp, info, token);
   } catch (const CommError&) {
     throw;
   } catch (const std::exception& e) {

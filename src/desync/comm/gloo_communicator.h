@@ -4,9 +4,10 @@
 // WorldInfo says who this worker is and where the rendezvous is; world_from_env() reads it from
 // the torchrun variables (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,
 // MASTER_PORT) plus DESYNC_JOB_TOKEN. connect_gloo() rendezvous: rank 0 hosts the TCPStore on
-// MASTER_ADDR:MASTER_PORT and publishes the job token; every other rank checks it, so a stray
-// process from another job cannot join; all keys of the job live under a prefix derived from the
-// token. Each Gloo device binds the loopback address when the master is on loopback, else
+// MASTER_ADDR:MASTER_PORT and publishes the job token and WORLD_SIZE; every other rank checks
+// them, so a stray process from another job cannot join; each rank claims its number once, and
+// all wait for the whole world (rendezvous.h says what is refused, and how); all keys of the job
+// live under a prefix derived from the token. Each Gloo device binds the loopback address when the master is on loopback, else
 // DESYNC_LOCAL_ADDR if set, else this host's name.
 //
 // A call that fails (peer gone) or exceeds the timeout throws CommError naming the operation and

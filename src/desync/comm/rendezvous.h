@@ -5,9 +5,13 @@
 // the tree must not see c10d types (differences between LibTorch versions stay in those files).
 //
 // rendezvous(): rank 0 hosts the TCPStore on MASTER_ADDR:MASTER_PORT and publishes the job
-// token; every other rank checks it, so a stray process from another job cannot join. Returns
-// the store under the prefix "job/<token>", where every key of the job lives. Throws CommError
-// naming the address when the store cannot be reached or belongs to another job.
+// token and WORLD_SIZE; every other rank checks both, so a stray process from another job cannot
+// join. Each rank then claims its number and all wait until every rank has come. Returns the
+// store under the prefix "job/<token>", where every key of the job lives. Throws CommError with
+// one line naming the mismatch: the store cannot be reached or its port is taken, it belongs to
+// another job (token), WORLD_SIZE disagrees, RANK is already taken (a duplicate, or a stale
+// store of a job that already started), or ranks did not arrive within the time-out (named). A
+// duplicate rank or a wrong WORLD_SIZE stops the waiting ranks at once, with the same reason.
 //
 // throw_call_failure(): a call on channel `name` failed on this rank. Posts how far this rank
 // got (call number `seq`), reads how far the others got, and throws a CommError naming the

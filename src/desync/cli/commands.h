@@ -63,6 +63,16 @@ struct GenerateArgs {
 // (models/sampling.h), deterministically for a seed.
 int run_generate(const GenerateArgs& args);
 
+struct CheckpointInspectArgs {
+  std::string path;   // a run directory or its checkpoints/ folder
+  int64_t step = -1;  // -1: the newest step on disk
+  int64_t rank = 0;   // whose archive is listed entry by entry
+};
+
+// `desync checkpoint inspect` (cli/checkpoint.cpp): a checkpoint's step, world, algorithm,
+// per-rank bytes, CRC-32 and verification, and one rank's entries; exit 1 if a rank fails.
+int run_checkpoint_inspect(const CheckpointInspectArgs& args);
+
 struct TokenizeArgs {
   std::string config;
   std::vector<std::string> overrides;

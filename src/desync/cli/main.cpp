@@ -7,6 +7,7 @@
 //                [--set section.key=value]...
 //   desync compare RUN_DIR... [--out PAGE.html] [--target-accuracy X]
 //   desync generate RUN_DIR [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]
+//   desync checkpoint inspect RUN_DIR [--step S] [--rank R]
 //   desync tokenize CONFIG [--set section.key=value]...
 //   desync partition CONFIG [--set section.key=value]...
 //   desync corpus --out FILE [--gcide DIR] [--wordnet DIR] [--no-glosses] [--keep-syn]
@@ -130,6 +131,20 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
   generate_cmd->add_option("--seed", generate.seed, "seed of the draws (0)");
 
+  desync::CheckpointInspectArgs inspect;
+  CLI::App* checkpoint_cmd = app.add_subcommand("checkpoint", "look into a run's checkpoints");
+  checkpoint_cmd->require_subcommand(1);
+  CLI::App* inspect_cmd = checkpoint_cmd->add_subcommand(
+      "inspect",
+      "print a checkpoint's contents (step, world, algorithm, entries, sizes, "
+      "checksums) and verify it on every rank");
+  inspect_cmd->add_option("path", inspect.path, "run directory or its checkpoints/ folder")
+      ->required();
+  inspect_cmd->add_option("--step", inspect.step, "the step to inspect (default: the newest)")
+      ->check(CLI::NonNegativeNumber);
+  inspect_cmd->add_option("--rank", inspect.rank, "whose entries to list (default 0)")
+      ->check(CLI::NonNegativeNumber);
+
   desync::TokenizeArgs tokenize;
   CLI::App* tokenize_cmd = app.add_subcommand(
       "tokenize", "build or check the token cache of a text corpus (data.dataset text or gcide)");
@@ -243,6 +258,7 @@ int main(int argc, char** argv) {
     if (*meta_worker_cmd) return desync::run_meta_worker(meta_worker);
     if (*compare_cmd) return desync::run_compare(compare);
     if (*generate_cmd) return desync::run_generate(generate);
+    if (*inspect_cmd) return desync::run_checkpoint_inspect(inspect);
     if (*tokenize_cmd) return desync::run_tokenize(tokenize);
     if (*partition_cmd) return desync::run_partition(partition);
     if (*corpus_cmd) return desync::run_corpus(corpus);

@@ -46,6 +46,17 @@ TEST(Archive, GarbageIsRejected) {
   EXPECT_THROW(Archive::deserialize("not a zip file", "x"), CheckpointError);
 }
 
+// Found by fuzz/checkpoint_fuzz.cpp: LibTorch's own reader adapter read past the buffer of a
+// truncated zip (AddressSanitizer reports it; without it the over-read is silent). Every cut of an
+// archive must be a CheckpointError.
+TEST(Archive, TruncatedZipIsRejectedAtEveryCut) {
+  const std::string bytes = sample_archive(3.0).serialize();
+  for (size_t cut : {size_t{0}, size_t{22}, size_t{100}, bytes.size() / 2, bytes.size() - 22,
+                     bytes.size() - 1}) {
+    EXPECT_THROW(Archive::deserialize(bytes.substr(0, cut), "cut"), CheckpointError) << cut;
+  }
+}
+
 TEST(Archive, IsATorchZipWithPickledDict) {
   // torch.load reads this format: a zip archive whose data.pkl pickles the dict and whose
   // tensor storages sit beside it. Check the structure without Python.

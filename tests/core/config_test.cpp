@@ -444,3 +444,54 @@ TEST(AlgorithmTables, EveryExampleValidatesWithEveryAlgorithm) {
 
 }  // namespace
 }  // namespace desync
+
+namespace desync {
+namespace {
+
+// Inputs found by fuzz/config_fuzz.cpp (seeds under fuzz/corpus/config/regression-*).
+TEST(ConfigFuzzRegressions, ControlCharacterAfterTableBracketIsAConfigError) {
+  // toml++ 3.3.0 asserts in parse_key() on this before it reports the error; with assertions off
+  // (NDEBUG, as desync builds it) it reports the error.
+  try {
+    parse_config(std::string("[\x01", 2), "fuzz.toml");
+    FAIL() << "parsed";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("fuzz.toml:1"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ConfigFuzzRegressions, NonAsciiOutsideStringsIsRefusedBeforeTomlSeesIt) {
+  // toml++ 3.3.0 reaches __builtin_unreachable() on U+0394 read in a bare key ("[Δ").
+  for (const std::string text : {"[Δ]\n", "[run]\nnamé = 1\n", "[run]\n\n\u3000steps = 3\n"}) {
+    try {
+      parse_config(text, "u.toml");
+      FAIL() << "parsed: " << text;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("a non-ASCII character outside a string or comment"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  try {
+    parse_config("[run]\n\n\u3000steps = 3\n", "u.toml");
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("u.toml:3:"), std::string::npos) << e.what();
+  }
+  // Inside strings and comments, and after a byte-order mark, non-ASCII text is fine; so is an
+  // override's bare word.
+  const std::string text =
+      "\xEF\xBB\xBF# café\n"
+      "[run]\n"
+      "name = \"a \\\"café\\\" ☕\"  # Δ\n"
+      "out = '''\nruns/é'''\n"
+      "[data]\n"
+      "cache_dir = \"\"\"x\"yé\"\"\"\n";
+  const Config c = parse_config(text, "ok.toml", {"optimizer.name=adamw", "model.name=mlp"});
+  EXPECT_EQ(c.run.name, "a \"café\" ☕");
+  EXPECT_EQ(c.run.out, "runs/é");
+  EXPECT_EQ(c.data.cache_dir, "x\"yé");
+  EXPECT_EQ(parse_config("", "o.toml", {"run.name=café"}).run.name, "café");
+}
+
+}  // namespace
+}  // namespace desync

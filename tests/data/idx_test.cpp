@@ -118,6 +118,17 @@ TEST(IdxTest, TruncatedHeaderIsRejected) {
   EXPECT_NE(msg.find("expected at least 16 bytes, found 8"), std::string::npos) << msg;
 }
 
+// Found by fuzz/idx_fuzz.cpp: a zero dimension kept the declared size at 0, so the size guard
+// never saw the huge dimensions after it and torch::empty() failed with an internal error.
+TEST(IdxTest, ZeroDimensionDoesNotHideImplausibleOnes) {
+  testing::TempDir dir;
+  write_file(dir.file("zero"), idx_bytes({0, 20, 0xfffffaffu, 0xffffff00u}, ""));
+  EXPECT_NE(data_error_message([&] { read_idx_file(dir.file("zero")); }).find("implausible size"),
+            std::string::npos);
+  write_file(dir.file("empty"), idx_bytes({0, 28, 28}, ""));  // a plausible empty file reads
+  EXPECT_EQ(read_idx_file(dir.file("empty")).sizes(), torch::IntArrayRef({0, 28, 28}));
+}
+
 TEST(IdxTest, MissingFileIsDataError) {
   TempDir dir;
   EXPECT_THROW(read_idx_file(dir.file("absent")), DataError);

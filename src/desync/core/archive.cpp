@@ -1,7 +1,12 @@
 #include "desync/core/archive.h"
 
+#include <caffe2/serialize/inline_container.h>
 #include <fmt/format.h>
+#include <torch/csrc/jit/serialization/import_read.h>
 #include <torch/serialize.h>
+
+#include <algorithm>
+#include <cstring>
 
 #include "desync/core/error.h"
 
@@ -77,10 +82,42 @@ std::string Archive::serialize() const {
   return std::string(bytes.begin(), bytes.end());
 }
 
+namespace {
+
+// The bytes of an archive for LibTorch's zip reader, every read clamped to them. torch's own
+// adapter (torch::pickle_load's VectorReader) copies whatever range the reader asks for, and a
+// zip whose directory points past its end made it read past the buffer (found by
+// fuzz/checkpoint_fuzz.cpp); a short read here makes the zip reader fail instead.
+class BoundedReader : public caffe2::serialize::ReadAdapterInterface {
+ public:
+  explicit BoundedReader(const std::string& bytes) : bytes_(bytes) {}
+  size_t size() const override { return bytes_.size(); }
+  size_t read(uint64_t pos, void* buf, size_t n, const char* /*what*/) const override {
+    if (pos >= bytes_.size()) return 0;
+    n = std::min<uint64_t>(n, bytes_.size() - pos);
+    std::memcpy(buf, bytes_.data() + pos, n);
+    return n;
+  }
+
+ private:
+  const std::string& bytes_;
+};
+
+// torch::pickle_load, over BoundedReader.
+c10::IValue pickle_load(const std::string& bytes) {
+  caffe2::serialize::PyTorchStreamReader reader(std::make_shared<BoundedReader>(bytes));
+  return torch::jit::readArchiveAndTensors("data", /*pickle_prefix=*/"", /*tensor_prefix=*/"",
+                                           /*type_resolver=*/std::nullopt,
+                                           /*obj_loader=*/std::nullopt, /*device=*/std::nullopt,
+                                           reader);
+}
+
+}  // namespace
+
 Archive Archive::deserialize(const std::string& bytes, const std::string& origin) {
   Archive a;
   try {
-    c10::IValue v = torch::pickle_load(std::vector<char>(bytes.begin(), bytes.end()));
+    c10::IValue v = pickle_load(bytes);
     if (!v.isGenericDict()) throw CheckpointError(fmt::format("{}: not a desync archive", origin));
     for (const auto& e : v.toGenericDict()) {
       if (!e.key().isString())

@@ -231,6 +231,59 @@ SectionReader algorithm_reader(const AlgorithmConfig& cfg) {
 
 namespace {
 
+// The line of the first non-ASCII byte outside a string or a comment, or 0 if there is none.
+// TOML allows non-ASCII text only there, and Debian's toml++ 3.3.0 reaches
+// __builtin_unreachable() (undefined behaviour) in is_whitespace() on code points such as
+// U+00A1..U+0499 met while it reads a bare key (found by fuzz/config_fuzz.cpp), so such text
+// is refused before toml++ sees it.
+int non_ascii_outside_strings(std::string_view text) {
+  enum { kCode, kComment, kBasic, kLiteral, kMultiBasic, kMultiLiteral } state = kCode;
+  if (text.starts_with("\xEF\xBB\xBF")) text.remove_prefix(3);  // a byte-order mark
+  int line = 1;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    auto at = [&](std::string_view s) { return text.substr(i, s.size()) == s; };
+    if (c == '\n') {
+      ++line;
+      if (state != kMultiBasic && state != kMultiLiteral) state = kCode;
+      continue;
+    }
+    switch (state) {
+      case kCode:
+        if (c == '#') {
+          state = kComment;
+        } else if (at("\"\"\"") || at("\'\'\'")) {
+          state = c == '"' ? kMultiBasic : kMultiLiteral;
+          i += 2;
+        } else if (c == '"' || c == '\'') {
+          state = c == '"' ? kBasic : kLiteral;
+        } else if (static_cast<unsigned char>(c) >= 0x80) {
+          return line;
+        }
+        break;
+      case kBasic:
+      case kMultiBasic:
+        if (c == '\\' && i + 1 < text.size() && text[i + 1] != '\n') {
+          ++i;  // an escaped character
+        } else if (state == kBasic ? c == '"' : at("\"\"\"")) {
+          i += state == kBasic ? 0 : 2;
+          state = kCode;
+        }
+        break;
+      case kLiteral:
+      case kMultiLiteral:
+        if (state == kLiteral ? c == '\'' : at("\'\'\'")) {
+          i += state == kLiteral ? 0 : 2;
+          state = kCode;
+        }
+        break;
+      case kComment:
+        break;
+    }
+  }
+  return 0;
+}
+
 const std::vector<std::string> kSections = {
     "run", "data", "model", "optimizer", "schedule", "algorithm", "eval", "checkpoint", "meta"};
 
@@ -278,6 +331,10 @@ void apply_override(toml::table& doc, const std::string& text) {
     table = next;
   }
   const std::string& key = parts.back();
+  if (non_ascii_outside_strings(value) > 0) {  // not TOML: a bare word, taken as a string
+    table->insert_or_assign(key, value);
+    return;
+  }
   try {
     toml::table parsed = toml::parse("v = " + value, std::string_view("--set"));
     table->insert_or_assign(key, *parsed.get("v"));
@@ -687,6 +744,11 @@ Config parse_config(const std::string& toml_text, const std::string& source_name
   Config c;
   c.source = source_name;
   c.doc = std::make_shared<toml::table>();
+  if (const int line = non_ascii_outside_strings(toml_text); line > 0) {
+    throw ConfigError(fmt::format(
+        "{}:{}: a non-ASCII character outside a string or comment (keys are ASCII; quote text)",
+        source_name, line));
+  }
   try {
     *c.doc = toml::parse(toml_text, std::string_view(source_name));
   } catch (const toml::parse_error& e) {

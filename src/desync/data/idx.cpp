@@ -134,11 +134,13 @@ torch::Tensor read_idx_file(const std::string& path) {
   }
   std::vector<int64_t> shape(dims);
   uint64_t payload = 1;
+  uint64_t extent = 1;  // the product of the non-zero dims: a zero dim must not hide the others
   for (int i = 0; i < dims; ++i) {
     const uint32_t d = big_endian32(dim_bytes + 4 * i);
     shape[i] = d;
-    payload *= d;  // no overflow: each factor < 2^32 and we stop past kMaxPayload
-    if (payload > kMaxPayload) {
+    payload *= d;                        // no overflow: each factor < 2^32 and we stop past
+    extent *= std::max<uint32_t>(d, 1);  // kMaxPayload
+    if (extent > kMaxPayload) {
       throw DataError(path + ": IDX header declares an implausible size (dimension " +
                       std::to_string(i) + " = " + std::to_string(d) + ")");
     }

@@ -493,5 +493,28 @@ TEST(ConfigFuzzRegressions, NonAsciiOutsideStringsIsRefusedBeforeTomlSeesIt) {
   EXPECT_EQ(parse_config("", "o.toml", {"run.name=café"}).run.name, "café");
 }
 
+TEST(ConfigFuzzRegressions, NonAsciiRightAfterABackslashInAMultiLineStringIsRefused) {
+  // toml++ 3.3.0 tests the character after a backslash, and each one after a line-ending
+  // backslash, for whitespace: the same unreachable code for U+00E9.
+  for (const std::string text :
+       {"[run]\nname = \"\"\"\\é\"\"\"\n", "[run]\nname = \"\"\"a \\\n\n   é\"\"\"\n"}) {
+    try {
+      parse_config(text, "b.toml");
+      FAIL() << "parsed: " << text;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("right after a backslash in a multi-line string"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  try {
+    parse_config("[run]\nname = \"\"\"a \\\n\n   é\"\"\"\n", "b.toml");
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("b.toml:4:"), std::string::npos) << e.what();
+  }
+  // An ASCII character first, and the rest of the line may be anything.
+  EXPECT_EQ(parse_config("[run]\nname = \"\"\"a \\\n   xé\"\"\"\n", "b.toml").run.name, "a xé");
+}
+
 }  // namespace
 }  // namespace desync

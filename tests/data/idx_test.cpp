@@ -119,11 +119,16 @@ TEST(IdxTest, TruncatedHeaderIsRejected) {
 }
 
 // Found by fuzz/idx_fuzz.cpp: a zero dimension kept the declared size at 0, so the size guard
-// never saw the huge dimensions after it and torch::empty() failed with an internal error.
+// never saw the huge dimensions after it, and a size at the bound times one more dimension
+// overflowed 64 bits; torch::empty() then failed with an internal error.
 TEST(IdxTest, ZeroDimensionDoesNotHideImplausibleOnes) {
   testing::TempDir dir;
   write_file(dir.file("zero"), idx_bytes({0, 20, 0xfffffaffu, 0xffffff00u}, ""));
   EXPECT_NE(data_error_message([&] { read_idx_file(dir.file("zero")); }).find("implausible size"),
+            std::string::npos);
+  // 2^16 * 2^24 reaches the bound exactly; the next dimension would overflow 64 bits.
+  write_file(dir.file("wrap"), idx_bytes({1u << 16, 1u << 24, 0xff000000u, 0}, ""));
+  EXPECT_NE(data_error_message([&] { read_idx_file(dir.file("wrap")); }).find("implausible size"),
             std::string::npos);
   write_file(dir.file("empty"), idx_bytes({0, 28, 28}, ""));  // a plausible empty file reads
   EXPECT_EQ(read_idx_file(dir.file("empty")).sizes(), torch::IntArrayRef({0, 28, 28}));

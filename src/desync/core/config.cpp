@@ -235,8 +235,10 @@ namespace {
 // TOML allows non-ASCII text only there, and Debian's toml++ 3.3.0 reaches
 // __builtin_unreachable() (undefined behaviour) in is_whitespace() on code points such as
 // U+00A1..U+0499 met while it reads a bare key (found by fuzz/config_fuzz.cpp), so such text
-// is refused before toml++ sees it.
-int non_ascii_outside_strings(std::string_view text) {
+// is refused before toml++ sees it. So is the one other place toml++ tests a non-ASCII
+// character for whitespace: right after a backslash in a multi-line basic string, or after the
+// whitespace that follows a line-ending backslash there.
+int non_ascii_outside_strings(std::string_view text, bool* after_backslash = nullptr) {
   enum { kCode, kComment, kBasic, kLiteral, kMultiBasic, kMultiLiteral } state = kCode;
   if (text.starts_with("\xEF\xBB\xBF")) text.remove_prefix(3);  // a byte-order mark
   int line = 1;
@@ -263,7 +265,22 @@ int non_ascii_outside_strings(std::string_view text) {
         break;
       case kBasic:
       case kMultiBasic:
-        if (c == '\\' && i + 1 < text.size() && text[i + 1] != '\n') {
+        if (c == '\\' && state == kMultiBasic) {
+          // toml++ tests what follows a backslash for whitespace, and skips the whitespace after
+          // a line-ending backslash testing each character: the first non-ASCII one met there
+          // is refused too.
+          size_t j = i + 1;
+          int lines = 0;
+          while (j < text.size() &&
+                 (text[j] == ' ' || text[j] == '\t' || text[j] == '\r' || text[j] == '\n')) {
+            lines += text[j++] == '\n';
+          }
+          if (j < text.size() && static_cast<unsigned char>(text[j]) >= 0x80) {
+            if (after_backslash) *after_backslash = true;
+            return line + lines;
+          }
+          if (j == i + 1) ++i;  // an escaped character
+        } else if (c == '\\' && i + 1 < text.size() && text[i + 1] != '\n') {
           ++i;  // an escaped character
         } else if (state == kBasic ? c == '"' : at("\"\"\"")) {
           i += state == kBasic ? 0 : 2;
@@ -744,10 +761,15 @@ Config parse_config(const std::string& toml_text, const std::string& source_name
   Config c;
   c.source = source_name;
   c.doc = std::make_shared<toml::table>();
-  if (const int line = non_ascii_outside_strings(toml_text); line > 0) {
+  bool after_backslash = false;
+  if (const int line = non_ascii_outside_strings(toml_text, &after_backslash); line > 0) {
     throw ConfigError(fmt::format(
-        "{}:{}: a non-ASCII character outside a string or comment (keys are ASCII; quote text)",
-        source_name, line));
+        "{}:{}: {}", source_name, line,
+        after_backslash ? "a non-ASCII character right after a backslash in a multi-line string "
+                          "(the TOML reader, toml++ 3.3.0, mishandles it: put an ASCII "
+                          "character first)"
+                        : "a non-ASCII character outside a string or comment (keys are ASCII; "
+                          "quote text)"));
   }
   try {
     *c.doc = toml::parse(toml_text, std::string_view(source_name));

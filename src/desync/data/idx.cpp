@@ -138,12 +138,13 @@ torch::Tensor read_idx_file(const std::string& path) {
   for (int i = 0; i < dims; ++i) {
     const uint32_t d = big_endian32(dim_bytes + 4 * i);
     shape[i] = d;
-    payload *= d;                        // no overflow: each factor < 2^32 and we stop past
-    extent *= std::max<uint32_t>(d, 1);  // kMaxPayload
-    if (extent > kMaxPayload) {
+    // Checked before multiplying, so that neither product can overflow.
+    if (d > 0 && extent > kMaxPayload / d) {
       throw DataError(path + ": IDX header declares an implausible size (dimension " +
                       std::to_string(i) + " = " + std::to_string(d) + ")");
     }
+    extent *= std::max<uint32_t>(d, 1);
+    payload *= d;
   }
   const uint64_t expected = header_bytes + payload;
 

@@ -231,74 +231,110 @@ SectionReader algorithm_reader(const AlgorithmConfig& cfg) {
 
 namespace {
 
-// The line of the first non-ASCII byte outside a string or a comment, or 0 if there is none.
-// TOML allows non-ASCII text only there, and Debian's toml++ 3.3.0 reaches
-// __builtin_unreachable() (undefined behaviour) in is_whitespace() on code points such as
-// U+00A1..U+0499 met while it reads a bare key (found by fuzz/config_fuzz.cpp), so such text
-// is refused before toml++ sees it. So is the one other place toml++ tests a non-ASCII
-// character for whitespace: right after a backslash in a multi-line basic string, or after the
-// whitespace that follows a line-ending backslash there.
-int non_ascii_outside_strings(std::string_view text, bool* after_backslash = nullptr) {
+// Debian's toml++ 3.3.0 reaches __builtin_unreachable() (undefined behaviour) whenever it tests a
+// non-ASCII character such as U+00A1..U+0499 for whitespace, which it does in many places: in a
+// bare key, after a backslash in a multi-line string, looking ahead past a malformed value
+// (found by fuzz/config_fuzz.cpp). So toml++ is given ASCII text only. A non-ASCII character in
+// a string becomes a \u escape, literal strings becoming basic strings with their backslashes and
+// quotes escaped; in a comment it becomes '?'; outside both it is refused (TOML allows none
+// there). Lines and values stay as they were.
+struct AsciiToml {
+  std::string text;
+  int bad_line = 0;  // > 0: the line of what is refused, and why
+  std::string why;
+};
+
+// The code point of the UTF-8 sequence at in[i], advancing i to its last byte; -1 if invalid.
+int64_t decode_utf8(std::string_view in, size_t& i) {
+  const auto b = static_cast<unsigned char>(in[i]);
+  const int n = b >= 0xF0 ? 3 : b >= 0xE0 ? 2 : b >= 0xC0 ? 1 : -1;
+  if (n < 0 || b > 0xF4 || i + n >= in.size()) return -1;
+  int64_t cp = b & (0x3F >> n);
+  for (int k = 1; k <= n; ++k) {
+    const auto c = static_cast<unsigned char>(in[i + k]);
+    if ((c & 0xC0) != 0x80) return -1;
+    cp = cp << 6 | (c & 0x3F);
+  }
+  if (cp < (n == 1 ? 0x80 : n == 2 ? 0x800 : 0x10000)) return -1;  // overlong
+  i += n;
+  return cp;
+}
+
+AsciiToml ascii_toml(std::string_view in) {
   enum { kCode, kComment, kBasic, kLiteral, kMultiBasic, kMultiLiteral } state = kCode;
-  if (text.starts_with("\xEF\xBB\xBF")) text.remove_prefix(3);  // a byte-order mark
+  if (in.starts_with("\xEF\xBB\xBF")) in.remove_prefix(3);  // a byte-order mark
+  AsciiToml out;
   int line = 1;
-  for (size_t i = 0; i < text.size(); ++i) {
-    const char c = text[i];
-    auto at = [&](std::string_view s) { return text.substr(i, s.size()) == s; };
+  auto fail = [&](const char* why) {
+    out.bad_line = line;
+    out.why = why;
+    return out;
+  };
+  for (size_t i = 0; i < in.size(); ++i) {
+    const char c = in[i];
+    const bool ascii = static_cast<unsigned char>(c) < 0x80;
+    auto at = [&](std::string_view s) { return in.substr(i, s.size()) == s; };
     if (c == '\n') {
       ++line;
       if (state != kMultiBasic && state != kMultiLiteral) state = kCode;
+      out.text += c;
       continue;
     }
     switch (state) {
       case kCode:
-        if (c == '#') {
-          state = kComment;
-        } else if (at("\"\"\"") || at("\'\'\'")) {
+        if (!ascii) return fail("a non-ASCII character outside a string or comment");
+        if (at(R"(""")") || at("'''")) {
           state = c == '"' ? kMultiBasic : kMultiLiteral;
+          out.text += R"(""")";
           i += 2;
         } else if (c == '"' || c == '\'') {
           state = c == '"' ? kBasic : kLiteral;
-        } else if (static_cast<unsigned char>(c) >= 0x80) {
-          return line;
-        }
-        break;
-      case kBasic:
-      case kMultiBasic:
-        if (c == '\\' && state == kMultiBasic) {
-          // toml++ tests what follows a backslash for whitespace, and skips the whitespace after
-          // a line-ending backslash testing each character: the first non-ASCII one met there
-          // is refused too.
-          size_t j = i + 1;
-          int lines = 0;
-          while (j < text.size() &&
-                 (text[j] == ' ' || text[j] == '\t' || text[j] == '\r' || text[j] == '\n')) {
-            lines += text[j++] == '\n';
-          }
-          if (j < text.size() && static_cast<unsigned char>(text[j]) >= 0x80) {
-            if (after_backslash) *after_backslash = true;
-            return line + lines;
-          }
-          if (j == i + 1) ++i;  // an escaped character
-        } else if (c == '\\' && i + 1 < text.size() && text[i + 1] != '\n') {
-          ++i;  // an escaped character
-        } else if (state == kBasic ? c == '"' : at("\"\"\"")) {
-          i += state == kBasic ? 0 : 2;
-          state = kCode;
-        }
-        break;
-      case kLiteral:
-      case kMultiLiteral:
-        if (state == kLiteral ? c == '\'' : at("\'\'\'")) {
-          i += state == kLiteral ? 0 : 2;
-          state = kCode;
+          out.text += '"';
+        } else {
+          if (c == '#') state = kComment;
+          out.text += c;
         }
         break;
       case kComment:
+        out.text += ascii ? c : '?';
         break;
+      default: {
+        const bool literal = state == kLiteral || state == kMultiLiteral;
+        const bool multi = state == kMultiBasic || state == kMultiLiteral;
+        const char quote = literal ? '\'' : '"';
+        if (c == quote && (!multi || at(literal ? "'''" : R"(""")"))) {
+          if (multi) {  // up to two more quotes before the delimiter belong to the string
+            size_t run = 3;
+            while (run < 5 && i + run < in.size() && in[i + run] == quote) ++run;
+            for (size_t k = 3; k < run; ++k) out.text += quote;
+            out.text += R"(""")";
+            i += run - 1;
+          } else {
+            out.text += '"';
+          }
+          state = kCode;
+        } else if (!ascii) {
+          const int64_t cp = decode_utf8(in, i);
+          if (cp < 0) return fail("invalid UTF-8 in a string");
+          out.text += cp <= 0xFFFF ? fmt::format("\\u{:04X}", cp) : fmt::format("\\U{:08X}", cp);
+        } else if (literal && (c == '\\' || c == '"')) {
+          out.text += '\\';
+          out.text += c;
+        } else if (!literal && c == '\\' && i + 1 < in.size() &&
+                   static_cast<unsigned char>(in[i + 1]) >= 0x80) {
+          out.text += "\\?";  // an unknown escape, as the non-ASCII one is
+          ++i;
+          if (decode_utf8(in, i) < 0) return fail("invalid UTF-8 in a string");
+        } else if (!literal && c == '\\' && i + 1 < in.size() && in[i + 1] != '\n') {
+          out.text += c;  // an escape, copied whole (a backslash-quote must not end the string)
+          out.text += in[++i];
+        } else {
+          out.text += c;
+        }
+      }
     }
   }
-  return 0;
+  return out;
 }
 
 const std::vector<std::string> kSections = {
@@ -348,12 +384,13 @@ void apply_override(toml::table& doc, const std::string& text) {
     table = next;
   }
   const std::string& key = parts.back();
-  if (non_ascii_outside_strings(value) > 0) {  // not TOML: a bare word, taken as a string
+  const AsciiToml ascii = ascii_toml("v = " + value);
+  if (ascii.bad_line > 0) {  // not TOML: a bare word, taken as a string
     table->insert_or_assign(key, value);
     return;
   }
   try {
-    toml::table parsed = toml::parse("v = " + value, std::string_view("--set"));
+    toml::table parsed = toml::parse(ascii.text, std::string_view("--set"));
     table->insert_or_assign(key, *parsed.get("v"));
   } catch (const toml::parse_error&) {
     // A bare word (adamw, cosine) is taken as a string.
@@ -761,18 +798,14 @@ Config parse_config(const std::string& toml_text, const std::string& source_name
   Config c;
   c.source = source_name;
   c.doc = std::make_shared<toml::table>();
-  bool after_backslash = false;
-  if (const int line = non_ascii_outside_strings(toml_text, &after_backslash); line > 0) {
-    throw ConfigError(fmt::format(
-        "{}:{}: {}", source_name, line,
-        after_backslash ? "a non-ASCII character right after a backslash in a multi-line string "
-                          "(the TOML reader, toml++ 3.3.0, mishandles it: put an ASCII "
-                          "character first)"
-                        : "a non-ASCII character outside a string or comment (keys are ASCII; "
-                          "quote text)"));
+  const AsciiToml ascii = ascii_toml(toml_text);
+  if (ascii.bad_line > 0) {
+    throw ConfigError(
+        fmt::format("{}:{}: {}{}", source_name, ascii.bad_line, ascii.why,
+                    ascii.why.starts_with("a non-ASCII") ? " (keys are ASCII; quote text)" : ""));
   }
   try {
-    *c.doc = toml::parse(toml_text, std::string_view(source_name));
+    *c.doc = toml::parse(ascii.text, std::string_view(source_name));
   } catch (const toml::parse_error& e) {
     throw ConfigError(
         fmt::format("{}:{}: {}", source_name, e.source().begin.line, e.description()));

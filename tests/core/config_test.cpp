@@ -493,6 +493,17 @@ TEST(ConfigFuzzRegressions, NonAsciiOutsideStringsIsRefusedBeforeTomlSeesIt) {
   EXPECT_EQ(parse_config("", "o.toml", {"run.name=café"}).run.name, "café");
 }
 
+TEST(ConfigFuzzRegressions, ResolvedTomlOfAnyStringParsesBack) {
+  // toml++ 3.3.0 wrote this name as a multi-line literal string, which cannot hold '''.
+  const Config c = parse_config(R"([run]
+name = "a'''b# \n\"\"\" \\ é"
+)",
+                                "n.toml");
+  EXPECT_EQ(c.run.name, "a'''b# \n\"\"\" \\ é");
+  const std::string resolved = c.resolved_toml();
+  EXPECT_EQ(parse_config(resolved, "resolved.toml").run.name, c.run.name) << resolved;
+}
+
 TEST(ConfigFuzzRegressions, TomlSeesOnlyAsciiAndStringsKeepTheirValues) {
   // toml++ 3.3.0 also tests the character after a backslash in a multi-line string, and looks
   // ahead past a malformed value, with the same unreachable code: it now sees \u escapes.

@@ -41,7 +41,7 @@ void trains_with(const std::string& algorithm, int workers, const std::string& e
   EXPECT_EQ(testing::train_losses(dir.file("run")).size(), 4u);
   // The resolved config names the algorithm and keeps DDP's table beside the run's.
   std::string resolved = testing::read_file(dir.file("run/config.toml"));
-  EXPECT_NE(resolved.find("name = '" + algorithm + "'"), std::string::npos) << resolved;
+  EXPECT_NE(resolved.find("name = \"" + algorithm + "\""), std::string::npos) << resolved;
   EXPECT_NE(resolved.find("[algorithm.ddp]"), std::string::npos) << resolved;
 }
 

@@ -789,7 +789,12 @@ std::string Config::resolved_toml() const {
                                  {"grad_clip", meta.grad_clip},
                                  {"checkpoint_every", meta.checkpoint_every}});
   std::ostringstream out;
-  out << doc << "\n";
+  // Basic strings only: toml++ 3.3.0 writes a string holding ''' and a line break as a
+  // multi-line literal string, which TOML cannot express (found by fuzz/config_fuzz.cpp).
+  constexpr toml::format_flags kFlags =
+      toml::toml_formatter::default_flags &
+      ~(toml::format_flags::allow_literal_strings | toml::format_flags::allow_multi_line_strings);
+  out << toml::toml_formatter{doc, kFlags} << "\n";
   return out.str();
 }
 

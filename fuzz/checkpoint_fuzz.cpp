@@ -12,11 +12,12 @@
 // fuzz-sources: src/desync/core/checkpoint.cpp src/desync/core/archive.cpp src/desync/core/fs.cpp
 // fuzz-torch: yes
 // LibTorch's unpickler allocates a string's declared length (up to 4 GiB) before it finds the
-// record too short: bounded by the format, slow, not a memory error. The limits allow for it.
-// Its zip reader (PyTorchStreamReader) leaks miniz's state when a malformed zip makes its
-// constructor throw, so leak detection is off here.
-// fuzz-options: -rss_limit_mb=8192 -malloc_limit_mb=8192 -detect_leaks=0
-// fuzz-asan-options: detect_leaks=0
+// record too short: bounded by the format, slow (seconds, more under ASan), not a memory error.
+// The memory and time limits allow for it, and a small quarantine keeps ASan's freeing of such
+// blocks quick. Its zip reader (PyTorchStreamReader) leaks miniz's state when a malformed zip
+// makes its constructor throw, so leak detection is off here.
+// fuzz-options: -rss_limit_mb=8192 -malloc_limit_mb=8192 -detect_leaks=0 -timeout=120
+// fuzz-asan-options: detect_leaks=0:quarantine_size_mb=64
 #include <fmt/format.h>
 
 #include <cstdint>

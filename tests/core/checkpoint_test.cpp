@@ -1,6 +1,7 @@
 #include "desync/core/checkpoint.h"
 
 #include <gtest/gtest.h>
+#include <torch/serialize.h>
 
 #include <filesystem>
 
@@ -55,6 +56,27 @@ TEST(Archive, TruncatedZipIsRejectedAtEveryCut) {
                      bytes.size() - 1}) {
     EXPECT_THROW(Archive::deserialize(bytes.substr(0, cut), "cut"), CheckpointError) << cut;
   }
+}
+
+// Found by fuzz/checkpoint_fuzz.cpp: an archive may hold values put() never writes, e.g. a
+// quantized tensor LibTorch cannot write back; they are refused on reading, naming the entry.
+TEST(Archive, ValuesPutNeverWritesAreRejected) {
+  c10::impl::GenericDict dict(c10::StringType::get(), c10::AnyType::get());
+  dict.insert("ok", torch::ones({2}));
+  dict.insert("q", torch::quantize_per_tensor(torch::ones({2}), 0.1, 0, torch::kQUInt8));
+  const std::vector<char> bytes = torch::pickle_save(dict);
+  try {
+    Archive::deserialize(std::string(bytes.begin(), bytes.end()), "crafted");
+    FAIL() << "no throw";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("entry 'q' is not a dense CPU tensor"), std::string::npos)
+        << e.what();
+  }
+  c10::impl::GenericDict listed(c10::StringType::get(), c10::AnyType::get());
+  listed.insert("l", c10::List<int64_t>({1, 2}));
+  const std::vector<char> list_bytes = torch::pickle_save(listed);
+  EXPECT_THROW(Archive::deserialize(std::string(list_bytes.begin(), list_bytes.end()), "list"),
+               CheckpointError);
 }
 
 TEST(Archive, IsATorchZipWithPickledDict) {

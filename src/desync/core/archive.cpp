@@ -122,7 +122,18 @@ Archive Archive::deserialize(const std::string& bytes, const std::string& origin
     for (const auto& e : v.toGenericDict()) {
       if (!e.key().isString())
         throw CheckpointError(fmt::format("{}: not a desync archive", origin));
-      a.dict_.insert(e.key(), e.value());
+      // Only what put() writes: a crafted file could hold other values, e.g. a quantized tensor
+      // with no quantizer, which LibTorch cannot even write back (found by fuzzing).
+      const c10::IValue& value = e.value();
+      const bool plain_tensor = value.isTensor() && !value.toTensor().is_quantized() &&
+                                value.toTensor().layout() == torch::kStrided &&
+                                value.toTensor().device().is_cpu();
+      if (!plain_tensor && !value.isInt() && !value.isDouble() && !value.isString()) {
+        throw CheckpointError(
+            fmt::format("{}: entry '{}' is not a dense CPU tensor, an integer, a float or a string",
+                        origin, e.key().toStringRef()));
+      }
+      a.dict_.insert(e.key(), value);
     }
   } catch (const CheckpointError&) {
     throw;

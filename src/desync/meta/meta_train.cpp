@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <deque>
 #include <optional>
-#include <thread>
 
 #include "desync/core/archive.h"
 #include "desync/core/checkpoint.h"
@@ -28,13 +27,6 @@ namespace {
 
 constexpr double kBeta1 = 0.9, kBeta2 = 0.999, kEps = 1e-8;  // the meta-optimizer's AdamW
 constexpr size_t kRecentLosses = 10;                         // summary's mean_loss_last10
-
-// The trainer's rule (train/trainer.cpp): run.threads, else the cores shared by the local workers.
-int64_t intra_op_threads(const Config& cfg, int64_t local_workers) {
-  if (cfg.run.threads > 0) return cfg.run.threads;
-  const int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
-  return std::max<int64_t>(1, cores / std::max<int64_t>(1, local_workers));
-}
 
 PesOptions pes_options(const Config& cfg) {
   PesOptions o;

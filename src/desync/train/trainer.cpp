@@ -67,12 +67,6 @@ StepLog gather_step_log(Communicator& comm, const StepReport& report, int64_t sa
   return log;
 }
 
-int64_t intra_op_threads(const Config& cfg, int64_t local_workers) {
-  if (cfg.run.threads > 0) return cfg.run.threads;
-  int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
-  return std::max<int64_t>(1, cores / std::max<int64_t>(1, local_workers));
-}
-
 // One run on this rank: what assemble_run() built, the loop's state, and the outputs.
 class Run {
  public:
@@ -436,6 +430,12 @@ nlohmann::json Run::finish() {
 }
 
 }  // namespace
+
+int64_t intra_op_threads(const Config& cfg, int64_t local_workers) {
+  if (cfg.run.threads > 0) return cfg.run.threads;
+  int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
+  return std::max<int64_t>(1, cores / std::max<int64_t>(1, local_workers));
+}
 
 std::string run_dir_of(const Config& cfg) {
   return cfg.run.out.empty() ? "runs/" + cfg.run.name : cfg.run.out;

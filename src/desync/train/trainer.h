@@ -64,4 +64,8 @@ class Trainer {
 // The run directory a config names: run.out, or runs/<run.name>.
 std::string run_dir_of(const Config& cfg);
 
+// Intra-op threads of one worker: run.threads, else this machine's cores shared by the
+// `local_workers` on it (desync meta-train follows the same rule).
+int64_t intra_op_threads(const Config& cfg, int64_t local_workers);
+
 }  // namespace desync

@@ -25,7 +25,7 @@
 // decays).
 //
 // Memory: the 28 channels and the MLP's activations exist for one block of at most
-// min(options.chunk, kBlock) elements at a time (whole slices of dim 0). The normalisation needs
+// options.chunk elements at a time (whole slices of dim 0). The normalisation needs
 // the mean over the whole tensor, so a tensor larger than one block builds its channels twice:
 // once for the means, once for the MLP.
 #include "desync/optim/mulo.h"
@@ -54,11 +54,6 @@ constexpr std::array<double, 3> kAdafactorDecays = {0.9, 0.99, 0.999};
 constexpr std::array<double, kMuloStepFeatures> kTaus = {1,    3,    10,  30,  100, 300,
                                                          1000, 3000, 1e4, 3e4, 1e5};
 constexpr double kSquareEps = 1e-30;  // added to g^2 in the factored / full accumulators
-// Elements per MLP evaluation, at most: a block's temporaries (about 100 floats an element) stay
-// in cache and below the allocator's mmap threshold. With blocks of 2^18 elements every
-// allocation page-faulted: `desync train examples/fmnist_mlp_mup.toml --set
-// 'model.hidden=[1024, 1024]' --set optimizer.name=mulo` took 1.74 s a step against 0.55 s.
-constexpr int64_t kBlock = 1 << 14;
 
 // ---- Meta-parameters ----
 
@@ -389,8 +384,7 @@ struct Mulo::Impl {
     accumulate(s, g);
     const Channels channels(g, s.param, s.acc);
     const int64_t rows = channels.rows();
-    const int64_t per_chunk =
-        std::max<int64_t>(1, std::min(options.chunk, kBlock) / (numel / rows));
+    const int64_t per_chunk = std::max<int64_t>(1, options.chunk / (numel / rows));
     torch::Tensor sum_sq = torch::zeros({kMuloFeatures}, g.options().dtype(torch::kDouble));
     torch::Tensor whole;  // the channels, when one chunk holds the tensor
     for (int64_t start = 0; start < rows; start += per_chunk) {

@@ -125,10 +125,12 @@ Archive Archive::deserialize(const std::string& bytes, const std::string& origin
       // Only what put() writes: a crafted file could hold other values, e.g. a quantized tensor
       // with no quantizer, which LibTorch cannot even write back (found by fuzzing).
       const c10::IValue& value = e.value();
-      const bool plain_tensor = value.isTensor() && !value.toTensor().is_quantized() &&
-                                value.toTensor().layout() == torch::kStrided &&
-                                value.toTensor().device().is_cpu();
-      if (!plain_tensor && !value.isInt() && !value.isDouble() && !value.isString()) {
+      bool plain = value.isInt() || value.isDouble() || value.isString();
+      if (value.isTensor()) {
+        const torch::Tensor& t = value.toTensor();
+        plain = !t.is_quantized() && t.layout() == torch::kStrided && t.device().is_cpu();
+      }
+      if (!plain) {
         throw CheckpointError(
             fmt::format("{}: entry '{}' is not a dense CPU tensor, an integer, a float or a string",
                         origin, e.key().toStringRef()));

@@ -17,7 +17,7 @@ cached_on = grep -Eqi '^$(1):BOOL=(ON|TRUE|YES|Y|1)$$' $(BUILD)/CMakeCache.txt 2
 .NOTPARALLEL:
 
 .PHONY: all deps deps-run configure configure-run build build-run run test test-slow bench \
-	bench-matrix mutants clean fuzz
+	bench-matrix mutants clean fuzz test-asan test-tsan
 
 all: build
 
@@ -79,3 +79,13 @@ clean:
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	@for f in fuzz/*_fuzz.cpp; do scripts/fuzz $$(basename $$f _fuzz.cpp) $(FUZZ_SECONDS) || exit 1; done
+
+# The tests under sanitizers, each in a build directory of its own (tests/sanitizers/run): ASan and
+# UBSan over every unit and integration test (build-asan/), ThreadSanitizer over the threaded
+# parts' tests (build-tsan/). Built at the lowest priority; a cold build of either takes hours on
+# 2 cores, so neither is part of `test` (docs/testing.md, Sanitizers).
+test-asan: deps
+	@tests/sanitizers/run address
+
+test-tsan: deps
+	@tests/sanitizers/run thread

@@ -203,6 +203,31 @@ TEST(TokenCacheTest, GarbageManifestIsRebuilt) {
                        "manifest.json is unreadable", "bytes");
 }
 
+// Fuzzing regressions (fuzz/corpus/token_cache/regression-*): counts that sum to the file's but
+// are out of range were used: a training split one token past the end of tokens.u16 (its windows
+// failed in LibTorch's storage check with c10::Error, not a DataError), a negative split, or
+// counts whose sum overflows int64 (undefined behaviour) and wraps to the file's.
+TEST(TokenCacheTest, ManifestCountsOutOfRangeAreRebuilt) {
+  const int64_t big = int64_t{1} << 62;
+  for (int k = 0; k < 3; ++k) {
+    Corpus c("bytes");
+    const TokenCacheInfo first = prepare(c.cfg);
+    const int64_t total = first.train_tokens + first.test_tokens;
+    const int64_t train[] = {total + 1, -1, big};
+    const int64_t test[] = {-1, total + 1, big + total};  // the last sums to 2^63 + total
+    nlohmann::json m = manifest(first);
+    m["train"]["tokens"] = train[k];
+    m["test"]["tokens"] = test[k];
+    write_file(first.manifest_path, m.dump());
+    std::string said;
+    const TokenCacheInfo again = prepare(c.cfg, &said);
+    EXPECT_TRUE(again.built) << "case " << k;
+    EXPECT_NE(said.find("the manifest's counts do not add up"), std::string::npos) << said;
+    EXPECT_EQ(again.train_tokens, first.train_tokens);
+    EXPECT_EQ(load_token_dataset(c.cfg).train.text_tokens, first.train_tokens);
+  }
+}
+
 TEST(TokenCacheTest, SettingsGetTheirOwnEntries) {
   Corpus c("bytes");
   const TokenCacheInfo bytes = prepare(c.cfg);

@@ -292,8 +292,15 @@ std::string check_entry(const TokenCacheInfo& paths, const Expected& want, Token
     info.test_documents = te.at("documents").get<int64_t>();
     info.test_tokens = te.at("tokens").get<int64_t>();
     info.test_bytes = te.at("bytes").get<int64_t>();
-    if ((info.train_tokens + info.test_tokens) * 2 != expect || info.vocab_size < 1 ||
-        info.vocab_size > 65536) {
+    // Each count in range before any sum: a damaged manifest must neither overflow nor place
+    // the splits' windows outside tokens.u16.
+    const int64_t file_tokens = expect / 2;
+    const bool in_range = info.train_tokens >= 0 && info.train_tokens <= file_tokens &&
+                          info.test_tokens >= 0 && info.test_tokens <= file_tokens &&
+                          info.train_documents >= 0 && info.test_documents >= 0 &&
+                          info.train_bytes >= 0 && info.test_bytes >= 0;
+    if (!in_range || info.train_tokens + info.test_tokens != file_tokens || expect % 2 != 0 ||
+        info.vocab_size < 1 || info.vocab_size > 65536) {
       return "the manifest's counts do not add up";
     }
   } catch (const nlohmann::json::exception& e) {

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -91,6 +92,28 @@ TEST(Tracer, WrittenTimestampsAreOnTheMachinesMonotonicClock) {
   // Another process on this machine reading the same clock gets the same time axis.
   EXPECT_LE(e["ts"].get<int64_t>(), clock_us);
   EXPECT_GT(e["ts"].get<int64_t>(), clock_us - 5'000'000);
+  t.clear();
+}
+
+// Writing reads the span list and the drop count under the lock, while other threads (a comm
+// thread, AD-PSGD's servers) record and clear() resets both. It read the count after releasing
+// the lock: a data race that ThreadSanitizer (`make test-tsan`) reports here.
+TEST(Tracer, WritingWhileAnotherThreadRecordsAndClearsIsRaceFree) {
+  Tracer& t = Tracer::instance();
+  t.clear();
+  testing::TempDir dir;
+  std::atomic<bool> stop{false};
+  std::thread other([&] {
+    while (!stop.load()) {
+      t.span("fb", "compute", -10, 0);
+      t.clear();
+    }
+  });
+  for (int i = 0; i < 50; ++i) t.write(dir.file("trace.json"), 0);
+  stop.store(true);
+  other.join();
+  nlohmann::json doc = nlohmann::json::parse(testing::read_file(dir.file("trace.json")));
+  EXPECT_EQ(doc["otherData"]["dropped_events"], 0);
   t.clear();
 }
 

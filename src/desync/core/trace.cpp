@@ -93,8 +93,10 @@ void Tracer::write(const std::string& path, int64_t rank) const {
   // epoch), so the traces of ranks that share a machine line up when opened together.
   const int64_t epoch_us = Tracer::epoch_us();
   nlohmann::json events = nlohmann::json::array();
+  int64_t dropped = 0;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    dropped = dropped_;  // under the lock: span() counts drops on other threads
     events.push_back({{"name", "process_name"},
                       {"ph", "M"},
                       {"pid", rank},
@@ -113,7 +115,7 @@ void Tracer::write(const std::string& path, int64_t rank) const {
   }
   nlohmann::json doc = {{"traceEvents", std::move(events)},
                         {"displayTimeUnit", "ms"},
-                        {"otherData", {{"dropped_events", dropped_}}}};
+                        {"otherData", {{"dropped_events", dropped}}}};
   write_file_atomic(path, doc.dump());
 }
 

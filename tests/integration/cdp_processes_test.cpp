@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cyclic_resume.h"
 #include "desync/core/checkpoint.h"
 #include "test_util.h"
 
@@ -71,6 +72,29 @@ TEST(CdpProcesses, StaggeredRuntimeMatchesSimulatorOnFourProcesses) {
         testing::read_file(dir.file(rule + "staggered/summary.json")), nullptr, false);
     EXPECT_EQ(summary["algorithm_stats"]["cyclic_stages"][0], 4);
   }
+}
+
+// A checkpoint between two steps finds every worker but worker 0 inside a cycle, its pass half
+// run, and reductions both complete and in flight (some worker launches them after the cut).
+// Resumed from it, the run is the uninterrupted one, bit for bit: on 2 and 3 workers, and under
+// rule dp (every stage fresh) with a cycle's batch of two micro-batches.
+TEST(CdpProcesses, ResumeInsideACycleMatchesTheUninterruptedRun) {
+  testing::TempDir dir;
+  testing::write_file(dir.file("job.toml"), testing::kCyclicResumeJob);
+  const std::string job = dir.file("job.toml");
+  testing::expect_resume_matches(dir, job, "n2-at3", 2, 3, "");
+  testing::expect_resume_matches(dir, job, "n3-at2", 3, 2, "");
+  testing::expect_resume_matches(dir, job, "n2-dp", 2, 4,
+                                 "--set algorithm.rule=dp --set algorithm.accumulation=2");
+}
+
+// BatchNorm: the rebuilt forwards must leave the running statistics as the checkpoint holds them.
+TEST(CdpProcesses, ResumeWithBatchNormMatchesTheUninterruptedRun) {
+  testing::TempDir dir;
+  testing::write_file(dir.file("job.toml"), testing::kCyclicResumeJob);
+  testing::expect_resume_matches(dir, dir.file("job.toml"), "cnn", 2, 3,
+                                 "--set model.name=cnn --set model.channels=[4,8] "
+                                 "--set data.synthetic_shape=[1,8,8]");
 }
 
 // The acceptance on this machine: 4 workers, 4 stages, the same micro-batch and model.

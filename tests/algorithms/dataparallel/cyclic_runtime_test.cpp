@@ -3,9 +3,13 @@
 // ranks, in float64.
 #include "desync/algorithms/dataparallel/cyclic_runtime.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
+#include <mutex>
+
 #include "algorithms/fake_run.h"
+#include "desync/algorithms/dataparallel/cyclic_schedule.h"
 
 namespace desync {
 namespace {
@@ -55,6 +59,88 @@ TEST(CyclicRuntime, CdpStaggeredMatchesSimulatorForEveryRule) {
         EXPECT_GT(max_diff(flat_params(a[r].model), initial[r]), 1e-3) << "rank " << r;
       }
     }
+  }
+}
+
+// Three stages: BatchNorm in the first (running statistics that a forward run again would update
+// twice), dropout in the second (RNG draws that a forward run again must repeat).
+StagedModel batch_norm_dropout_model() {
+  torch::manual_seed(3);
+  StagedModel m;
+  m->add_stage("a", torch::nn::Sequential(torch::nn::Linear(6, 8), torch::nn::BatchNorm1d(8),
+                                          torch::nn::ReLU()));
+  m->add_stage("b", torch::nn::Sequential(torch::nn::Linear(8, 8), torch::nn::Dropout(0.5)));
+  m->add_stage("c", torch::nn::Sequential(torch::nn::Linear(8, 3)));
+  m->train();
+  return m;
+}
+
+// Operation i of a pass over three stages: forwards 0, 1, 2, then backwards 2, 1, 0.
+void run_pass_ops(StagedPass& pass, int64_t from, int64_t to) {
+  for (int64_t i = from; i < to; ++i) i < 3 ? pass.forward(i) : pass.backward(5 - i);
+}
+
+torch::Tensor generator_state() { return at::detail::getDefaultCPUGenerator().get_state(); }
+
+void set_generator_state(const torch::Tensor& state) {
+  auto generator = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  generator.set_state(state);
+}
+
+// A pass cut after any of its operations, saved, and rebuilt on a copy of the model at that point
+// (as a resumed worker's model is) with another RNG state, ends with the gradients, BatchNorm
+// statistics and RNG state of the pass that ran through.
+TEST(StagedPass, RebuiltFromACheckpointEndsAsTheUninterruptedPass) {
+  const std::vector<StageRange> stages = {{0, 1}, {1, 2}, {2, 3}};
+  torch::manual_seed(5);
+  MicroBatch mb;
+  mb.inputs = torch::randn({8, 6});
+  mb.targets = torch::randint(0, 3, {8}, torch::kLong);
+
+  StagedModel ref = batch_norm_dropout_model();
+  torch::manual_seed(7);
+  StagedPass through(ref, stages);
+  through.begin(mb);
+  run_pass_ops(through, 0, 6);
+  const torch::Tensor rng_after = generator_state();
+
+  for (int64_t cut = 1; cut < 6; ++cut) {
+    SCOPED_TRACE("cut after operation " + std::to_string(cut));
+    StagedModel before = batch_norm_dropout_model();
+    torch::manual_seed(7);
+    StagedPass first(before, stages);
+    first.begin(mb);
+    run_pass_ops(first, 0, cut);
+    Archive archive;
+    first.save(archive, "pass.");
+    const torch::Tensor rng_at_cut = generator_state();
+
+    StagedModel after = batch_norm_dropout_model();  // the checkpoint's model
+    {
+      torch::NoGradGuard no_grad;
+      auto from = before->named_parameters(), to = after->named_parameters();
+      for (const auto& p : from) {
+        to[p.key()].copy_(p.value());
+        if (p.value().grad().defined()) to[p.key()].mutable_grad() = p.value().grad().clone();
+      }
+      auto bufs = after->named_buffers();
+      for (const auto& b : before->named_buffers()) bufs[b.key()].copy_(b.value());
+    }
+    torch::manual_seed(99);
+    StagedPass rebuilt(after, stages);
+    rebuilt.load(archive, "pass.");
+    set_generator_state(rng_at_cut);  // as the Trainer restores it
+    run_pass_ops(rebuilt, cut, 6);
+
+    EXPECT_FALSE(rebuilt.active());
+    EXPECT_TRUE(torch::equal(generator_state(), rng_after));
+    auto expected = ref->named_parameters();
+    for (const auto& p : after->named_parameters())
+      EXPECT_TRUE(torch::equal(p.value().grad(), expected[p.key()].grad())) << p.key();
+    auto expected_bufs = ref->named_buffers();
+    for (const auto& b : after->named_buffers())
+      EXPECT_TRUE(torch::equal(b.value(), expected_bufs[b.key()])) << b.key();
   }
 }
 

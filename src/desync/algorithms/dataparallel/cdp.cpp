@@ -127,11 +127,6 @@ void Cdp::setup(Context& ctx) {
     throw ConfigError(
         "cdp: optimizer.grad_clip is not supported (the stages are updated at different times); "
         "set it to 0");
-  if (staggered_ && ctx.config.checkpoint.enabled && ctx.config.checkpoint.every > 0)
-    throw ConfigError(
-        "cdp: the staggered runtime holds a micro-batch in flight between steps and cannot be "
-        "checkpointed mid-run: set checkpoint.every = 0 (the final checkpoint is still written), "
-        "or algorithm.runtime = \"simulator\"");
   world_ = ctx.comm.world_size();
   model_ = std::make_unique<CyclicModel>(ctx, opts_);
   const int64_t S = model_->num_stages();
@@ -146,6 +141,7 @@ void Cdp::setup(Context& ctx) {
     return;
   }
   runtime_ = std::make_unique<CyclicRuntime>(ctx, *model_, opts_, accumulation_);
+  sent_.resize(S);
   for (int64_t l = 0; l < S; ++l)
     optimizers_.push_back(stage_optimizer(l, runtime_->version_buffer(l)));
   reducer_ = std::make_unique<StageReducer>(ctx.comm, S);
@@ -157,7 +153,13 @@ StepReport Cdp::step(Context& ctx) {
   return runtime_->step(ctx);
 }
 
-void Cdp::send_gradient(Context& ctx, int64_t l, int64_t cycle, torch::Tensor grad) {
+void Cdp::send_gradient(Context& ctx, int64_t l, int64_t cycle, torch::Tensor grad,
+                        bool in_flight) {
+  if (in_flight) {  // a checkpoint after this step needs G_l as sent: the reduction overwrites it
+    torch::NoGradGuard no_grad;
+    if (!sent_[l].defined()) sent_[l] = torch::empty_like(grad);
+    sent_[l].copy_(grad);
+  }
   reducer_->launch(l, std::move(grad));
 }
 
@@ -169,6 +171,23 @@ void Cdp::next_version(Context& ctx, int64_t l, int64_t cycle, torch::Tensor par
   optimizers_[l]->step(ctx.schedule.lr(cycle));  // on `params`, the stage's version buffer
   g.zero_();
 }
+
+void Cdp::save_pending(Archive& archive, const std::string& prefix, int64_t l, int64_t cycle,
+                       bool complete) const {
+  if (complete) {  // G_l becomes the sum of the workers' gradients
+    reducer_->wait(l);
+    archive.put(prefix + "sum", model_->grads(l));
+  } else {
+    archive.put(prefix + "sent", sent_[l]);
+  }
+}
+
+void Cdp::load_pending(const Archive& archive, const std::string& prefix, int64_t l, int64_t cycle,
+                       bool complete) {
+  archive.copy_into(prefix + (complete ? "sum" : "sent"), model_->grads(l));
+}
+
+void Cdp::resend(Context& ctx, int64_t l, int64_t cycle) { reducer_->launch(l, model_->grads(l)); }
 
 StepReport Cdp::simulate(Context& ctx) {
   torch::NoGradGuard no_grad;
@@ -212,25 +231,27 @@ void Cdp::finish(Context& ctx) {
 
 void Cdp::save(Archive& archive) const {
   if (staggered_) {
-    // Only once finish() has drained the schedule (the run's final checkpoint): setup() refuses
-    // checkpoints between steps, when a micro-batch is in flight. The model is all there is.
-    if (!finished_)
-      throw CheckpointError("cdp: the staggered runtime checkpoints only at the end of the run");
-    return;
+    // After finish() (the run's final checkpoint) the model is all there is.
+    archive.put("cdp.finished", static_cast<int64_t>(finished_));
+    if (finished_) return;
+    runtime_->save(archive);
+  } else {
+    archive.put("cdp.theta", theta_);
+    archive.put("cdp.prev", prev_);
   }
-  archive.put("cdp.theta", theta_);
-  archive.put("cdp.prev", prev_);
   for (size_t l = 0; l < optimizers_.size(); ++l)
     save_optimizer(*optimizers_[l], archive, fmt::format("optimizer{}.", l));
 }
 
 void Cdp::load(const Archive& archive) {
-  if (staggered_)
-    throw CheckpointError(
-        "cdp: the staggered runtime cannot resume from a checkpoint; use algorithm.runtime = "
-        "\"simulator\"");
-  archive.copy_into("cdp.theta", theta_);
-  archive.copy_into("cdp.prev", prev_);
+  if (staggered_) {
+    finished_ = archive.integer("cdp.finished") != 0;
+    if (finished_) return;
+    runtime_->load(archive);
+  } else {
+    archive.copy_into("cdp.theta", theta_);
+    archive.copy_into("cdp.prev", prev_);
+  }
   for (size_t l = 0; l < optimizers_.size(); ++l)
     load_optimizer(*optimizers_[l], archive, fmt::format("optimizer{}.", l));
 }
@@ -241,11 +262,15 @@ AlgorithmReport Cdp::report() const {
   for (const auto& optimizer : optimizers_) state += optimizer->state_numel() * elem;
   // Staggered: the copies M_l of stale stages; simulator: theta_k and theta_{k-1}.
   const int64_t previous = staggered_ ? runtime_->retained_bytes() : 2 * theta_.numel() * elem;
+  int64_t resend = 0;
+  for (const torch::Tensor& t : sent_)
+    if (t.defined()) resend += t.numel() * elem;
   AlgorithmReport r;
   r.memory = {{"parameters", model_->flat().padded_numel() * elem},
               {"gradients", model_->flat().padded_numel() * elem},
               {"optimizer_state", state},
-              {"previous_versions", previous}};
+              {"previous_versions", previous},
+              {"resend_copies", resend}};
   r.counts = {{"cyclic_stages", model_->num_stages()},
               {"stale_stages", model_->stale_stages()},
               {"unit_us", static_cast<int64_t>(staggered_ ? runtime_->unit_seconds() * 1e6 : 0)}};

@@ -15,6 +15,7 @@
 //       stale and pending: wait; M_l <- Opt_l(M_l, G_l / N)  (theta_{k,l}; W_l keeps theta_{k-1})
 //       backward stage l into G_l
 //       stale: W_l <- M_l                                  (the copy the next cycle uses)
+//       in flight at the step's end (some worker sends (l, k) in a later step): S_l <- G_l
 //       launch the all-reduce of G_l on the reduction thread           (send_gradient)
 // where "wait; Opt_l" is next_version: wait for stage l's reduction, G_l <- G_l / N, the stage
 // optimizer's step on the version buffer (W_l or M_l), G_l <- 0;
@@ -33,13 +34,19 @@
 // final_model = "latest" ends with theta_K on every stage instead (then the same on all workers).
 // model_for_eval() evaluates that average of the current copies.
 //
+// Checkpoints (between steps; the runtime's part is in cyclic_runtime.h): the optimizers, M_l,
+// the pass in flight, and for each pending stage either the reduced sum (every worker launched
+// the all-reduce before the cut: wait for it) or S_l, the gradient as this worker launched it
+// (some worker launches it after the cut), which a resumed worker all-reduces again before any
+// new reduction. S_l is kept only for the reductions that outlive their step.
+//
 // Options: rule ("cdp2"), fresh_predicate ("code"), n_stages (4), stage_cuts ([]), unit_ms (0),
 // runtime ("staggered"), final_model ("average"). One optimizer per stage; optimizer.grad_clip is
-// not supported (stages are updated at different times). The staggered runtime checkpoints only
-// at the end of the run (a micro-batch is in flight between steps): checkpoint.every must be 0.
+// not supported (stages are updated at different times).
 #pragma once
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "desync/algorithms/algorithm.h"
@@ -65,9 +72,15 @@ class Cdp : public Algorithm, private CyclicExchange {
   const std::vector<StageRange>& stages() const { return model_->stages(); }
 
  private:
-  // The staggered runtime's hooks: stage l's all-reduce, and its optimizer step.
-  void send_gradient(Context& ctx, int64_t l, int64_t cycle, torch::Tensor grad) override;
+  // The staggered runtime's hooks: stage l's all-reduce, and its optimizer step; checkpoints.
+  void send_gradient(Context& ctx, int64_t l, int64_t cycle, torch::Tensor grad,
+                     bool in_flight) override;
   void next_version(Context& ctx, int64_t l, int64_t cycle, torch::Tensor params) override;
+  void save_pending(Archive& archive, const std::string& prefix, int64_t l, int64_t cycle,
+                    bool complete) const override;
+  void load_pending(const Archive& archive, const std::string& prefix, int64_t l, int64_t cycle,
+                    bool complete) override;
+  void resend(Context& ctx, int64_t l, int64_t cycle) override;
 
   StepReport simulate(Context& ctx);
 
@@ -83,6 +96,7 @@ class Cdp : public Algorithm, private CyclicExchange {
   // staggered
   std::unique_ptr<CyclicRuntime> runtime_;
   std::unique_ptr<StageReducer> reducer_;
+  std::vector<torch::Tensor> sent_;  // S_l: G_l as launched, for reductions in flight at a cut
 
   // simulator
   torch::Tensor theta_, prev_;  // theta_k and theta_{k-1}

@@ -1,5 +1,7 @@
 #include "desync/algorithms/dataparallel/cdp_zero.h"
 
+#include <fmt/format.h>
+
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -82,6 +84,34 @@ class StageRing {
       ++handed_[l];
     }
     cv_.notify_all();
+  }
+
+  // Blocks until the exchange of stage l's last handed gradient has finished here: G_l is no
+  // longer read and P_l holds the version made from it.
+  void wait_exchanged(int64_t l) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock,
+             [&] { return (relayed_[l] == handed_[l] && ready_[l] == handed_[l]) || error_; });
+    if (error_) std::rethrow_exception(error_);
+  }
+
+  // On --resume: P_l holds the version of a gradient handed and exchanged before the checkpoint,
+  // not yet taken (the owner had sent it on).
+  void restore_exchanged(int64_t l) {
+    std::lock_guard<std::mutex> lock(mu_);
+    handed_[l] = relayed_[l] = ready_[l] = 1;
+    sent_[l] = owner_ ? 1 : 0;
+    taken_[l] = 0;
+  }
+
+  // The owner's optimizers (the others have none).
+  void save(Archive& archive) const {
+    for (size_t l = 0; l < optimizers_.size(); ++l)
+      save_optimizer(*optimizers_[l], archive, fmt::format("cdp_zero.optimizer{}.", l));
+  }
+  void load(const Archive& archive) {
+    for (size_t l = 0; l < optimizers_.size(); ++l)
+      load_optimizer(*optimizers_[l], archive, fmt::format("cdp_zero.optimizer{}.", l));
   }
 
   // Blocks until P_l holds the version made from the oldest handed gradient of stage l not yet
@@ -238,10 +268,6 @@ void CdpZero::setup(Context& ctx) {
     throw ConfigError(
         "cdp_zero: optimizer.grad_clip is not supported (the stages are updated at different "
         "times); set it to 0");
-  if (ctx.config.checkpoint.enabled && ctx.config.checkpoint.every > 0)
-    throw ConfigError(
-        "cdp_zero holds a micro-batch in flight between steps and cannot be checkpointed mid-run: "
-        "set checkpoint.every = 0 (the final checkpoint is still written)");
   rank_ = ctx.comm.rank();
   world_ = ctx.comm.world_size();
   model_ = std::make_unique<CyclicModel>(ctx, opts_);
@@ -258,8 +284,9 @@ void CdpZero::setup(Context& ctx) {
 
 StepReport CdpZero::step(Context& ctx) { return runtime_->step(ctx); }
 
-void CdpZero::send_gradient(Context& ctx, int64_t l, int64_t cycle, torch::Tensor grad) {
-  ring_->hand(l, ctx.schedule.lr(cycle));
+void CdpZero::send_gradient(Context& ctx, int64_t l, int64_t cycle, torch::Tensor grad,
+                            bool in_flight) {
+  ring_->hand(l, ctx.schedule.lr(cycle));  // the relays only read G_l: no copy needed
 }
 
 void CdpZero::next_version(Context& ctx, int64_t l, int64_t cycle, torch::Tensor params) {
@@ -283,15 +310,47 @@ void CdpZero::finish(Context& ctx) {
   average_copies(ctx.model, ctx.comm, /*with_params=*/!final_latest_);
 }
 
+void CdpZero::save_pending(Archive& archive, const std::string& prefix, int64_t l, int64_t cycle,
+                           bool complete) const {
+  if (complete)
+    ring_->wait_exchanged(l);  // then P_l, saved with the others, holds theta_{cycle+1,l}
+  else
+    archive.put(prefix + "sent", model_->grads(l));  // as handed: the relays only read it
+}
+
+void CdpZero::load_pending(const Archive& archive, const std::string& prefix, int64_t l,
+                           int64_t cycle, bool complete) {
+  if (complete)
+    ring_->restore_exchanged(l);
+  else
+    archive.copy_into(prefix + "sent", model_->grads(l));
+}
+
+void CdpZero::resend(Context& ctx, int64_t l, int64_t cycle) {
+  ring_->hand(l, ctx.schedule.lr(cycle));  // every worker that handed it hands it again
+}
+
 void CdpZero::save(Archive& archive) const {
-  // Only once finish() has drained the ring (the run's final checkpoint): setup() refuses
-  // checkpoints between steps, when a micro-batch is in flight. The model is all there is.
-  if (!finished_) throw CheckpointError("cdp_zero checkpoints only at the end of the run");
+  // After finish() (the run's final checkpoint) the model is all there is.
+  archive.put("cdp_zero.finished", static_cast<int64_t>(finished_));
+  if (finished_) return;
+  runtime_->save(archive);  // waits for the exchanges that need no further operation
+  // P_l, but where a version is still on its way into it (it is not needed then).
+  for (int64_t l = 0; l < model_->num_stages(); ++l)
+    if (!runtime_->in_flight(l))
+      archive.put(fmt::format("cdp_zero.stage{}.version", l), ring_->version(l));
+  ring_->save(archive);
 }
 
 void CdpZero::load(const Archive& archive) {
-  throw CheckpointError(
-      "cdp_zero cannot resume from a checkpoint (its checkpoint holds the final model only)");
+  finished_ = archive.integer("cdp_zero.finished") != 0;
+  if (finished_) return;
+  runtime_->load(archive);
+  torch::NoGradGuard no_grad;
+  for (int64_t l = 0; l < model_->num_stages(); ++l)
+    if (!runtime_->in_flight(l))
+      archive.copy_into(fmt::format("cdp_zero.stage{}.version", l), ring_->version(l));
+  ring_->load(archive);
 }
 
 AlgorithmReport CdpZero::report() const {

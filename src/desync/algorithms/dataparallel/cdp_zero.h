@@ -50,15 +50,22 @@
 // fresh stages, theta_{K-1} on stale ones), one all-reduce of the parameters, as cdp.
 // model_for_eval() evaluates the average of the current copies (on the evaluation channel).
 //
+// Checkpoints (between steps; the runtime's part is in cyclic_runtime.h). A stage's exchange of
+// cycle k at the cut is complete when the owner handed its gradient before the cut: every hop of
+// both relays then needs no further operation, so save waits for them, and P_l (with the
+// owner's optimizers) is all the ring holds. Otherwise it is in flight: the worker saves G_l (the
+// relays only read it; A_l is not saved) and, after a resume, every worker that handed it hands
+// it again, so that both relays run that exchange again from the start: worker 0 sends G_l, the
+// next ones sum again, and the owner, which had not handed it, steps once. P_l is not saved
+// where a version is on its way into it (it is not read before that version arrives).
+//
 // Options: rule ("cdp2"), fresh_predicate ("code"), n_stages (4), stage_cuts ([]), unit_ms (0),
 // final_model ("latest"); algorithm.accumulation micro-batches make a cycle's batch, taken
-// together. optimizer.grad_clip is not supported (the stages are updated at different times). No
-// checkpoint during training (a micro-batch is in flight between steps; setup() refuses
-// checkpoint.every > 0): only the final checkpoint, written after finish(), which holds the
-// final model and cannot be resumed.
+// together. optimizer.grad_clip is not supported (the stages are updated at different times).
 #pragma once
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "desync/algorithms/algorithm.h"
@@ -82,8 +89,14 @@ class CdpZero : public Algorithm, private CyclicExchange {
   AlgorithmReport report() const override;
 
  private:
-  void send_gradient(Context& ctx, int64_t l, int64_t cycle, torch::Tensor grad) override;
+  void send_gradient(Context& ctx, int64_t l, int64_t cycle, torch::Tensor grad,
+                     bool in_flight) override;
   void next_version(Context& ctx, int64_t l, int64_t cycle, torch::Tensor params) override;
+  void save_pending(Archive& archive, const std::string& prefix, int64_t l, int64_t cycle,
+                    bool complete) const override;
+  void load_pending(const Archive& archive, const std::string& prefix, int64_t l, int64_t cycle,
+                    bool complete) override;
+  void resend(Context& ctx, int64_t l, int64_t cycle) override;
 
   CyclicOptions opts_;
   bool final_latest_;

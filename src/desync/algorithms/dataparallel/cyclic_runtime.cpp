@@ -1,5 +1,7 @@
 #include "desync/algorithms/dataparallel/cyclic_runtime.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 
 #include "desync/algorithms/common.h"
@@ -101,12 +103,18 @@ void CyclicRuntime::start(Context& ctx, CyclicExchange& exchange) {
 
 StepReport CyclicRuntime::step(Context& ctx) {
   const int64_t S = model_.num_stages();
+  if (resumed_) {  // what was in flight goes again, then the clock restarts at this window
+    resend_in_flight(ctx);
+    ctx.comm.barrier();
+    clock_.anchor(2 * S * world_ * ctx.step);
+  }
   auto [first, end] = window_ops(world_, S, rank_, ctx.step);
   clock_.catch_up(2 * S * world_ * ctx.step);
   StepReport report;
   for (int64_t j = std::max(first, next_op_); j < end; ++j) run_op(ctx, j, report);
   // The first window of a late worker ends before its first loss: run on to it.
   while (ctx.step == 0 && next_op_ < S) run_op(ctx, next_op_, report);
+  windows_ = ctx.step + 1;
   report.loss = last_loss_;
   return report;
 }
@@ -139,7 +147,9 @@ void CyclicRuntime::run_op(Context& ctx, int64_t j, StepReport& report) {
     pass_->backward(l);
     torch::NoGradGuard no_grad;
     if (!model_.fresh(l)) model_.params(l).copy_(master_[l]);
-    exchange_->send_gradient(ctx, l, op.cycle, model_.grads(l));
+    const int64_t window = op.tick / (2 * S * world_);
+    exchange_->send_gradient(ctx, l, op.cycle, model_.grads(l),
+                             !sent_by_all(world_, S, l, op.cycle, window + 1));
     pending_[l] = true;
     pending_cycle_[l] = op.cycle;
   }
@@ -152,8 +162,53 @@ void CyclicRuntime::apply(Context& ctx, int64_t l) {
   pending_[l] = false;
 }
 
+void CyclicRuntime::resend_in_flight(Context& ctx) {
+  resumed_ = false;
+  std::vector<int64_t> again;
+  for (int64_t l = 0; l < model_.num_stages(); ++l)
+    if (in_flight(l)) again.push_back(l);
+  std::sort(again.begin(), again.end(), [&](int64_t a, int64_t b) {  // schedule order
+    return pending_cycle_[a] != pending_cycle_[b] ? pending_cycle_[a] < pending_cycle_[b] : a > b;
+  });
+  for (int64_t l : again) exchange_->resend(ctx, l, pending_cycle_[l]);
+}
+
+bool CyclicRuntime::in_flight(int64_t l) const {
+  return pending_[l] && !sent_by_all(world_, model_.num_stages(), l, pending_cycle_[l], windows_);
+}
+
+void CyclicRuntime::save(Archive& archive) const {
+  archive.put("cyclic.windows", windows_);
+  archive.put("cyclic.next_op", next_op_);
+  for (int64_t l = 0; l < model_.num_stages(); ++l) {
+    const std::string prefix = fmt::format("cyclic.stage{}.", l);
+    archive.put(prefix + "pending", static_cast<int64_t>(pending_[l]));
+    archive.put(prefix + "cycle", pending_cycle_[l]);
+    if (own_master_[l]) archive.put(prefix + "master", master_[l]);
+    if (pending_[l]) exchange_->save_pending(archive, prefix, l, pending_cycle_[l], !in_flight(l));
+  }
+  pass_->save(archive, "cyclic.pass.");
+}
+
+void CyclicRuntime::load(const Archive& archive) {
+  torch::NoGradGuard no_grad;
+  windows_ = archive.integer("cyclic.windows");
+  next_op_ = archive.integer("cyclic.next_op");
+  for (int64_t l = 0; l < model_.num_stages(); ++l) {
+    const std::string prefix = fmt::format("cyclic.stage{}.", l);
+    pending_[l] = archive.integer(prefix + "pending") != 0;
+    pending_cycle_[l] = archive.integer(prefix + "cycle");
+    if (own_master_[l]) archive.copy_into(prefix + "master", master_[l]);
+    model_.grads(l).zero_();
+    if (pending_[l]) exchange_->load_pending(archive, prefix, l, pending_cycle_[l], !in_flight(l));
+  }
+  pass_->load(archive, "cyclic.pass.");
+  resumed_ = true;
+}
+
 void CyclicRuntime::drain(Context& ctx, bool latest) {
   const int64_t S = model_.num_stages();
+  if (resumed_) resend_in_flight(ctx);  // resumed with no step left
   {  // the backwards still owed by the last cycle, without the clock
     torch::AutoGradMode grad(true);
     StepReport ignored;

@@ -17,18 +17,32 @@
 //     backward stage l into G_l
 //     stale: W_l <- M_l                                        (the copy the next cycle uses)
 //     send_gradient(l, k, G_l); stage l pending
-// The method supplies the two hooks (CyclicExchange): how a stage's gradient leaves this worker
+// The method supplies the hooks (CyclicExchange): how a stage's gradient leaves this worker
 // after its backward, and how the stage's next version theta_{k+1,l} is obtained. Only stale
 // stages keep a second copy M_l: the runtime's own, or a buffer the method already keeps (it
 // must then hold theta_{k,l} from next_version until the worker's next send_gradient of l).
 // Steps are windows of the common clock, so the Trainer's own synchronisations (logging,
 // evaluation) find every worker at the same point of the schedule.
 //
+// Checkpoints, between two windows w and w+1 (the cut at tick 2SN(w+1)), hold what is in flight:
+//   the pass (StagedPass: its micro-batch, RNG state and the operations it ran; the forwards run
+//     again on resume), the next operation, M_l where the runtime owns it,
+//   each pending stage l (its gradient of cycle k sent, theta_{k+1,l} not yet taken):
+//     complete, when every worker sent its gradient of (l, k) before the cut (sent_by_all): what
+//       is left of the exchange needs no further operation of anyone; the method waits for it
+//       and saves what next_version takes
+//     in flight, otherwise: the method saves what this worker sent (send_gradient is told, so
+//       that it can keep a copy), and after a resume every worker that sent it sends it again
+//       (resend), in schedule order, before it sends anything new.
+// A resumed run therefore computes exactly what the uninterrupted one computes; taking a
+// checkpoint only waits, and changes nothing.
+//
 // Thread-safety: everything here runs on the training thread; the hooks may hand work to
 // threads of the method's own.
 #pragma once
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "desync/algorithms/algorithm.h"
@@ -42,13 +56,28 @@ class CyclicExchange {
   virtual ~CyclicExchange() = default;
   // After this worker's backward of stage l in `cycle`: `grad` (G_l) holds this worker's
   // gradient of the cycle's micro-batch. Starts it on its way without waiting for other
-  // workers; G_l is not written again until next_version(l) has returned.
-  virtual void send_gradient(Context& ctx, int64_t l, int64_t cycle, torch::Tensor grad) = 0;
+  // workers; G_l is not written again until next_version(l) has returned. `in_flight`: some
+  // worker sends its gradient of (l, cycle) only after this step, so a checkpoint at the end of
+  // the step finds the exchange in flight (what save_pending must then save).
+  virtual void send_gradient(Context& ctx, int64_t l, int64_t cycle, torch::Tensor grad,
+                             bool in_flight) = 0;
   // Puts theta_{cycle+1,l}, the version made from the gradients every worker sent in `cycle`,
   // into `params` (laid out as W_l: W_l itself or the stale stage's copy M_l), blocking until it
   // is known, and leaves G_l zeroed for the next backward. Called once per send_gradient of
   // stage l, in the same order.
   virtual void next_version(Context& ctx, int64_t l, int64_t cycle, torch::Tensor params) = 0;
+
+  // Checkpoints (see above), for a pending stage l, under `prefix`. `complete`: wait until the
+  // exchange of (l, cycle) has finished on this worker, and save what next_version takes; else
+  // save what this worker sent. Not collective.
+  virtual void save_pending(Archive& archive, const std::string& prefix, int64_t l, int64_t cycle,
+                            bool complete) const = 0;
+  // On --resume, after setup(): restores what save_pending saved.
+  virtual void load_pending(const Archive& archive, const std::string& prefix, int64_t l,
+                            int64_t cycle, bool complete) = 0;
+  // At the first step after a resume, for each stage whose exchange was in flight, in schedule
+  // order: sends again what send_gradient(l, cycle) sent.
+  virtual void resend(Context& ctx, int64_t l, int64_t cycle) = 0;
 };
 
 class CyclicModel {
@@ -104,6 +133,15 @@ class CyclicRuntime {
   void start(Context& ctx, CyclicExchange& exchange);
   // The operations of window ctx.step (step 0 runs on to the worker's first loss).
   StepReport step(Context& ctx);
+  // The runtime's part of a checkpoint (see above; calls the exchange's save_pending), and back
+  // on --resume, after start(): the pass is rebuilt at once, the clock restarts and the sends in
+  // flight go again at the next step.
+  void save(Archive& archive) const;
+  void load(const Archive& archive);
+  bool pending(int64_t l) const { return pending_[l]; }
+  // Whether stage l's exchange was in flight at the end of the last step taken (see above).
+  bool in_flight(int64_t l) const;
+
   // After the last step: the backwards the last cycle still owes (without the clock), then
   // every pending version. Fresh stages end with theta_K, stale ones with theta_{K-1} in W_l
   // and theta_K in M_l; `latest`: W_l <- M_l, so theta_K on every stage.
@@ -114,6 +152,7 @@ class CyclicRuntime {
 
  private:
   void run_op(Context& ctx, int64_t j, StepReport& report);
+  void resend_in_flight(Context& ctx);  // after a resume, before any operation
   void apply(Context& ctx, int64_t l);
 
   CyclicModel& model_;
@@ -128,6 +167,8 @@ class CyclicRuntime {
   std::unique_ptr<StagedPass> pass_;
   CyclicClock clock_;
   int64_t next_op_ = 0;
+  int64_t windows_ = 0;   // steps taken
+  bool resumed_ = false;  // loaded from a checkpoint, no step taken since
   double last_loss_ = 0.0;
 };
 

@@ -1,9 +1,11 @@
 #include "desync/algorithms/dataparallel/cyclic_schedule.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <chrono>
+#include <mutex>
 #include <thread>
 
 #include "desync/algorithms/common.h"
@@ -72,6 +74,10 @@ std::pair<int64_t, int64_t> window_ops(int64_t n, int64_t s, int64_t r, int64_t 
   // is ceil(2S*w - 2S*r/N) = 2S*w - floor(2S*r/N).
   const int64_t shift = (2 * s * r) / n;
   return {std::max<int64_t>(0, 2 * s * k - shift), 2 * s * (k + 1) - shift};
+}
+
+bool sent_by_all(int64_t n, int64_t s, int64_t l, int64_t cycle, int64_t windows) {
+  return backward_tick(n, s, n - 1, cycle, l) < 2 * s * n * windows;
 }
 
 std::vector<CyclicOp> cyclic_schedule(int64_t n, int64_t s, int64_t cycles) {
@@ -199,6 +205,8 @@ void StagedPass::begin(MicroBatch mb) {
   samples_ = mb_.inputs.size(0);
   inputs_.assign(stages_.size(), torch::Tensor());
   outputs_.assign(stages_.size(), torch::Tensor());
+  rng_ = at::detail::getDefaultCPUGenerator().get_state();
+  forwards_ = backwards_ = 0;
   active_ = true;
 }
 
@@ -215,6 +223,7 @@ void StagedPass::forward(int64_t l) {
   } else {
     outputs_[l] = y;
   }
+  ++forwards_;
 }
 
 void StagedPass::backward(int64_t l) {
@@ -223,15 +232,58 @@ void StagedPass::backward(int64_t l) {
     loss_.backward();
     loss_ = torch::Tensor();
   } else {
-    outputs_[l].backward(inputs_[l + 1].grad());
+    outputs_[l].backward(upstream_);
     outputs_[l] = torch::Tensor();
-    inputs_[l + 1] = torch::Tensor();
   }
+  upstream_ = l > 0 ? inputs_[l].grad() : torch::Tensor();
+  inputs_[l] = torch::Tensor();
+  ++backwards_;
   if (l == 0) {
-    inputs_[0] = torch::Tensor();
     mb_ = MicroBatch();
     active_ = false;
   }
+}
+
+void StagedPass::save(Archive& archive, const std::string& prefix) const {
+  archive.put(prefix + "active", static_cast<int64_t>(active_));
+  if (!active_) return;
+  archive.put(prefix + "inputs", mb_.inputs);
+  archive.put(prefix + "targets", mb_.targets);
+  archive.put(prefix + "rng", rng_);
+  archive.put(prefix + "forwards", forwards_);
+  archive.put(prefix + "backwards", backwards_);
+  if (upstream_.defined()) archive.put(prefix + "upstream", upstream_);
+}
+
+void StagedPass::load(const Archive& archive, const std::string& prefix) {
+  active_ = false;
+  if (archive.integer(prefix + "active") == 0) return;
+  MicroBatch mb;
+  mb.inputs = archive.tensor(prefix + "inputs");
+  mb.targets = archive.tensor(prefix + "targets");
+  const int64_t forwards = archive.integer(prefix + "forwards");
+  const int64_t backwards = archive.integer(prefix + "backwards");
+  auto generator = at::detail::getDefaultCPUGenerator();
+  const torch::Tensor now = generator.get_state();
+  {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(archive.tensor(prefix + "rng"));
+  }
+  {
+    BufferSnapshot keep(model_, {0, model_->num_stages()});
+    torch::AutoGradMode grad(true);
+    begin(std::move(mb));
+    // The stages whose graphs the pass still holds: those not yet through their backward.
+    const int64_t live = static_cast<int64_t>(stages_.size()) - backwards;
+    for (int64_t l = 0; l < std::min(forwards, live); ++l) forward(l);
+  }
+  {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(now);
+  }
+  forwards_ = forwards;
+  backwards_ = backwards;
+  if (archive.has(prefix + "upstream")) upstream_ = archive.tensor(prefix + "upstream");
 }
 
 }  // namespace desync

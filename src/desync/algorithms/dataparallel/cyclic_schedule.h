@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "desync/algorithms/pipeline/stages.h"
+#include "desync/core/archive.h"
 #include "desync/core/config.h"
 
 namespace desync {
@@ -75,6 +76,9 @@ struct CyclicOp {
 CyclicOp cyclic_op(int64_t n, int64_t s, int64_t r, int64_t j);
 // The worker's operations in window k: indices [first, end) of its stream (first clipped to 0).
 std::pair<int64_t, int64_t> window_ops(int64_t n, int64_t s, int64_t r, int64_t k);
+// Whether every worker has run its backward of stage l in `cycle` (sent that stage's gradient)
+// within the first `windows` windows: the last worker's backward starts before tick 2SN*windows.
+bool sent_by_all(int64_t n, int64_t s, int64_t l, int64_t cycle, int64_t windows);
 
 // Every operation of cycles [0, cycles) of n workers over s stages, sorted by tick, then worker.
 std::vector<CyclicOp> cyclic_schedule(int64_t n, int64_t s, int64_t cycles);
@@ -126,6 +130,12 @@ MicroBatch probe_batch(Context& ctx);
 // stage's input a leaf of its own graph, so that backward can run one stage at a time from the
 // loss down. Forwards run inside an ActivationScope: what they allocate is counted as live
 // activations until backward frees it.
+//
+// A pass in flight between two steps goes into a checkpoint as what rebuilds it: the micro-batch,
+// the RNG state at begin(), how many forwards and backwards it ran, and the gradient that the next
+// backward takes. load() runs the forwards again: a stage's parameters do not change between its
+// forward and its backward, so the same parameters (the model's, restored from the checkpoint)
+// and the same RNG draws (dropout) give the same activations, bit for bit.
 class StagedPass {
  public:
   StagedPass(StagedModel model, std::vector<StageRange> stages)
@@ -141,14 +151,23 @@ class StagedPass {
   double loss() const { return loss_value_; }
   int64_t samples() const { return samples_; }
 
+  // The pass under `prefix` (nothing but "active" when no pass is active).
+  void save(Archive& archive, const std::string& prefix) const;
+  // Rebuilds the pass save() wrote, leaving the model's buffers (BatchNorm statistics, updated by
+  // the first forwards already) and the RNG as they were.
+  void load(const Archive& archive, const std::string& prefix);
+
  private:
   StagedModel model_;
   std::vector<StageRange> stages_;
   MicroBatch mb_;
   std::vector<torch::Tensor> inputs_, outputs_;
+  torch::Tensor upstream_;  // the gradient of the last backward's stage input: the next one's
   torch::Tensor loss_;
+  torch::Tensor rng_;  // the CPU generator's state at begin()
   double loss_value_ = 0.0;
   int64_t samples_ = 0;
+  int64_t forwards_ = 0, backwards_ = 0;
   bool active_ = false;
 };
 

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "cyclic_resume.h"
 #include "desync/core/checkpoint.h"
 #include "test_util.h"
 
@@ -109,6 +110,21 @@ TEST(CdpMpProcesses, FourStagesEqualCdpTimingSimulatorOnFourWorkers) {
     EXPECT_EQ(stale[l], 3 - l) << "stage " << l;
     EXPECT_EQ(stash[l].get<int64_t>() > 0, l < 3) << "stage " << l;
   }
+}
+
+// Resumed from a checkpoint between two steps, with micro-batches between their forward and
+// backward on every stage (their forwards run again) and backward messages that the previous
+// stage takes only in the next step (sent again), the run is the uninterrupted one, bit for bit:
+// 2 stages serving 2 streams, 3 stages serving 3, and 2 stages serving 4 (stale streams: both
+// version buffers hold graphs).
+TEST(CdpMpResume, ResumeInsideACycleMatchesTheUninterruptedRun) {
+  testing::TempDir dir;
+  testing::write_file(dir.file("job.toml"), testing::kCyclicResumeJob);
+  const std::string job = dir.file("job.toml");
+  testing::expect_resume_matches(dir, job, "s2", 2, 3, "--set algorithm.name=cdp_mp");
+  testing::expect_resume_matches(dir, job, "s3", 3, 2, "--set algorithm.name=cdp_mp");
+  testing::expect_resume_matches(dir, job, "s2n4", 2, 4,
+                                 "--set algorithm.name=cdp_mp --set algorithm.streams=4");
 }
 
 }  // namespace

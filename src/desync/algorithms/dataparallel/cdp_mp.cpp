@@ -1,8 +1,10 @@
 #include "desync/algorithms/dataparallel/cdp_mp.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <mutex>
 #include <optional>
 
 #include "desync/algorithms/common.h"
@@ -40,6 +42,19 @@ bool forward_follows_update(int64_t n, int64_t s, int64_t l, int64_t r) {
 }
 
 namespace {
+
+// The step in which stage l runs its operation at `tick` (see stage_step_ops).
+int64_t stage_step_of(int64_t n, int64_t s, int64_t l, int64_t tick) {
+  return (tick - n * l) / (2 * s * n);
+}
+
+// A backward message: the gradient of micro-batch `id`'s input.
+PipeMessage gradient_message(int64_t id, torch::Tensor grad) {
+  PipeMessage m;
+  m.id = id;
+  m.grad = std::move(grad);
+  return m;
+}
 
 // The [run] workers of the document: what `desync train --workers S` records for the workers.
 int64_t run_workers(const AlgorithmConfig& cfg) {
@@ -165,6 +180,10 @@ void CdpMp::setup(Context& ctx) {
 
 StepReport CdpMp::step(Context& ctx) {
   link_->wait_older_sends();  // those of two steps ago: their receivers are past them
+  // After a resume: the messages of the step before the checkpoint that rank l-1 takes now.
+  for (const PipeMessage& m : resend_) link_->send_backward(m);
+  resend_.clear();
+  unreceived_.clear();
   StepReport report;
   loss_sum_ = 0.0;
   for (const CyclicOp& op : stage_step_ops(streams_, world_, rank_, steps_))
@@ -208,25 +227,30 @@ void CdpMp::forward(Context& ctx, const CyclicOp& op, StepReport& report) {
     x = m.x.requires_grad_();
     labels = m.labels;
   }
-  TraceSpan span("forward", "compute");
-  ActivationScope activations;  // what the stage's forward keeps for the backward
-  torch::Tensor y = replica(e.buffer)->forward_range(x, mine_.begin, mine_.end);
+  e.input = x;
+  if (last_) e.labels = labels;
+  e.rng = at::detail::getDefaultCPUGenerator().get_state();
+  run_forward(e);
   if (last_) {
-    e.output = loss_of(y, labels);
     loss_sum_ += e.output.item<double>();
     report.micro_batches += 1;
   } else {
-    e.output = y;
-    link_->send_forward({id, y.detach(), labels, {}});
+    link_->send_forward({id, e.output.detach(), labels, {}});
   }
-  e.input = x;
-  e.bytes =
-      (first_ ? 0 : x.numel() * x.element_size()) + (last_ ? 0 : y.numel() * y.element_size());
-  activation_bytes_ += e.bytes;
   peak_activation_bytes_ = std::max(peak_activation_bytes_, activation_bytes_);
-  ++in_flight_on_[e.buffer];
   in_flight_.emplace(id, std::move(e));
   peak_in_flight_ = std::max(peak_in_flight_, static_cast<int64_t>(in_flight_.size()));
+}
+
+void CdpMp::run_forward(InFlight& e) {
+  TraceSpan span("forward", "compute");
+  ActivationScope activations;  // what the stage's forward keeps for the backward
+  torch::Tensor y = replica(e.buffer)->forward_range(e.input, mine_.begin, mine_.end);
+  e.output = last_ ? loss_of(y, e.labels) : y;
+  e.bytes = (first_ ? 0 : e.input.numel() * e.input.element_size()) +
+            (last_ ? 0 : y.numel() * y.element_size());
+  activation_bytes_ += e.bytes;
+  ++in_flight_on_[e.buffer];
 }
 
 void CdpMp::backward(Context& ctx, const CyclicOp& op) {
@@ -248,7 +272,12 @@ void CdpMp::backward(Context& ctx, const CyclicOp& op) {
     else
       e.output.backward(dy);
   }
-  if (!first_) link_->send_backward({id, {}, {}, e.input.grad()});
+  if (!first_) {
+    const PipeMessage m = gradient_message(id, e.input.grad());
+    link_->send_backward(m);
+    if (stage_step_of(streams_, world_, rank_ - 1, op.tick + streams_) > steps_)
+      unreceived_.push_back(m);  // rank l-1 takes it in the next step
+  }
   activation_bytes_ -= e.bytes;
   --in_flight_on_[e.buffer];
   if (++backwards_ == streams_) update(ctx, k);
@@ -310,17 +339,85 @@ void CdpMp::finish(Context& ctx) {
 }
 
 void CdpMp::save(Archive& archive) const {
-  if (!finished_)
-    throw CheckpointError(
-        "cdp_mp holds micro-batches in flight between steps and writes only the final "
-        "checkpoint: set checkpoint.every = 0 (or checkpoint.enabled = false)");
   save_optimizer(*optimizer_, archive);
+  archive.put("cdp_mp.finished", static_cast<int64_t>(finished_));
+  if (finished_) return;  // the model is all there is
+  archive.put("cdp_mp.steps", steps_);
+  archive.put("cdp_mp.latest", latest_);
+  archive.put("cdp_mp.backwards", backwards_);
+  archive.put("cdp_mp.updates", updates_);
+  archive.put("cdp_mp.peak_in_flight", peak_in_flight_);
+  archive.put("cdp_mp.peak_activation_bytes", peak_activation_bytes_);
+  archive.put("cdp_mp.grads", flat_->grads_flat());  // the backwards of cycle latest_ so far
+  if (stashes_) archive.put("cdp_mp.stash", stash_);
+  // The micro-batches between their forward and their backward, by what runs the forward again.
+  std::vector<int64_t> ids;
+  for (const auto& [id, e] : in_flight_) {
+    const std::string prefix = fmt::format("cdp_mp.in_flight{}.", ids.size());
+    archive.put(prefix + "buffer", e.buffer);
+    archive.put(prefix + "input", e.input);
+    if (e.labels.defined()) archive.put(prefix + "labels", e.labels);
+    archive.put(prefix + "rng", e.rng);
+    ids.push_back(id);
+  }
+  archive.put("cdp_mp.in_flight", torch::tensor(ids, torch::kInt64));
+  // What this rank sent backward in the last step that rank l-1 takes only in the next.
+  std::vector<int64_t> sent;
+  for (const PipeMessage& m : unreceived_) {
+    archive.put(fmt::format("cdp_mp.unreceived{}.grad", sent.size()), m.grad);
+    sent.push_back(m.id);
+  }
+  archive.put("cdp_mp.unreceived", torch::tensor(sent, torch::kInt64));
 }
 
-void CdpMp::load(const Archive&) {
-  throw CheckpointError(
-      "--resume is not supported for cdp_mp: the micro-batches in flight between the stages are "
-      "not checkpointed; start a new run (the final checkpoint's weights are complete)");
+void CdpMp::load(const Archive& archive) {
+  load_optimizer(*optimizer_, archive);
+  finished_ = archive.integer("cdp_mp.finished") != 0;
+  if (finished_) return;
+  torch::NoGradGuard no_grad;
+  steps_ = archive.integer("cdp_mp.steps");
+  latest_ = archive.integer("cdp_mp.latest");
+  backwards_ = archive.integer("cdp_mp.backwards");
+  updates_ = archive.integer("cdp_mp.updates");
+  peak_in_flight_ = archive.integer("cdp_mp.peak_in_flight");
+  archive.copy_into("cdp_mp.grads", flat_->grads_flat());
+  if (stashes_) archive.copy_into("cdp_mp.stash", stash_);
+  std::vector<ParamSlot>& slots = optimizer_->slots();
+  for (size_t i = 0; i < slots.size(); ++i) slots[i].param = params_[buffer_of(latest_)][i];
+  // The forwards again, in their order, with their RNG draws; the buffers (BatchNorm
+  // statistics) and the RNG as they were.
+  auto generator = at::detail::getDefaultCPUGenerator();
+  const torch::Tensor now = generator.get_state();
+  {
+    BufferSnapshot keep(model_, mine_);
+    torch::AutoGradMode grad(true);
+    const torch::Tensor ids = archive.tensor("cdp_mp.in_flight");
+    for (int64_t i = 0; i < ids.numel(); ++i) {
+      const std::string prefix = fmt::format("cdp_mp.in_flight{}.", i);
+      InFlight e;
+      e.buffer = archive.integer(prefix + "buffer");
+      e.input = archive.tensor(prefix + "input");
+      if (!first_) e.input.requires_grad_();
+      if (archive.has(prefix + "labels")) e.labels = archive.tensor(prefix + "labels");
+      e.rng = archive.tensor(prefix + "rng");
+      {
+        std::lock_guard<std::mutex> lock(generator.mutex());
+        generator.set_state(e.rng);
+      }
+      run_forward(e);
+      in_flight_.emplace(ids[i].item<int64_t>(), std::move(e));
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(now);
+  }
+  peak_activation_bytes_ =
+      std::max(archive.integer("cdp_mp.peak_activation_bytes"), activation_bytes_);
+  const torch::Tensor sent = archive.tensor("cdp_mp.unreceived");
+  for (int64_t i = 0; i < sent.numel(); ++i)
+    resend_.push_back(gradient_message(sent[i].item<int64_t>(),
+                                       archive.tensor(fmt::format("cdp_mp.unreceived{}.grad", i))));
 }
 
 AlgorithmReport CdpMp::report() const {

@@ -49,7 +49,14 @@
 // finish(): runs the backwards still owed by the last cycle, applies its update (theta_K), and
 // shares every stage from its owner, so that ctx.model holds the whole final model on every
 // rank. model_for_eval(): the latest versions shared into a copy, on ctx.eval_channel().
-// Checkpoints: only the final one (after finish()); micro-batches are in flight between steps.
+//
+// Checkpoints, between steps, hold what is in flight: both version buffers, the optimizer, G
+// with the backwards of the current cycle so far, the counters, each micro-batch between its
+// forward and its backward (its stage input, labels on the last stage, the buffer it used and
+// the RNG state before its forward: load() runs the forward again, with the same parameters,
+// which no update overwrites while a graph holds them, and the same RNG draws), and the backward
+// messages of the last step that rank l-1 takes only in the next one, which a resumed rank sends
+// again before anything else. A forward message is always taken in the step that sends it.
 //
 // Options: streams (N; default run.workers, which `desync train --workers S` sets to S),
 // stage_cuts ([]). algorithm.accumulation must be 1; optimizer.grad_clip is not supported.
@@ -82,8 +89,8 @@ class CdpMp : public Algorithm {
   StepReport step(Context& ctx) override;
   StagedModel model_for_eval(Context& ctx) override;
   void finish(Context& ctx) override;
-  void save(Archive& archive) const override;  // after finish() only
-  void load(const Archive& archive) override;  // throws CheckpointError
+  void save(Archive& archive) const override;
+  void load(const Archive& archive) override;
   // memory: parameters, gradients, optimizer_state, weight_stash (the second buffer),
   // activations (peak bytes of stage inputs and outputs held for backwards);
   // counts: stage_begin, stage_end, streams, stale_streams, updates,
@@ -97,12 +104,15 @@ class CdpMp : public Algorithm {
  private:
   struct InFlight {
     torch::Tensor input, output;  // output: the stage's output, or the loss on the last stage
+    torch::Tensor labels;         // on the last stage
+    torch::Tensor rng;            // the CPU generator's state before the forward
     int64_t buffer = 0;           // the version buffer the forward used
     int64_t bytes = 0;
   };
 
   void run_op(Context& ctx, const CyclicOp& op, StepReport& report);
   void forward(Context& ctx, const CyclicOp& op, StepReport& report);
+  void run_forward(InFlight& e);  // e.output from e.input through buffer e.buffer
   void backward(Context& ctx, const CyclicOp& op);
   void update(Context& ctx, int64_t cycle);
   int64_t buffer_of(int64_t version) const { return stashes_ ? version % 2 : 0; }
@@ -129,6 +139,8 @@ class CdpMp : public Algorithm {
   StagedModel eval_model_{nullptr};
 
   std::map<int64_t, InFlight> in_flight_;  // by micro-batch id k*N + r
+  std::vector<PipeMessage> unreceived_;    // sent backward this step, taken in the next
+  std::vector<PipeMessage> resend_;        // after a resume: unreceived_ of the checkpoint
   int64_t in_flight_on_[2] = {0, 0};       // graphs alive per buffer
   int64_t latest_ = 0;                     // the newest version: theta_latest_
   int64_t backwards_ = 0;                  // backwards of cycle latest_ accumulated in G

@@ -11,9 +11,12 @@
 namespace desync {
 
 // One rank's view of a FakeWorld channel. `members` maps group ranks to world ranks.
+// The world owns its ranks' communicators, and each of them its splits, so a communicator
+// refers to its world without owning it (an owning pointer back made a cycle that leaked the
+// world and everything in it); FakeWorld::comm() hands out pointers that keep the world alive.
 class FakeCommunicator : public Communicator {
  public:
-  FakeCommunicator(std::shared_ptr<FakeWorld> world, std::string channel, int64_t rank,
+  FakeCommunicator(std::weak_ptr<FakeWorld> world, std::string channel, int64_t rank,
                    std::vector<int64_t> members)
       : world_(std::move(world)),
         channel_(std::move(channel)),
@@ -32,7 +35,7 @@ class FakeCommunicator : public Communicator {
         : c_(c), seq_(seq), op_(op), finish_(std::move(finish)) {}
     void wait() override {
       if (done_) return;
-      finish_(c_->world_->collect(c_->channel_, seq_, c_->world_size(), op_));
+      finish_(c_->world()->collect(c_->channel_, seq_, c_->world_size(), op_));
       done_ = true;
     }
 
@@ -47,7 +50,7 @@ class FakeCommunicator : public Communicator {
   std::shared_ptr<Work> collective(const char* op, torch::Tensor input,
                                    std::function<void(const std::vector<torch::Tensor>&)> finish) {
     int64_t seq = seq_++;
-    world_->deposit(channel_, seq, rank_, world_size(), input.detach().clone(), op);
+    world()->deposit(channel_, seq, rank_, world_size(), input.detach().clone(), op);
     return std::make_shared<CollectiveWork>(this, seq, op, std::move(finish));
   }
 
@@ -81,7 +84,7 @@ class FakeCommunicator : public Communicator {
                       });
   }
   std::shared_ptr<Work> do_send(torch::Tensor& t, int64_t dst, int64_t tag) override {
-    world_->post(mail_key(rank_, dst, tag), t.detach().clone());
+    world()->post(mail_key(rank_, dst, tag), t.detach().clone());
     return completed_work();
   }
   std::shared_ptr<Work> do_recv(torch::Tensor& t, int64_t src, int64_t tag) override {
@@ -92,7 +95,7 @@ class FakeCommunicator : public Communicator {
       void wait() override {
         if (done_) return;
         torch::NoGradGuard g;
-        t_.copy_(c_->world_->take(key_, "recv"));
+        t_.copy_(c_->world()->take(key_, "recv"));
         done_ = true;
       }
 
@@ -112,11 +115,16 @@ class FakeCommunicator : public Communicator {
   }
 
  private:
+  std::shared_ptr<FakeWorld> world() const {
+    std::shared_ptr<FakeWorld> w = world_.lock();
+    if (!w) throw CommError(fmt::format("channel {}: its FakeWorld no longer exists", channel_));
+    return w;
+  }
   std::string mail_key(int64_t src, int64_t dst, int64_t tag) const {
     return fmt::format("{}:{}->{}#{}", channel_, src, dst, tag);
   }
 
-  std::shared_ptr<FakeWorld> world_;
+  std::weak_ptr<FakeWorld> world_;
   std::string channel_;
   int64_t rank_;
   std::vector<int64_t> members_;
@@ -133,7 +141,10 @@ std::shared_ptr<FakeWorld> FakeWorld::create(int64_t world_size,
   return w;
 }
 
-std::shared_ptr<Communicator> FakeWorld::comm(int64_t rank) { return comms_.at(rank); }
+// Shares ownership of the world: a rank's communicator keeps its world alive.
+std::shared_ptr<Communicator> FakeWorld::comm(int64_t rank) {
+  return std::shared_ptr<Communicator>(shared_from_this(), comms_.at(rank).get());
+}
 
 std::vector<std::string> FakeWorld::issued() const {
   std::lock_guard<std::mutex> lock(mu_);

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -18,11 +19,15 @@ CheckpointStore::CheckpointStore(std::string dir, int64_t rank, int64_t world_si
 std::string CheckpointStore::step_dir(int64_t step) const {
   return fmt::format("{}/step-{:08d}", dir_, step);
 }
-std::string CheckpointStore::archive_path(int64_t step) const {
-  return fmt::format("{}/rank{}.pt", step_dir(step), rank_);
-}
+std::string CheckpointStore::archive_path(int64_t step) const { return archive_path(step, rank_); }
 std::string CheckpointStore::manifest_path(int64_t step) const {
-  return fmt::format("{}/rank{}.manifest.json", step_dir(step), rank_);
+  return manifest_path(step, rank_);
+}
+std::string CheckpointStore::archive_path(int64_t step, int64_t rank) const {
+  return fmt::format("{}/rank{}.pt", step_dir(step), rank);
+}
+std::string CheckpointStore::manifest_path(int64_t step, int64_t rank) const {
+  return fmt::format("{}/rank{}.manifest.json", step_dir(step), rank);
 }
 
 void CheckpointStore::write(int64_t step, const Archive& archive, int64_t keep) {
@@ -69,10 +74,11 @@ std::vector<int64_t> CheckpointStore::steps_on_disk() const {
   return steps;
 }
 
-std::optional<Archive> CheckpointStore::verify(int64_t step, std::string* why) const {
+std::optional<Archive> CheckpointStore::verify(int64_t step, int64_t rank, int64_t world,
+                                               std::string* why) const {
   std::string manifest_text;
   try {
-    manifest_text = read_file(manifest_path(step));
+    manifest_text = read_file(manifest_path(step, rank));
   } catch (const Error&) {
     *why = "no manifest (the write did not finish)";
     return std::nullopt;
@@ -82,14 +88,14 @@ std::optional<Archive> CheckpointStore::verify(int64_t step, std::string* why) c
     *why = "manifest is damaged";
     return std::nullopt;
   }
-  if (m.value("world_size", int64_t{-1}) != world_) {
+  if (m.value("world_size", int64_t{-1}) != world) {
     *why = fmt::format("written by a run with {} workers, this run has {}",
-                       m.value("world_size", int64_t{-1}), world_);
+                       m.value("world_size", int64_t{-1}), world);
     return std::nullopt;
   }
   std::string bytes;
   try {
-    bytes = read_file(archive_path(step));
+    bytes = read_file(archive_path(step, rank));
   } catch (const Error&) {
     *why = "archive is missing";
     return std::nullopt;
@@ -104,7 +110,7 @@ std::optional<Archive> CheckpointStore::verify(int64_t step, std::string* why) c
     return std::nullopt;
   }
   try {
-    return Archive::deserialize(bytes, archive_path(step));
+    return Archive::deserialize(bytes, archive_path(step, rank));
   } catch (const CheckpointError& e) {
     *why = e.what();
     return std::nullopt;
@@ -117,10 +123,77 @@ std::optional<CheckpointStore::Loaded> CheckpointStore::load_latest(
   for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
     if (*it > max_step) continue;
     std::string why;
-    if (std::optional<Archive> a = verify(*it, &why)) return Loaded{*it, std::move(*a)};
+    if (std::optional<Archive> a = verify(*it, rank_, world_, &why))
+      return Loaded{*it, std::move(*a)};
     if (warn) warn(fmt::format("skipping checkpoint {}: {}", step_dir(*it), why));
   }
   return std::nullopt;
+}
+
+std::optional<int64_t> CheckpointStore::manifest_world(int64_t step, int64_t rank) const {
+  std::error_code ec;
+  if (!fs::exists(manifest_path(step, rank), ec)) return std::nullopt;
+  try {
+    nlohmann::json m = nlohmann::json::parse(read_file(manifest_path(step, rank)), nullptr, false);
+    if (m.is_object() && m.contains("world_size") && m["world_size"].is_number_integer())
+      return m["world_size"].get<int64_t>();
+  } catch (const Error&) {
+  }
+  return std::nullopt;
+}
+
+std::optional<std::vector<Archive>> CheckpointStore::load_world(int64_t step, int64_t world,
+                                                                std::string* why) const {
+  std::vector<Archive> archives;
+  for (int64_t r = 0; r < world; ++r) {
+    std::string reason;
+    std::optional<Archive> a = verify(step, r, world, &reason);
+    if (!a) {
+      *why = fmt::format("rank {} of the {}-worker run that wrote it: {}", r, world, reason);
+      return std::nullopt;
+    }
+    archives.push_back(std::move(*a));
+  }
+  return archives;
+}
+
+std::optional<CheckpointStore::Resumable> CheckpointStore::load_resumable(
+    const std::function<void(const std::string&)>& warn, int64_t max_step) const {
+  std::vector<int64_t> steps = steps_on_disk();
+  for (auto it = steps.rbegin(); it != steps.rend(); ++it) {
+    if (*it > max_step) continue;
+    // The world that wrote this step: this rank's manifest says, or else rank 0's.
+    std::optional<int64_t> world = manifest_world(*it, rank_);
+    if (!world) world = manifest_world(*it, 0);
+    std::string why;
+    if (!world || *world == world_) {  // this run's own world: only this rank's file is needed
+      if (std::optional<Archive> a = verify(*it, rank_, world_, &why))
+        return Resumable{*it, world_, {std::move(*a)}};
+    } else if (*world < 1) {
+      why = fmt::format("its manifest names {} workers", *world);
+    } else if (std::optional<std::vector<Archive>> all = load_world(*it, *world, &why)) {
+      return Resumable{*it, *world, std::move(*all)};
+    }
+    if (warn) warn(fmt::format("skipping checkpoint {}: {}", step_dir(*it), why));
+  }
+  return std::nullopt;
+}
+
+void CheckpointStore::remove_other_worlds(int64_t kept) const {
+  std::error_code ec;
+  for (int64_t s : steps_on_disk()) {
+    bool other = false, ours = false;
+    for (const auto& entry : fs::directory_iterator(step_dir(s), ec)) {
+      const std::string name = entry.path().filename().string();
+      long rank = -1;
+      if (std::sscanf(name.c_str(), "rank%ld.", &rank) != 1) continue;
+      if (s == kept && rank >= world_) fs::remove(entry.path(), ec);
+      if (name.find(".manifest.json") == std::string::npos) continue;
+      std::optional<int64_t> world = manifest_world(s, rank);
+      (world && *world == world_ ? ours : other) = true;
+    }
+    if (s != kept && other && !ours) fs::remove_all(step_dir(s), ec);
+  }
 }
 
 }  // namespace desync

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <optional>
 #include <thread>
 
@@ -90,6 +92,9 @@ class Run {
                   cfg.run.log_every, stderr_is_tty()) {
     ctx_.eval_comm = eval_comm_.get();
     parts_.algorithm->setup(ctx_);
+    // Debugging aid: every micro-batch's example ids, one file per rank (docs/distributed.md).
+    if (const char* ids = std::getenv("DESYNC_EXAMPLE_IDS"); ids && *ids && std::string(ids) != "0")
+      start_id_log();
   }
 
   void resume();
@@ -102,6 +107,14 @@ class Run {
   void say(const std::string& line) {
     if (leader_ && opts_.show_progress) progress_.note(line);
   }
+  // A warning that rank 0 gives even when quiet.
+  void warn(const std::string& line) {
+    if (!leader_) return;
+    if (opts_.show_progress)
+      progress_.note("warning: " + line);
+    else
+      std::fprintf(stderr, "warning: %s\n", line.c_str());
+  }
   int64_t global_micro_batches(const StepReport& report);
   void log_step(const StepReport& report);
   EvalResult evaluate_and_log(int64_t limit, bool last = false);
@@ -113,6 +126,8 @@ class Run {
                                     *parts_.algorithm, *parts_.batches),
                  cfg_.checkpoint.keep);
   }
+  void start_id_log();
+  void log_ids();
   RankFigures rank_figures(int64_t begin_us, int64_t end_us) const;
   bool is_text() const { return data_.train.kind == DataKind::kText; }
   int64_t tokens_per_sample() const { return cfg_.data.seq_len; }  // text only
@@ -133,14 +148,53 @@ class Run {
   Progress progress_;
   ActivationSampler activations_;  // live activation bytes over training (core/activation_memory.h)
   TrainerState state_;
+  int64_t resumed_from_ = -1;  // the checkpoint's step (in its own world's steps) on --resume
   std::unique_ptr<MetricsWriter> metrics_;
   std::vector<std::pair<std::string, double>> eval_extras_;  // the last evaluation's
   std::optional<PopulationResult> population_;  // the last evaluation's, for a population
   bool stopped_ = false;
+  // DESYNC_EXAMPLE_IDS: a copy of the stream over a dataset whose examples are their own ids,
+  // kept at the real stream's position, and the file its micro-batches go to.
+  Dataset id_data_;
+  std::unique_ptr<MicroBatchSource> id_stream_;
+  std::shared_ptr<std::FILE> id_log_;
   Stopwatch window_;            // since the last logged step
   int64_t window_samples_ = 0;  // global samples at the window's start
   double shown_loss_ = 0.0, shown_sps_ = 0.0;
 };
+
+void Run::start_id_log() {
+  const bool sharded = parts_.algorithm->traits().data == AlgorithmTraits::Data::kSharded;
+  const int64_t n = data_.train.size();
+  id_data_.name = "ids";
+  id_data_.kind = DataKind::kFeatures;
+  id_data_.inputs = torch::arange(n, torch::kFloat64).reshape({n, 1});
+  id_stream_ = std::make_unique<MicroBatchSource>(
+      id_data_, cfg_.data.batch_size, sharded ? comm_.rank() : 0, sharded ? comm_.world_size() : 1,
+      static_cast<uint64_t>(cfg_.run.seed), TransformOptions{});
+  make_dirs(dir_);
+  const std::string path = fmt::format("{}/example-ids-rank{}.txt", dir_, comm_.rank());
+  std::FILE* f = std::fopen(path.c_str(), "a");
+  if (!f) throw Error("cannot open " + path + " to record example ids");
+  id_log_ = std::shared_ptr<std::FILE>(f, std::fclose);
+}
+
+// Writes "<workers> <rank> <epoch> <batch> <id>..." for each micro-batch the real stream gave
+// since the last call.
+void Run::log_ids() {
+  if (!id_stream_) return;
+  while (!(id_stream_->position() == parts_.batches->position())) {
+    const MicroBatch b = id_stream_->next();
+    std::string line =
+        fmt::format("{} {} {} {}", comm_.world_size(), comm_.rank(), b.epoch, b.index);
+    const torch::Tensor ids = b.inputs.reshape({-1}).to(torch::kLong).contiguous();
+    for (int64_t i = 0; i < ids.numel(); ++i)
+      line += fmt::format(" {}", ids.data_ptr<int64_t>()[i]);
+    line += "\n";
+    std::fputs(line.c_str(), id_log_.get());
+  }
+  std::fflush(id_log_.get());  // a killed worker leaves whole steps
+}
 
 void Run::keep_tokenizer() const {
   if (!leader_ || data_.tokenizer_path.empty()) return;
@@ -149,10 +203,28 @@ void Run::keep_tokenizer() const {
 
 void Run::resume() {
   // Every rank must continue from the same step: the newest one that all ranks have intact.
-  const CheckpointStore::Loaded loaded = load_common_checkpoint(
+  const CheckpointStore::Resumable loaded = load_common_resumable(
       store_, comm_, dir_, [&](const std::string& w) { say("warning: " + w); });
-  restore_checkpoint(loaded.archive, cfg_.algorithm.name, state_, parts_.model, *parts_.algorithm,
-                     *parts_.batches);
+  resumed_from_ = loaded.step;
+  if (loaded.world == comm_.world_size()) {
+    restore_checkpoint(loaded.archives.front(), cfg_.algorithm.name, state_, parts_.model,
+                       *parts_.algorithm, *parts_.batches);
+  } else {
+    // Elastic restart: every rank has read all the old ranks' archives.
+    restore_resharded(loaded.archives, cfg_.algorithm.name, comm_.rank(), comm_.world_size(),
+                      parts_.budget.per_step, state_, parts_.model, *parts_.algorithm,
+                      *parts_.batches);
+    warn(fmt::format(
+        "resuming a {}-worker checkpoint on {} workers: optimizer state re-sharded, the run is no "
+        "longer bitwise comparable to an uninterrupted one",
+        loaded.world, comm_.world_size()));
+    // This world's first checkpoint, at once; then the old world's are removed (their step
+    // numbers count another world's steps). The all-reduce waits until every rank has read the
+    // old files and written its own.
+    if (cfg_.checkpoint.enabled) checkpoint();
+    comm_.all_reduce(torch::zeros({1}, torch::kFloat64));
+    if (leader_ && cfg_.checkpoint.enabled) store_.remove_other_worlds(state_.step);
+  }
   window_samples_ = state_.samples * comm_.world_size();
   say(fmt::format("resumed from step {} of {}", state_.step, parts_.budget.steps));
 }
@@ -270,7 +342,7 @@ void Run::train() {
   const Budget& budget = parts_.budget;
   if (leader_)
     metrics_ =
-        std::make_unique<MetricsWriter>(dir_ + "/metrics.jsonl", opts_.resume ? state_.step : -1);
+        std::make_unique<MetricsWriter>(dir_ + "/metrics.jsonl", opts_.resume ? resumed_from_ : -1);
   if (state_.step == 0)
     say(fmt::format("training {} · {} · {} · {} worker{} · {} → {}", cfg_.algorithm.name,
                     cfg_.model.name, cfg_.data.dataset, comm_.world_size(),
@@ -283,6 +355,7 @@ void Run::train() {
   window_samples_ = state_.samples * comm_.world_size();
   reset_peak_activation_bytes();
   activations_.start();
+  if (id_stream_) id_stream_->seek(parts_.batches->position());
   if (cfg_.eval.at_start && state_.step == 0) evaluate_and_log(cfg_.eval.limit);
   while (!budget.spent(state_.step, state_.budget_used)) {
     ctx_.step = state_.step;
@@ -292,6 +365,7 @@ void Run::train() {
     StepReport report = parts_.algorithm->step(ctx_);
     activations_.end_step();
     state_.train_seconds += step_clock.seconds();
+    log_ids();
     const int64_t consumed = global_micro_batches(report);
     state_.add_step(report, consumed);
     maybe_inject_fault(fault, comm_.rank(), state_.step);

@@ -3,12 +3,22 @@
 //
 // Keys: meta.{step,algorithm,world_size}, model.param.*, model.buffer.*, sampler.{epoch,batch},
 // rng.torch, trainer.* (below), and whatever Algorithm::save() adds.
+//
+// Elastic restart (restore_resharded): a run with another number of workers continues from the
+// archives of all the old ranks. Every new rank takes the model, RNG, loss window and clocks of
+// old rank (rank % old world); the stream continues after the examples of the epoch that the
+// old world consumed (elastic_stream_position()); the examples and micro-batches consumed are split
+// evenly over the new ranks; the global data consumed (budget_used) is kept, and the step count
+// becomes the number of this world's steps that consume as much (budget_used / global micro-batches
+// per step), so that a data budget ends after the same total data and the schedule stands where the
+// data does. The algorithm restores itself with Elastic::load_resharded() (algorithms/elastic.h).
 #pragma once
 
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "desync/algorithms/algorithm.h"
 #include "desync/core/archive.h"
@@ -47,11 +57,39 @@ Archive checkpoint_archive(const std::string& algorithm_name, int64_t world,
 void restore_checkpoint(const Archive& a, const std::string& algorithm_name, TrainerState& state,
                         StagedModel& model, Algorithm& algorithm, MicroBatchSource& batches);
 
+// Elastic restart: where a world of `world` ranks continues the stream after old ranks that
+// stand at `old` (each with `batch_size` examples per batch, `old_world` of them). The examples
+// of the epoch that the old world consumed are a prefix of the epoch's permutation (the furthest
+// old rank's, when ranks read unequal amounts: ACCO); the new world continues right after it, so
+// every example of the epoch is read once. Throws CheckpointError when that prefix is not a whole
+// number of the new world's global batches.
+StreamPosition elastic_stream_position(const std::vector<StreamPosition>& old, int64_t batch_size,
+                                       int64_t old_world, int64_t world);
+
+// Elastic restart: restores rank `rank` of `world` from `old_ranks`, every rank's archive of a run
+// with old_ranks.size() workers (see above); `per_step` is the global micro-batches a step of this
+// run consumes (Budget::per_step). Throws CheckpointError if the archives were written by another
+// algorithm or world, if the algorithm cannot continue on another number of workers (it is not
+// Elastic; elastic_refusal() says why) or if the stream cannot continue there.
+void restore_resharded(const std::vector<Archive>& old_ranks, const std::string& algorithm_name,
+                       int64_t rank, int64_t world, int64_t per_step, TrainerState& state,
+                       StagedModel& model, Algorithm& algorithm, MicroBatchSource& batches);
+
+// Why the registered algorithm `algorithm_name` cannot continue on another number of workers,
+// in a few words, by its family (a pipeline's stages, a gossip worker's place in the topology).
+std::string elastic_refusal(const std::string& algorithm_name);
+
 // The newest checkpoint in `store` that every rank of `comm` holds intact (one all-reduce of the
 // ranks' newest steps), for --resume; throws CheckpointError naming `dir` when there is none.
 // `warn` hears about checkpoints skipped as damaged. Collective.
 CheckpointStore::Loaded load_common_checkpoint(CheckpointStore& store, Communicator& comm,
                                                const std::string& dir,
                                                const std::function<void(const std::string&)>& warn);
+// The same, also accepting a checkpoint written by a run with another number of workers
+// (CheckpointStore::load_resumable()); every rank must have read the same world's files.
+// Collective.
+CheckpointStore::Resumable load_common_resumable(
+    CheckpointStore& store, Communicator& comm, const std::string& dir,
+    const std::function<void(const std::string&)>& warn);
 
 }  // namespace desync

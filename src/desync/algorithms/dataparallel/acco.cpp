@@ -29,6 +29,8 @@ int64_t share_of(int64_t left, int64_t rank, int64_t world) {
 }  // namespace
 
 void Acco::setup(Context& ctx) {
+  rank_ = ctx.comm.rank();
+  world_ = ctx.comm.world_size();
   comm_thread_ = std::make_unique<CommThread>(ctx.comm, "acco");
   flat_ = make_replicated_flat(ctx, ctx.comm.world_size());
   shard_ = std::make_unique<ParameterShard>(ctx, *flat_, /*master_is_view=*/false);
@@ -124,6 +126,16 @@ void Acco::load(const Archive& archive) {
   accumulated_ = archive.integer("acco.accumulated");
   real_steps_ = archive.integer("acco.real_steps");
   started_ = archive.integer("acco.started") != 0;
+}
+
+void Acco::load_resharded(const std::vector<Archive>& old_ranks, int64_t step) {
+  shard_->load_resharded(old_ranks, "shard.");
+  fold_partial_sums(old_ranks, "acco.buffer", rank_, world_, 1.0, buffer_);
+  fold_partial_sums(old_ranks, "acco.grads", rank_, world_, 1.0, flat_->grads_flat());
+  count_ = fold_partial_counts(old_ranks, "acco.count", rank_, world_);
+  accumulated_ = fold_partial_counts(old_ranks, "acco.accumulated", rank_, world_);
+  real_steps_ = step;
+  started_ = old_ranks.front().integer("acco.started") != 0;
 }
 
 AlgorithmReport Acco::report() const {

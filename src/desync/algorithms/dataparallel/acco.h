@@ -29,23 +29,29 @@
 // Budget: a step consumes a varying number of micro-batches (at least 2 n_acc per worker), so
 // under a data budget (ctx.micro_batches_left) each worker stops accumulating at its share of
 // what is left, and the run ends when the budget is spent.
+//
+// Elastic restart: the shards are cut anew (ParameterShard::load_resharded); B, G and their
+// counts are per-rank sums that the round divides by the global count, so they are folded onto
+// the new ranks unscaled (fold_partial_sums); the real-step count becomes the run's rescaled step.
 #pragma once
 
 #include <memory>
 
 #include "desync/algorithms/algorithm.h"
 #include "desync/algorithms/dataparallel/sharded.h"
+#include "desync/algorithms/elastic.h"
 #include "desync/comm/comm_thread.h"
 
 namespace desync {
 
-class Acco : public Algorithm {
+class Acco : public Algorithm, public Elastic {
  public:
   Acco(int64_t accumulation, bool fixed_count);
   void setup(Context& ctx) override;
   StepReport step(Context& ctx) override;
   void save(Archive& archive) const override;
   void load(const Archive& archive) override;
+  void load_resharded(const std::vector<Archive>& old_ranks, int64_t step) override;
   AlgorithmReport report() const override;
 
   // Micro-batches this rank accumulated in each round of the last step (for tests and traces).
@@ -56,6 +62,7 @@ class Acco : public Algorithm {
 
   bool fixed_count_;
   int64_t n_acc_ = 1;
+  int64_t rank_ = 0, world_ = 1;
   int64_t quota_ = -1;  // micro-batches this rank may still take in this step; -1 = no limit
   std::unique_ptr<FlatParameters> flat_;  // P (params) and G (grads)
   std::unique_ptr<ParameterShard> shard_;

@@ -143,6 +143,10 @@ void Ddp::save(Archive& archive) const { save_optimizer(*optimizer_, archive); }
 
 void Ddp::load(const Archive& archive) { load_optimizer(*optimizer_, archive); }
 
+void Ddp::load_resharded(const std::vector<Archive>& old_ranks, int64_t /*step*/) {
+  load_optimizer(*optimizer_, old_ranks.front());
+}
+
 AlgorithmReport Ddp::report() const {
   MemoryReport memory = model_state_memory(*flat_, *optimizer_);
   int64_t comm_buffers = 0;

@@ -21,6 +21,9 @@
 // find_unused_parameters (false), comm_dtype ("full" = the gradients' precision | "float32" |
 // "bfloat16" | "float16"; a narrower type is summed in the gradients' precision), overlap (true;
 // false = all-reduce after backward, for comparison).
+//
+// Elastic restart: the optimizer state is replicated (every rank applies the same averaged
+// gradient), so every new rank takes old rank 0's.
 #pragma once
 
 #include <memory>
@@ -28,6 +31,7 @@
 #include <vector>
 
 #include "desync/algorithms/algorithm.h"
+#include "desync/algorithms/elastic.h"
 
 namespace desync {
 
@@ -84,13 +88,14 @@ class GradReducer {
   bool armed_ = false;
 };
 
-class Ddp : public Algorithm {
+class Ddp : public Algorithm, public Elastic {
  public:
   explicit Ddp(DdpOptions opts) : opts_(opts) {}
   void setup(Context& ctx) override;
   StepReport step(Context& ctx) override;
   void save(Archive& archive) const override;
   void load(const Archive& archive) override;
+  void load_resharded(const std::vector<Archive>& old_ranks, int64_t step) override;
   AlgorithmReport report() const override;
 
   const GradReducer& reducer() const { return *reducer_; }

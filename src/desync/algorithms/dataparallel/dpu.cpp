@@ -14,6 +14,8 @@ std::unique_ptr<Algorithm> make_dpu(const AlgorithmConfig& cfg) {
 }
 
 void Dpu::setup(Context& ctx) {
+  rank_ = ctx.comm.rank();
+  world_ = ctx.comm.world_size();
   comm_thread_ = std::make_unique<CommThread>(ctx.comm, "dpu");
   flat_ = make_replicated_flat(ctx, ctx.comm.world_size());
   shard_ = std::make_unique<ParameterShard>(ctx, *flat_, /*master_is_view=*/false);
@@ -72,6 +74,14 @@ void Dpu::load(const Archive& archive) {
   shard_->load(archive, "shard.");
   have_prev_ = archive.integer("dpu.have_prev") != 0;
   archive.copy_into("dpu.prev", prev_);
+}
+
+void Dpu::load_resharded(const std::vector<Archive>& old_ranks, int64_t step) {
+  shard_->load_resharded(old_ranks, "shard.");
+  have_prev_ = old_ranks.front().integer("dpu.have_prev") != 0 && step >= n_warmup_;
+  const double scale =
+      static_cast<double>(world_) / static_cast<double>(old_ranks.size());  // same average
+  fold_partial_sums(old_ranks, "dpu.prev", rank_, world_, have_prev_ ? scale : 0.0, prev_);
 }
 
 AlgorithmReport Dpu::report() const {

@@ -15,25 +15,32 @@
 // warm-up steps communicate on the training thread's ctx.comm.
 // Options: n_warmup (kDpuDefaultWarmup = 50: the spec's fine-tuning warm-up; its pretraining
 // runs use 1000; 0 is the degraded variant without warm-up).
+//
+// Elastic restart: the shards are cut anew (ParameterShard::load_resharded); G_prev, a per-rank
+// sum whose average over ranks the update uses, is folded onto the new ranks (times N_new/N_old,
+// so the average is unchanged). A run that resumes inside the warm-up drops G_prev and
+// bootstraps again when the warm-up ends.
 #pragma once
 
 #include <memory>
 
 #include "desync/algorithms/algorithm.h"
 #include "desync/algorithms/dataparallel/sharded.h"
+#include "desync/algorithms/elastic.h"
 #include "desync/comm/comm_thread.h"
 
 namespace desync {
 
 inline constexpr int64_t kDpuDefaultWarmup = 50;
 
-class Dpu : public Algorithm {
+class Dpu : public Algorithm, public Elastic {
  public:
   Dpu(int64_t accumulation, int64_t n_warmup) : n_warmup_(n_warmup), accumulation_(accumulation) {}
   void setup(Context& ctx) override;
   StepReport step(Context& ctx) override;
   void save(Archive& archive) const override;
   void load(const Archive& archive) override;
+  void load_resharded(const std::vector<Archive>& old_ranks, int64_t step) override;
   AlgorithmReport report() const override;
 
  private:
@@ -41,6 +48,7 @@ class Dpu : public Algorithm {
 
   int64_t n_warmup_;
   int64_t accumulation_ = 1;
+  int64_t rank_ = 0, world_ = 1;
   std::unique_ptr<FlatParameters> flat_;
   std::unique_ptr<ParameterShard> shard_;
   torch::Tensor prev_;  // G_prev, then the staging buffer for theta_{t+1}

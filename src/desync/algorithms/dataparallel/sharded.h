@@ -10,6 +10,9 @@
 //   step(lr):              master <- Opt(master, grad)
 //   all_gather(P):         P (full, padded) <- every rank's master shard
 //   backup() / restore():  copy master and optimizer state aside and back, bitwise (ACCO)
+//   load_resharded(old):   master and optimizer state from the shards of a run with another
+//                          number of workers: the old shards laid end to end are the flat
+//                          buffer; this rank takes its slice of it (elastic restart)
 //
 // With `master_is_view` the master is the live parameters' own slice (ZeRO-1: no extra copy);
 // otherwise it is a separate tensor (DPU, ACCO: the compute thread keeps reading the old
@@ -46,17 +49,43 @@ class ParameterShard {
 
   void save(Archive& archive, const std::string& prefix);
   void load(const Archive& archive, const std::string& prefix);
+  // Restores this rank's shard from every old rank's archive (saved under `prefix` by a run of
+  // old.size() workers). Per-element optimizer state (moments, momentum buffers) is cut by flat
+  // position; the rest (the step count) is replicated and read from old rank 0. Throws
+  // CheckpointError for state that is not one value per parameter.
+  void load_resharded(const std::vector<Archive>& old, const std::string& prefix);
   // Bytes held: master (if a copy), gradient shard, optimizer state, send buffer, backup.
   MemoryReport memory() const;
 
  private:
+  // Where a slot of this shard's optimizer lies: parameter `param` (its name and offset in the
+  // flat buffer), flat range [lo, hi).
+  struct SlotRange {
+    std::string param;
+    int64_t offset = 0, numel = 0, lo = 0, hi = 0;
+  };
+
   int64_t world_ = 1;
   int64_t begin_ = 0, size_ = 0;
+  int64_t numel_ = 0;              // parameters in the flat buffer, without padding
+  std::vector<SlotRange> ranges_;  // one per optimizer slot
   bool master_is_view_;
   torch::Tensor master_, grad_, send_;
   std::unique_ptr<Optimizer> optimizer_;
   torch::Tensor backup_master_;
   std::vector<torch::Tensor> backup_state_;
 };
+
+// Elastic restart of per-rank partial sums (gradients summed over micro-batches, counts) whose
+// sum over ranks is what the method uses: rank `rank` of `world` takes the sum of the old ranks
+// q with floor(q * world / old world) == rank (contiguous blocks: 4 -> 2 folds ranks 0+1 and
+// 2+3, as a 2-rank run's shards of the same global batch), times `scale`, into `dst` (of the old
+// tensors' elements, as many as both hold: flat buffers of two worlds differ only in padding). So
+// the sum over the new ranks is `scale` times the sum over the old ones.
+void fold_partial_sums(const std::vector<Archive>& old, const std::string& name, int64_t rank,
+                       int64_t world, double scale, torch::Tensor dst);
+// The same for an integer count; returns this rank's share.
+int64_t fold_partial_counts(const std::vector<Archive>& old, const std::string& name, int64_t rank,
+                            int64_t world);
 
 }  // namespace desync

@@ -30,6 +30,10 @@ StepReport Zero1::step(Context& ctx) {
 void Zero1::save(Archive& archive) const { shard_->save(archive, "shard."); }
 void Zero1::load(const Archive& archive) { shard_->load(archive, "shard."); }
 
+void Zero1::load_resharded(const std::vector<Archive>& old_ranks, int64_t /*step*/) {
+  shard_->load_resharded(old_ranks, "shard.");
+}
+
 AlgorithmReport Zero1::report() const {
   int64_t elem = flat_->params_flat().element_size();
   MemoryReport r = {{"parameters", flat_->padded_numel() * elem},

@@ -11,21 +11,25 @@
 //
 // Same mathematics as DDP; each rank keeps optimizer state for Ψ/N parameters. Bytes per step:
 // RS + AG = 2(N-1)/N·Ψ·4, as DDP's all-reduce.
+// Elastic restart: the old ranks' shards are laid end to end and cut anew
+// (ParameterShard::load_resharded).
 #pragma once
 
 #include <memory>
 
 #include "desync/algorithms/algorithm.h"
 #include "desync/algorithms/dataparallel/sharded.h"
+#include "desync/algorithms/elastic.h"
 
 namespace desync {
 
-class Zero1 : public Algorithm {
+class Zero1 : public Algorithm, public Elastic {
  public:
   void setup(Context& ctx) override;
   StepReport step(Context& ctx) override;
   void save(Archive& archive) const override;
   void load(const Archive& archive) override;
+  void load_resharded(const std::vector<Archive>& old_ranks, int64_t step) override;
   AlgorithmReport report() const override;
 
  private:

@@ -20,6 +20,7 @@ std::unique_ptr<Algorithm> make_diloco(const AlgorithmConfig& cfg) {
 
 void Diloco::setup(Context& ctx) {
   accumulation_ = ctx.config.algorithm.accumulation;
+  rank_ = ctx.comm.rank();
   flat_ = make_replicated_flat(ctx);
   inner_ = ctx.make_optimizer(param_slots(ctx.model->named_params(), ctx.config.optimizer));
   global_ = flat_->params_flat().clone();
@@ -68,6 +69,15 @@ void Diloco::load(const Archive& archive) {
   load_optimizer(*inner_, archive, "inner.");
   load_optimizer(*outer_, archive, "outer.");
   archive.copy_into("diloco.global", global_);
+}
+
+void Diloco::load_resharded(const std::vector<Archive>& old_ranks, int64_t /*step*/) {
+  const Archive& first = old_ranks.front();
+  load_optimizer(*inner_, old_ranks[static_cast<size_t>(rank_) % old_ranks.size()], "inner.");
+  load_optimizer(*outer_, first, "outer.");
+  first.copy_into("diloco.global", global_);
+  torch::NoGradGuard no_grad;
+  flat_->params_flat().copy_(global_);  // theta_i <- theta
 }
 
 AlgorithmReport Diloco::report() const {

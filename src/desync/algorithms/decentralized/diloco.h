@@ -14,6 +14,12 @@
 // ends with a partial round that theta does not include.
 // Options: local_steps (H, 500), outer_lr (0.7), outer_momentum (0.9), outer_nesterov (true),
 // outer_comm_dtype ("full" = the parameters' precision | "float32" | "bfloat16" | "float16").
+//
+// Elastic restart: theta and the outer optimizer's state are replicated: every new rank takes
+// old rank 0's. Every worker restarts its local model from theta (theta_i <- theta, as at the
+// start of a round) with the inner optimizer state of old worker (rank % old world); the inner
+// steps of a round that the checkpoint interrupted are dropped (their data counts as consumed),
+// and the next outer step comes at the next multiple of H of the rescaled step count.
 #pragma once
 
 #include <memory>
@@ -21,6 +27,7 @@
 
 #include "desync/algorithms/algorithm.h"
 #include "desync/algorithms/decentralized/gossip.h"
+#include "desync/algorithms/elastic.h"
 
 namespace desync {
 
@@ -32,7 +39,7 @@ struct DilocoOptions {
   std::optional<torch::ScalarType> outer_comm_dtype;  // nullopt: the parameters' precision
 };
 
-class Diloco : public Algorithm {
+class Diloco : public Algorithm, public Elastic {
  public:
   explicit Diloco(DilocoOptions options) : opts_(options) {}
   void setup(Context& ctx) override;
@@ -40,6 +47,7 @@ class Diloco : public Algorithm {
   StagedModel model_for_eval(Context& ctx) override;
   void save(Archive& archive) const override;
   void load(const Archive& archive) override;
+  void load_resharded(const std::vector<Archive>& old_ranks, int64_t step) override;
   AlgorithmReport report() const override;
 
   const torch::Tensor& global() const { return global_; }
@@ -50,6 +58,7 @@ class Diloco : public Algorithm {
 
   DilocoOptions opts_;
   int64_t accumulation_ = 1;
+  int64_t rank_ = 0;
   std::unique_ptr<FlatParameters> flat_;  // theta_i and its gradient
   std::unique_ptr<Optimizer> inner_;
   torch::Tensor global_;  // theta

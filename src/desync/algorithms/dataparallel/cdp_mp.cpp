@@ -389,7 +389,7 @@ void CdpMp::load(const Archive& archive) {
   auto generator = at::detail::getDefaultCPUGenerator();
   const torch::Tensor now = generator.get_state();
   {
-    BufferSnapshot keep(model_, mine_);
+    RerunBuffers keep(model_, mine_);
     torch::AutoGradMode grad(true);
     const torch::Tensor ids = archive.tensor("cdp_mp.in_flight");
     for (int64_t i = 0; i < ids.numel(); ++i) {

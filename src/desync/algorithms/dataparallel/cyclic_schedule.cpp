@@ -200,6 +200,19 @@ double cyclic_unit_seconds(Context& ctx, const std::vector<StageRange>& stages,
   return 0.6 * largest;
 }
 
+RerunBuffers::RerunBuffers(StagedModel& model, StageRange range) {
+  for (int64_t i = range.begin; i < range.end; ++i)
+    for (const torch::Tensor& b : model->stage(i)->buffers()) {
+      live_.push_back(b.variable_data());  // shares the storage, not the version counter
+      saved_.push_back(b.detach().clone());
+    }
+}
+
+RerunBuffers::~RerunBuffers() {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < live_.size(); ++i) live_[i].copy_(saved_[i]);
+}
+
 void StagedPass::begin(MicroBatch mb) {
   mb_ = std::move(mb);
   samples_ = mb_.inputs.size(0);
@@ -270,7 +283,7 @@ void StagedPass::load(const Archive& archive, const std::string& prefix) {
     generator.set_state(archive.tensor(prefix + "rng"));
   }
   {
-    BufferSnapshot keep(model_, {0, model_->num_stages()});
+    RerunBuffers keep(model_, {0, model_->num_stages()});
     torch::AutoGradMode grad(true);
     begin(std::move(mb));
     // The stages whose graphs the pass still holds: those not yet through their backward.

@@ -126,6 +126,20 @@ double cyclic_unit_seconds(Context& ctx, const std::vector<StageRange>& stages,
 // A probe micro-batch read directly from the dataset (not consumed), for measurements.
 MicroBatch probe_batch(Context& ctx);
 
+// The buffers (BatchNorm statistics) of stages `range` of `model`, put back as they were when it
+// ends: around forwards run again on resume, which update them a second time. Unlike
+// BufferSnapshot (pipeline/stages.h) it writes them through views with a version counter of
+// their own: the graphs of those forwards keep the buffers as saved inputs, and a write they
+// could see would fail their backwards.
+class RerunBuffers {
+ public:
+  RerunBuffers(StagedModel& model, StageRange range);
+  ~RerunBuffers();
+
+ private:
+  std::vector<torch::Tensor> live_, saved_;
+};
+
 // One micro-batch's pass through the cyclic stages of one worker: forward stage by stage, each
 // stage's input a leaf of its own graph, so that backward can run one stage at a time from the
 // loss down. Forwards run inside an ActivationScope: what they allocate is counted as live

@@ -1,12 +1,9 @@
 #include "desync/algorithms/pipeline/delayed_pipeline.h"
 
-#include <fmt/format.h>
-
 #include <utility>
 
 #include "desync/algorithms/common.h"
 #include "desync/algorithms/registry.h"
-#include "desync/core/error.h"
 
 namespace desync {
 
@@ -37,6 +34,12 @@ void DelayedPipeline::setup(Context& ctx) {
 void DelayedPipeline::run_tick(Context& ctx, int64_t t, StepReport& report) {
   const int64_t s = ctx.comm.rank(), j = ctx.comm.world_size();
   link_->wait_older_sends();  // those of tick t-2 and earlier: their receivers are past them
+  if (resend_forward_) link_->send_forward(*resend_forward_);  // tick t-1's, after a resume
+  if (resend_backward_) link_->send_backward(*resend_backward_);
+  resend_forward_.reset();
+  resend_backward_.reset();
+  sent_forward_.reset();
+  sent_backward_.reset();
   const int64_t b = forward_due(t, s);
   if (b >= 0 && b < fed_) {
     PipeMessage in;
@@ -53,17 +56,23 @@ void DelayedPipeline::run_tick(Context& ctx, int64_t t, StepReport& report) {
       head.loss = stage_->loss();
       head.micro_batches = 1;
       report += head;
-      if (s > 0) link_->send_backward(out);
+      if (s > 0) send_backward(out);
     } else {
       link_->send_forward(out);
+      sent_forward_ = std::move(out);
     }
   }
   const int64_t c = backward_due(t, s, j);
   if (s < j - 1 && c >= 0 && c < fed_) {
     PipeMessage out = stage_->backward(link_->recv_backward(c), t);
-    if (s > 0) link_->send_backward(out);
+    if (s > 0) send_backward(out);
   }
   stage_->end_tick(ctx.schedule.lr(t / k_));  // tick t belongs to step t / k, as in the simulator
+}
+
+void DelayedPipeline::send_backward(PipeMessage m) {
+  link_->send_backward(m);
+  sent_backward_ = std::move(m);
 }
 
 StepReport DelayedPipeline::step(Context& ctx) {
@@ -82,6 +91,8 @@ void DelayedPipeline::finish(Context& ctx) {
          ++tick_)
       run_tick(ctx, tick_, ignored);
   link_->wait_sends();
+  sent_forward_.reset();  // the drain's last messages have all been received
+  sent_backward_.reset();
 }
 
 StagedModel DelayedPipeline::model_for_eval(Context& ctx) {
@@ -89,13 +100,22 @@ StagedModel DelayedPipeline::model_for_eval(Context& ctx) {
   return ctx.model;
 }
 
-void DelayedPipeline::save(Archive& archive) const { save_optimizer(stage_->optimizer(), archive); }
+void DelayedPipeline::save(Archive& archive) const {
+  stage_->save(archive);
+  archive.put("pipeline.fed", fed_);
+  archive.put("pipeline.tick", tick_);
+  if (sent_forward_) save_message(archive, "pipeline.sent_forward.", *sent_forward_);
+  if (sent_backward_) save_message(archive, "pipeline.sent_backward.", *sent_backward_);
+}
 
 void DelayedPipeline::load(const Archive& archive) {
-  throw CheckpointError(fmt::format(
-      "--resume is not supported for {}: the micro-batches in flight between pipeline stages "
-      "are not checkpointed; start a new run (the checkpoint's weights are complete)",
-      policy_->name()));
+  stage_->load(archive);
+  fed_ = archive.integer("pipeline.fed");
+  tick_ = archive.integer("pipeline.tick");
+  if (archive.has("pipeline.sent_forward.id"))
+    resend_forward_ = load_message(archive, "pipeline.sent_forward.");
+  if (archive.has("pipeline.sent_backward.id"))
+    resend_backward_ = load_message(archive, "pipeline.sent_backward.");
 }
 
 AlgorithmReport DelayedPipeline::report() const {

@@ -12,12 +12,17 @@
 // received in tick t+1. After the last step, finish() drains the pipeline (the backwards still
 // owed).
 //
-// Checkpoints hold each stage's parameters and optimizer state, but not the micro-batches in
-// flight between stages, so a run cannot be resumed (load() says so).
+// A checkpoint (between steps, so between ticks) holds each rank's stage state (DelayedStage::
+// save: optimizer, buffered inputs, weight stashes, forwards owed a backward, accumulated
+// gradients), its tick and micro-batch counts, and the messages it sent in the last tick, which
+// the neighbours receive only in the next tick: after a resume each rank sends those again
+// before its first tick, so the resumed run computes exactly what the uninterrupted one does.
+// After finish() nothing is in flight.
 // Options: stages_per_rank ([] = balanced), balance ("count" | "measured").
 #pragma once
 
 #include <memory>
+#include <optional>
 
 #include "desync/algorithms/algorithm.h"
 #include "desync/algorithms/pipeline/delayed_stage.h"
@@ -35,7 +40,7 @@ class DelayedPipeline : public Algorithm {
   void finish(Context& ctx) override;
   StagedModel model_for_eval(Context& ctx) override;
   void save(Archive& archive) const override;
-  void load(const Archive& archive) override;  // throws CheckpointError
+  void load(const Archive& archive) override;
   // memory: the rank's model state, "input_buffers" and "weight_stashes" (peak bytes);
   // counts: reversible, peak_buffered_inputs, peak_stashed_params, min_delay_ticks,
   // max_delay_ticks, updates.
@@ -46,6 +51,7 @@ class DelayedPipeline : public Algorithm {
 
  private:
   void run_tick(Context& ctx, int64_t t, StepReport& report);
+  void send_backward(PipeMessage m);  // to rank - 1, kept as the tick's backward message
 
   std::unique_ptr<const MemoryPolicy> policy_;
   PlacementOptions placement_;
@@ -55,6 +61,10 @@ class DelayedPipeline : public Algorithm {
   std::unique_ptr<PipeLink> link_;
   int64_t fed_ = 0, tick_ = 0;
   bool finished_ = false;
+  // The messages this rank sent in its last tick (for a checkpoint), and those a resumed run
+  // sends again before its first tick.
+  std::optional<PipeMessage> sent_forward_, sent_backward_;
+  std::optional<PipeMessage> resend_forward_, resend_backward_;
 };
 
 // Reads the placement options of `cfg` and builds the runtime with `policy`: the factory body

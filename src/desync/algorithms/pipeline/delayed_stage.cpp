@@ -38,6 +38,38 @@ torch::Tensor StageMemory::pop_params(int64_t id) {
   return p;
 }
 
+namespace {
+
+// An id -> tensor map under `name`: "<name>.ids" and one "<name>.<id>" per entry.
+void save_map(Archive& archive, const std::string& name,
+              const std::map<int64_t, torch::Tensor>& map) {
+  std::vector<int64_t> ids;
+  for (const auto& [id, t] : map) {
+    ids.push_back(id);
+    archive.put(fmt::format("{}.{}", name, id), t);
+  }
+  archive.put(name + ".ids", torch::tensor(ids, torch::kInt64));
+}
+
+std::vector<int64_t> ids_of(const Archive& archive, const std::string& name) {
+  torch::Tensor t = archive.tensor(name + ".ids");
+  return std::vector<int64_t>(t.data_ptr<int64_t>(), t.data_ptr<int64_t>() + t.numel());
+}
+
+}  // namespace
+
+void StageMemory::save(Archive& archive, const std::string& prefix) const {
+  save_map(archive, prefix + "inputs", inputs_);
+  save_map(archive, prefix + "stash", stash_);
+}
+
+void StageMemory::load(const Archive& archive, const std::string& prefix) {
+  for (int64_t id : ids_of(archive, prefix + "inputs"))
+    push_input(id, archive.tensor(fmt::format("{}inputs.{}", prefix, id)));
+  for (int64_t id : ids_of(archive, prefix + "stash"))
+    push_params(id, archive.tensor(fmt::format("{}stash.{}", prefix, id)));
+}
+
 DelayedStage::DelayedStage(const Config& config, StagedModel model, StageRange range, bool first,
                            bool last, int64_t k, const MemoryPolicy& policy)
     : config_(config),
@@ -128,6 +160,43 @@ void DelayedStage::end_tick(double lr) {
   grads.zero_();
   backwards_ = 0;
   ++counters_.updates;
+}
+
+void DelayedStage::save(Archive& archive) const {
+  save_optimizer(*optimizer_, archive);
+  memory_->save(archive, "stage.memory.");
+  std::vector<int64_t> ids, ticks;
+  for (const auto& [id, tick] : forward_tick_) {
+    ids.push_back(id);
+    ticks.push_back(tick);
+  }
+  archive.put("stage.forward_ids", torch::tensor(ids, torch::kInt64));
+  archive.put("stage.forward_ticks", torch::tensor(ticks, torch::kInt64));
+  archive.put("stage.backwards", backwards_);
+  archive.put("stage.grads", flat_->grads_flat());
+  const StageCounters& c = counters_;
+  archive.put("stage.counters", torch::tensor({c.peak_buffered_inputs, c.peak_stashed_params,
+                                               c.peak_input_bytes, c.peak_stash_bytes,
+                                               c.min_delay_ticks, c.max_delay_ticks, c.updates},
+                                              torch::kInt64));
+}
+
+void DelayedStage::load(const Archive& archive) {
+  load_optimizer(*optimizer_, archive);
+  memory_->load(archive, "stage.memory.");
+  const torch::Tensor ids = archive.tensor("stage.forward_ids");
+  const torch::Tensor ticks = archive.tensor("stage.forward_ticks");
+  if (ids.numel() != ticks.numel())
+    throw CheckpointError("pipeline: stage.forward_ids and stage.forward_ticks differ in length");
+  forward_tick_.clear();
+  for (int64_t i = 0; i < ids.numel(); ++i)
+    forward_tick_[ids[i].item<int64_t>()] = ticks[i].item<int64_t>();
+  backwards_ = archive.integer("stage.backwards");
+  archive.copy_into("stage.grads", flat_->grads_flat());
+  const torch::Tensor c = archive.tensor("stage.counters");
+  if (c.numel() != 7) throw CheckpointError("pipeline: stage.counters holds 7 counts");
+  const auto at = [&](int64_t i) { return c[i].item<int64_t>(); };
+  counters_ = {at(0), at(1), at(2), at(3), at(4), at(5), at(6)};
 }
 
 TickSimulator::TickSimulator(const Config& config, const std::vector<StagedModel>& models,

@@ -23,6 +23,9 @@
 // Passes that do not count (forward without graph, inversion) leave BatchNorm running statistics
 // untouched; the recomputation in the backward updates them, once per micro-batch.
 //
+// A checkpoint between two ticks holds each stage's state (DelayedStage::save) and the messages
+// it sent in the last tick, which the neighbour takes in the next one (delayed_pipeline.h).
+//
 // Thread-safety: none.
 #pragma once
 
@@ -56,6 +59,11 @@ class StageMemory {
   int64_t stashed_params() const { return static_cast<int64_t>(stash_.size()); }
   int64_t input_bytes() const { return input_bytes_; }
   int64_t stash_bytes() const { return stash_bytes_; }
+
+  // The buffered inputs and stashed parameters, in a checkpoint under `prefix`, and back (into
+  // an empty memory).
+  void save(Archive& archive, const std::string& prefix) const;
+  void load(const Archive& archive, const std::string& prefix);
 
  protected:
   void push_input(int64_t id, const torch::Tensor& x);
@@ -109,6 +117,13 @@ class DelayedStage {
   PipeMessage backward(PipeMessage in, int64_t tick);
   // Applies the pending update if k backwards have accumulated since the last one.
   void end_tick(double lr);
+
+  // Everything the stage carries from one tick to the next, for a checkpoint between ticks: the
+  // optimizer state, what the memory holds, the forwards still owed a backward (and their
+  // ticks), the gradients accumulated towards the next update, and the counters. load() is
+  // called on a freshly built stage; the parameters are the Trainer's to restore.
+  void save(Archive& archive) const;
+  void load(const Archive& archive);
 
   double loss() const { return loss_; }
   const StageCounters& counters() const { return counters_; }

@@ -170,6 +170,26 @@ BufferSnapshot::~BufferSnapshot() {
   for (size_t i = 0; i < live_.size(); ++i) live_[i].copy_(saved_[i]);
 }
 
+void save_message(Archive& archive, const std::string& prefix, const PipeMessage& m) {
+  archive.put(prefix + "id", m.id);
+  for (const auto& [name, t] : {std::pair<const char*, const torch::Tensor&>{"x", m.x},
+                                {"labels", m.labels},
+                                {"grad", m.grad},
+                                {"tokens", m.tokens}})
+    if (t.defined()) archive.put(prefix + name, t);
+}
+
+PipeMessage load_message(const Archive& archive, const std::string& prefix) {
+  PipeMessage m;
+  m.id = archive.integer(prefix + "id");
+  for (const auto& [name, t] : {std::pair<const char*, torch::Tensor&>{"x", m.x},
+                                {"labels", m.labels},
+                                {"grad", m.grad},
+                                {"tokens", m.tokens}})
+    if (archive.has(prefix + name)) t = archive.tensor(prefix + name);
+  return m;
+}
+
 PipeLink::PipeLink(Communicator& comm, std::vector<int64_t> in_shape,
                    std::vector<int64_t> out_shape, std::vector<int64_t> label_shape,
                    bool backward_carries_x, torch::ScalarType dtype, BoundaryCodec* in_codec,

@@ -103,6 +103,12 @@ struct PipeMessage {
   torch::Tensor tokens;  // forward, when a codec needs them: the model's input token ids
 };
 
+// A message in a checkpoint, under `prefix` (its id and defined tensors), and back: what a rank
+// sent in the last tick before a checkpoint, which its neighbour takes only in the next tick, so
+// the sender sends it again after a resume.
+void save_message(Archive& archive, const std::string& prefix, const PipeMessage& m);
+PipeMessage load_message(const Archive& archive, const std::string& prefix);
+
 class PipeLink {
  public:
   // `in_shape`: this rank's input activation; `out_shape`: its output; `labels`: a label batch.

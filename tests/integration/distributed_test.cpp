@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -136,6 +137,47 @@ TEST(Distributed, StalledWorkerTimesOutNamingIt) {
   EXPECT_NE(stall.result.output.find("ranks that did not arrive: 2"), std::string::npos)
       << stall.result.output;
   EXPECT_LT(stall.seconds, 30.0);
+}
+
+// The pid of the worker process of rank `rank` that launcher `launcher` started, or -1.
+int worker_pid(int launcher, int rank) {
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string pid = entry.path().filename();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string stat = testing::read_file(entry.path() / "stat");
+    const size_t close = stat.rfind(')');  // "pid (comm) state ppid ..."
+    if (close == std::string::npos || std::stoi(stat.substr(close + 4)) != launcher) continue;
+    std::string environ = testing::read_file(entry.path() / "environ");
+    if (("\0" + environ).find(std::string("\0RANK=", 6) + std::to_string(rank) + '\0') !=
+        std::string::npos)
+      return std::stoi(pid);
+  }
+  return -1;
+}
+
+// Rank 0 hosts the rendezvous store. Stopped (SIGSTOP), not dead, it leaves the store's
+// connections open without an answer: the others' collective times out, and their failure
+// report, which asks the store how far each rank got, must not wait for it forever.
+TEST(Distributed, StoppedRankZeroEndsTheJob) {
+  testing::TempDir dir;
+  testing::write_file(dir.file("job.toml"), kJob);
+  testing::Child child({kDesync, "train", dir.file("job.toml"), "--quiet", "--workers", "3",
+                        "--out", dir.file("stop"), "--set", "algorithm.name=\"ddp\"", "--set",
+                        "run.steps=100000", "--set", "checkpoint.every=0", "--set",
+                        "run.comm_timeout=3"},
+                       dir.file("stop.log"));
+  for (int i = 0; i < 600 && read_metrics(dir.file("stop/metrics.jsonl")).size() < 5; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const int rank0 = worker_pid(child.pid(), 0);
+  ASSERT_GT(rank0, 0);
+  ASSERT_EQ(::kill(rank0, SIGSTOP), 0);
+  // The collective's 3 s, the store's 10 s at most, then the launcher stops every worker.
+  const int status = child.wait(40);
+  ::kill(rank0, SIGCONT);  // if it is still there (it is killed with the job)
+  const std::string log = testing::read_file(dir.file("stop.log"));
+  EXPECT_NE(status, -1) << "the job hangs with rank 0 stopped\n" << log;
+  EXPECT_NE(status, 0) << log;
+  EXPECT_NE(log.find("rendezvous store is unreachable"), std::string::npos) << log;
 }
 
 TEST(Distributed, InterruptStopsAllWorkersWithACommonCheckpoint) {

@@ -3,7 +3,10 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <condition_variable>
 #include <cstdlib>
+#include <memory>
+#include <mutex>
 #include <thread>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -62,28 +65,52 @@ std::string first_line(const std::string& s) { return s.substr(0, s.find('\n'));
 
 void throw_call_failure(c10d::Store& store, const std::string& name, int64_t rank,
                         int64_t world_size, const char* op, int64_t seq, const std::string& what) {
-  std::string progress_key = fmt::format("progress/{}/", name);
-  std::vector<int64_t> behind;
-  try {
-    std::string mine = std::to_string(seq);
-    store.set(progress_key + std::to_string(rank), std::vector<uint8_t>(mine.begin(), mine.end()));
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // let the others post
-    for (int64_t r = 0; r < world_size; ++r) {
-      std::string key = progress_key + std::to_string(r);
-      if (!store.check({key})) {
-        behind.push_back(r);
-        continue;
+  // The store queries run on a thread of their own, for at most kStoreSeconds: a TCPStore call
+  // has no time-out when the store's host (rank 0) is stopped rather than gone, and would hold
+  // this rank, and so the job, forever. A query left behind stays blocked on its detached
+  // thread, which holds what it uses; this rank fails either way.
+  constexpr auto kStoreSeconds = std::chrono::seconds(10);
+  struct Progress {
+    std::mutex mutex;
+    std::condition_variable answered;
+    bool done = false, unreachable = false;
+    std::vector<int64_t> behind;
+  };
+  auto progress = std::make_shared<Progress>();
+  std::thread([progress, store = c10::intrusive_ptr<c10d::Store>::reclaim_copy(&store),
+               key = fmt::format("progress/{}/", name), rank, world_size, seq] {
+    std::vector<int64_t> behind;
+    bool unreachable = false;
+    try {
+      std::string mine = std::to_string(seq);
+      store->set(key + std::to_string(rank), std::vector<uint8_t>(mine.begin(), mine.end()));
+      std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // let the others post
+      for (int64_t r = 0; r < world_size; ++r) {
+        if (!store->check({key + std::to_string(r)})) {
+          behind.push_back(r);
+          continue;
+        }
+        std::vector<uint8_t> v = store->get(key + std::to_string(r));
+        if (std::stoll(std::string(v.begin(), v.end())) < seq) behind.push_back(r);
       }
-      std::vector<uint8_t> v = store.get(key);
-      if (std::stoll(std::string(v.begin(), v.end())) < seq) behind.push_back(r);
+    } catch (const std::exception&) {
+      unreachable = true;  // the store itself is gone (rank 0 died)
     }
-  } catch (const std::exception&) {
-    // The store itself is gone (rank 0 died): say what we know.
+    std::lock_guard<std::mutex> lock(progress->mutex);
+    progress->behind = std::move(behind);
+    progress->unreachable = unreachable;
+    progress->done = true;
+    progress->answered.notify_all();
+  }).detach();
+
+  std::unique_lock<std::mutex> lock(progress->mutex);
+  if (!progress->answered.wait_for(lock, kStoreSeconds, [&] { return progress->done; }) ||
+      progress->unreachable)
     throw CommError(
         fmt::format("rank {}: {} (call #{}) failed and the rendezvous store is "
-                    "unreachable (rank 0 is gone?): {}",
+                    "unreachable (rank 0 is gone or stopped?): {}",
                     rank, op, seq, first_line(what)));
-  }
+  const std::vector<int64_t>& behind = progress->behind;
   throw CommError(fmt::format(
       "rank {}: {} (call #{} on '{}') failed; ranks that did not arrive: "
       "{}; cause: {}",

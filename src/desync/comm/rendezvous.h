@@ -15,7 +15,8 @@
 //
 // throw_call_failure(): a call on channel `name` failed on this rank. Posts how far this rank
 // got (call number `seq`), reads how far the others got, and throws a CommError naming the
-// operation and the ranks that had not reached it (or, when the store is gone, saying so).
+// operation and the ranks that had not reached it (or, when the store is gone or does not
+// answer within 10 s because rank 0 is stopped, saying so).
 #pragma once
 
 #include <cstdint>

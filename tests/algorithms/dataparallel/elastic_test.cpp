@@ -26,7 +26,11 @@ using testing::with;
 
 std::vector<Archive> saved(const std::vector<testing::RankState>& ranks) {
   std::vector<Archive> out(ranks.size());
-  for (size_t r = 0; r < ranks.size(); ++r) ranks[r].algorithm->save(out[r]);
+  for (size_t r = 0; r < ranks.size(); ++r) {
+    ranks[r].algorithm->save(out[r]);  // and the model, which the Trainer saves
+    for (const auto& [name, t] : ranks[r].model->named_params())
+      out[r].put("model.param." + name, t);
+  }
   return out;
 }
 
@@ -77,6 +81,8 @@ Resumed resume_on(const Config& base, int64_t world, const DatasetSplits& data,
     ASSERT_NE(elastic, nullptr);
     elastic->load_resharded(old, step);
     p.algorithm->save(out.restored[r]);
+    for (const auto& [name, t] : p.model->named_params())
+      out.restored[r].put("model.param." + name, t);
     p.batches->seek(at);
     for (int64_t t = step; t < step + more; ++t) {
       ctx.step = t;

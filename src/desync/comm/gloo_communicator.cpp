@@ -104,11 +104,15 @@ void throw_call_failure(c10d::Store& store, const std::string& name, int64_t ran
   }).detach();
 
   std::unique_lock<std::mutex> lock(progress->mutex);
-  if (!progress->answered.wait_for(lock, kStoreSeconds, [&] { return progress->done; }) ||
-      progress->unreachable)
+  if (!progress->answered.wait_for(lock, kStoreSeconds, [&] { return progress->done; }))
+    throw CommError(fmt::format(
+        "rank {}: {} (call #{}) failed, and rank 0, which hosts the rendezvous store, did not "
+        "answer within {} s (stopped?): {}",
+        rank, op, seq, kStoreSeconds.count(), first_line(what)));
+  if (progress->unreachable)
     throw CommError(
         fmt::format("rank {}: {} (call #{}) failed and the rendezvous store is "
-                    "unreachable (rank 0 is gone or stopped?): {}",
+                    "unreachable (rank 0 is gone?): {}",
                     rank, op, seq, first_line(what)));
   const std::vector<int64_t>& behind = progress->behind;
   throw CommError(fmt::format(

@@ -496,12 +496,5 @@ TEST(DelayedPipeline, EachMethodBuildsTheRuntimeWithItsPolicy) {
   }
 }
 
-TEST(DelayedPipeline, ResumeIsRefusedWithAClearError) {
-  Config cfg = delayed_config("petra", 1);
-  auto algorithm = make_algorithm(cfg.algorithm);
-  Archive archive;
-  EXPECT_THROW(algorithm->load(archive), CheckpointError);
-}
-
 }  // namespace
 }  // namespace desync

@@ -122,16 +122,16 @@ void expect_4_to_2_matches_two_ranks(const std::string& name, const std::vector<
   }
 }
 
-TEST(Elastic, Zero1AdamWShardsFrom4To2HoldWhatTwoRanksHold) {
+TEST(ElasticReshard, Zero1AdamWShardsFrom4To2HoldWhatTwoRanksHold) {
   expect_4_to_2_matches_two_ranks("zero1", {}, 6);
   expect_4_to_2_matches_two_ranks("zero1", {"optimizer.grad_clip=0.5"}, 6);
 }
 
-TEST(Elastic, DpuFrom4To2FoldsTheDelayedGradient) {
+TEST(ElasticReshard, DpuFrom4To2FoldsTheDelayedGradient) {
   expect_4_to_2_matches_two_ranks("dpu", {"algorithm.n_warmup=2"}, 6);
 }
 
-TEST(Elastic, AccoFrom4To2KeepsTheSumsOfItsBuffersAndCounts) {
+TEST(ElasticReshard, AccoFrom4To2KeepsTheSumsOfItsBuffersAndCounts) {
   // ACCO's buffers are sums over micro-batches that the round divides by the global count: the
   // new ranks hold the old ranks' sums folded (0+1, 2+3), whatever the micro-batch size.
   const Config cfg = tiny_config(with(with(kAdamW, testing::kFloat64.overrides),

@@ -7,7 +7,6 @@
 // next steps read (a buffer in flight, a counter), fails here.
 #include <gtest/gtest.h>
 
-#include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -15,14 +14,11 @@
 #include <vector>
 
 #include "desync/algorithms/registry.h"
-#include "desync/core/checkpoint.h"
-#include "desync/core/error.h"
+#include "resume_check.h"
 #include "test_util.h"
 
 namespace desync {
 namespace {
-
-namespace fs = std::filesystem;
 
 const std::string kDesync = testing::desync_binary();
 constexpr int64_t kSteps = 8, kCheckpoint = 5;
@@ -102,32 +98,8 @@ std::string options_for(const AlgorithmInfo& info, const testing::TempDir& dir) 
   return args;
 }
 
-testing::CommandResult train(const testing::TempDir& dir, const std::string& out,
-                             const std::string& args) {
-  testing::write_file(dir.file("job.toml"), kJob);
-  return testing::run_command(kDesync + " train " + dir.file("job.toml") + " --quiet --out " +
-                              dir.file(out) + " " + args);
-}
-
 nlohmann::json summary_of(const std::string& run) {
   return nlohmann::json::parse(testing::read_file(run + "/summary.json"), nullptr, false);
-}
-
-// Entry `name` of `a` and of `b` hold the same value, bit for bit.
-bool same_entry(const Archive& a, const Archive& b, const std::string& name) {
-  try {
-    return torch::equal(a.tensor(name), b.tensor(name));
-  } catch (const CheckpointError&) {
-  }
-  try {
-    return a.integer(name) == b.integer(name);
-  } catch (const CheckpointError&) {
-  }
-  try {
-    return a.real(name) == b.real(name);
-  } catch (const CheckpointError&) {
-  }
-  return a.string(name) == b.string(name);
 }
 
 class EveryAlgorithm : public ::testing::TestWithParam<AlgorithmInfo> {};
@@ -138,39 +110,23 @@ TEST_P(EveryAlgorithm, ResumesExactly) {
   const std::string args = options_for(info, dir);
   const int64_t world = workers_for(info);
 
-  testing::CommandResult ref = train(dir, "ref", args);
-  ASSERT_EQ(ref.status, 0) << ref.output;
+  // The run, and a copy cut back to its checkpoint at step 5 and resumed from there.
+  testing::write_file(dir.file("job.toml"), kJob);
+  const std::string ref = dir.file("ref"), cut = dir.file("cut");
+  int64_t deleted = 0;
+  ASSERT_NO_FATAL_FAILURE(testing::run_and_resume(
+      kDesync + " train " + dir.file("job.toml") + " --quiet " + args, ref, cut, world,
+      kCheckpoint, &deleted));
 
-  // The same run, cut back to its checkpoint at step 5 and resumed from there.
-  fs::copy(dir.file("ref"), dir.file("cut"), fs::copy_options::recursive);
-  for (int64_t r = 0; r < world; ++r) {
-    CheckpointStore store(dir.file("cut/checkpoints"), r, world);
-    for (int64_t s : store.steps_on_disk())
-      if (s > kCheckpoint) fs::remove_all(store.step_dir(s));
-  }
-  testing::CommandResult resumed = train(dir, "cut", args + " --resume");
-  ASSERT_EQ(resumed.status, 0) << resumed.output;
-
-  const nlohmann::json a = summary_of(dir.file("ref")), b = summary_of(dir.file("cut"));
+  const nlohmann::json a = summary_of(ref), b = summary_of(cut);
   ASSERT_FALSE(a.is_discarded() || b.is_discarded());
   EXPECT_EQ(a["steps"], b["steps"]);
   EXPECT_EQ(a["samples"], b["samples"]);
   if (kNotReproducible.count(info.name)) return;
 
-  EXPECT_EQ(testing::train_losses(dir.file("ref")), testing::train_losses(dir.file("cut")));
+  EXPECT_EQ(testing::train_losses(ref), testing::train_losses(cut));
   EXPECT_EQ(a["test_loss"], b["test_loss"]);
-  for (int64_t r = 0; r < world; ++r) {
-    SCOPED_TRACE("rank " + std::to_string(r));
-    auto x = CheckpointStore(dir.file("ref/checkpoints"), r, world).load_latest(nullptr);
-    auto y = CheckpointStore(dir.file("cut/checkpoints"), r, world).load_latest(nullptr);
-    ASSERT_TRUE(x && y);
-    ASSERT_EQ(x->step, y->step);
-    ASSERT_EQ(x->archive.names(), y->archive.names());
-    for (const std::string& name : x->archive.names()) {
-      if (name == "trainer.train_seconds" || name == "trainer.wall_seconds") continue;
-      EXPECT_TRUE(same_entry(x->archive, y->archive, name)) << name;
-    }
-  }
+  testing::expect_same_checkpoints(ref, cut, world, "");
 }
 
 INSTANTIATE_TEST_SUITE_P(Registry, EveryAlgorithm, ::testing::ValuesIn(algorithm_registry()),

@@ -178,15 +178,19 @@ void restore_resharded(const std::vector<Archive>& old_ranks, const std::string&
   state.micro_batches = even_share(micro_batches, rank, world);
 }
 
-CheckpointStore::Loaded load_common_checkpoint(
-    CheckpointStore& store, Communicator& comm, const std::string& dir,
-    const std::function<void(const std::string&)>& warn) {
-  auto loaded = store.load_latest(warn);
+namespace {
+
+// The checkpoint of the newest step common to all ranks of `comm`, from this rank's newest
+// readable one (`loaded`, if any) and one all-reduce; `reload(step)` reads this rank's checkpoint
+// at or below `step`. Throws CheckpointError naming `dir` when no step is common to all.
+template <typename Loaded, typename Reload>
+Loaded agree_on_newest(std::optional<Loaded> loaded, Communicator& comm, const std::string& dir,
+                       const Reload& reload) {
   torch::Tensor newest = torch::zeros({comm.world_size()}, torch::kFloat64);  // one slot a rank
   newest[comm.rank()] = loaded ? static_cast<double>(loaded->step) : -1.0;
   comm.all_reduce(newest);
   const auto agreed = static_cast<int64_t>(newest.min().item<double>());
-  if (agreed >= 0 && loaded && loaded->step != agreed) loaded = store.load_latest(warn, agreed);
+  if (agreed >= 0 && loaded && loaded->step != agreed) loaded = reload(agreed);
   if (agreed < 0 || !loaded || loaded->step != agreed)
     throw CheckpointError(fmt::format(
         "--resume: no intact checkpoint common to all {} ranks in {}/checkpoints; start without "
@@ -195,27 +199,25 @@ CheckpointStore::Loaded load_common_checkpoint(
   return std::move(*loaded);
 }
 
-}  // namespace desync
+}  // namespace
 
-namespace desync {
+CheckpointStore::Loaded load_common_checkpoint(
+    CheckpointStore& store, Communicator& comm, const std::string& dir,
+    const std::function<void(const std::string&)>& warn) {
+  return agree_on_newest(store.load_latest(warn), comm, dir,
+                         [&](int64_t step) { return store.load_latest(warn, step); });
+}
 
 CheckpointStore::Resumable load_common_resumable(
     CheckpointStore& store, Communicator& comm, const std::string& dir,
     const std::function<void(const std::string&)>& warn) {
-  auto loaded = store.load_resumable(warn);
-  torch::Tensor newest = torch::zeros({comm.world_size()}, torch::kFloat64);  // one slot a rank
-  newest[comm.rank()] = loaded ? static_cast<double>(loaded->step) : -1.0;
-  comm.all_reduce(newest);
-  const auto agreed = static_cast<int64_t>(newest.min().item<double>());
-  if (agreed >= 0 && loaded && loaded->step != agreed) loaded = store.load_resumable(warn, agreed);
-  if (agreed < 0 || !loaded || loaded->step != agreed)
-    throw CheckpointError(fmt::format(
-        "--resume: no intact checkpoint common to all {} ranks in {}/checkpoints; start without "
-        "--resume",
-        comm.world_size(), dir));
+  CheckpointStore::Resumable loaded = agree_on_newest(
+      store.load_resumable(warn), comm, dir,
+      [&](int64_t step) { return store.load_resumable(warn, step); });
+  const int64_t agreed = loaded.step;
   // Every rank must have read the files of the same world (a step directory may mix runs).
   torch::Tensor worlds = torch::zeros({comm.world_size()}, torch::kFloat64);
-  worlds[comm.rank()] = static_cast<double>(loaded->world);
+  worlds[comm.rank()] = static_cast<double>(loaded.world);
   comm.all_reduce(worlds);
   const auto lo = static_cast<int64_t>(worlds.min().item<double>());
   const auto hi = static_cast<int64_t>(worlds.max().item<double>());
@@ -224,7 +226,7 @@ CheckpointStore::Resumable load_common_resumable(
         "--resume: {}/checkpoints step {} holds files of runs with {} and {} workers; remove the "
         "other run's files",
         dir, agreed, lo, hi));
-  return std::move(*loaded);
+  return loaded;
 }
 
 }  // namespace desync

@@ -212,6 +212,35 @@ TEST(GlooCommunicator, CollectivesAreCorrectOverLoopback) {
   }
 }
 
+// The launcher opens the store's socket itself and hands it to rank 0, so that no other process
+// can take the port in between. The socket stays open here: a store that bound the port anew
+// instead of serving on it would find the port taken.
+TEST(GlooCommunicator, RankZeroServesOnTheSocketItIsHanded) {
+  LoopbackListener listener = listen_on_free_loopback_port();
+  std::vector<std::string> errors(2);
+  std::vector<std::thread> threads;
+  for (int64_t r = 0; r < 2; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        WorldInfo info;
+        info.rank = r;
+        info.world_size = 2;
+        info.master_port = listener.port;
+        if (r == 0) info.store_fd = listener.fd;
+        info.job_token = "handed";
+        info.timeout_seconds = 10;
+        auto c = connect_gloo(info);
+        torch::Tensor x = torch::ones({2});
+        c->all_reduce(x);
+        EXPECT_TRUE(torch::equal(x, torch::full({2}, 2.0f)));
+      } catch (const std::exception& e) {
+        errors[r] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (int64_t r = 0; r < 2; ++r) EXPECT_EQ(errors[r], "") << "rank " << r;
+}
+
 TEST(GlooCommunicator, WrongJobTokenIsRejected) {
   int64_t port = free_loopback_port();
   std::string error;

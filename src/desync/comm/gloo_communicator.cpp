@@ -54,6 +54,7 @@ WorldInfo world_from_env() {
   w.master_port = env_int("MASTER_PORT", true, 0);
   if (const char* a = std::getenv("MASTER_ADDR"); a && *a) w.master_addr = a;
   if (const char* t = std::getenv("DESYNC_JOB_TOKEN"); t && *t) w.job_token = t;
+  if (w.rank == 0) w.store_fd = env_int("DESYNC_STORE_FD", false, -1);  // from the launcher
   if (w.rank >= w.world_size)
     throw UsageError(fmt::format("RANK={} must be below WORLD_SIZE={}", w.rank, w.world_size));
   if (w.master_port == 0 || w.master_port > 65535)
@@ -322,6 +323,7 @@ c10::intrusive_ptr<c10d::Store> rendezvous(const WorldInfo& info) {
   c10d::TCPStoreOptions opts;
   opts.port = static_cast<uint16_t>(info.master_port);
   opts.isServer = info.rank == 0;
+  if (opts.isServer && info.store_fd >= 0) opts.masterListenFd = static_cast<int>(info.store_fd);
   opts.numWorkers = c10::nullopt;
   opts.waitWorkers = false;
   opts.timeout = std::chrono::milliseconds(static_cast<int64_t>(info.timeout_seconds * 1000));

@@ -35,6 +35,7 @@ struct WorldInfo {
   std::string master_addr = "127.0.0.1";
   int64_t master_port = 29500;
   std::string job_token;
+  int64_t store_fd = -1;  // rank 0: a socket listening on master_port for the store, or -1
   double timeout_seconds = 300.0;  // per collective and for the rendezvous
 };
 

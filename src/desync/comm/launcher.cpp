@@ -76,8 +76,11 @@ bool pump(Worker& w, size_t keep) {
 
 }  // namespace
 
-int64_t free_loopback_port() {
-  int s = ::socket(AF_INET, SOCK_STREAM, 0);
+namespace {
+
+// A TCP socket bound to 127.0.0.1 at a port the kernel chose; returns it and the port.
+LoopbackListener bind_free_loopback_port() {
+  int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (s < 0) throw Error("cannot create a socket to find a free port");
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
@@ -89,8 +92,24 @@ int64_t free_loopback_port() {
     ::close(s);
     throw Error("cannot find a free loopback port");
   }
-  ::close(s);
-  return ntohs(addr.sin_port);
+  return {s, ntohs(addr.sin_port)};
+}
+
+}  // namespace
+
+int64_t free_loopback_port() {
+  LoopbackListener l = bind_free_loopback_port();
+  ::close(l.fd);
+  return l.port;
+}
+
+LoopbackListener listen_on_free_loopback_port() {
+  LoopbackListener l = bind_free_loopback_port();
+  if (::listen(l.fd, SOMAXCONN) != 0) {
+    ::close(l.fd);
+    throw Error(fmt::format("cannot listen on loopback port {}: {}", l.port, std::strerror(errno)));
+  }
+  return l;
 }
 
 std::string random_token() {
@@ -105,7 +124,10 @@ std::string random_token() {
 
 int launch(const LaunchSpec& spec) {
   const int64_t world = spec.nnodes * spec.workers_per_node;
-  const int64_t port = spec.master_port > 0 ? spec.master_port : free_loopback_port();
+  // With no port given, the store's socket is opened here and inherited by rank 0.
+  LoopbackListener store;
+  if (spec.master_port == 0) store = listen_on_free_loopback_port();
+  const int64_t port = spec.master_port > 0 ? spec.master_port : store.port;
   const std::string token = spec.job_token.empty() ? random_token() : spec.job_token;
   const bool tty = stderr_is_tty();
   install_interrupt_handlers();
@@ -135,6 +157,10 @@ int launch(const LaunchSpec& spec) {
       ::setenv("DESYNC_JOB_TOKEN", token.c_str(), 1);
       ::setenv("DESYNC_LAUNCHED", "1", 1);
       if (w.rank == 0 && tty) ::setenv("DESYNC_PROGRESS", "tty", 1);
+      if (w.rank == 0 && store.fd >= 0) {
+        ::fcntl(store.fd, F_SETFD, 0);  // kept across exec by rank 0 only
+        ::setenv("DESYNC_STORE_FD", std::to_string(store.fd).c_str(), 1);
+      }
       std::vector<char*> argv;
       for (const std::string& a : spec.worker_argv) argv.push_back(const_cast<char*>(a.c_str()));
       argv.push_back(nullptr);
@@ -146,6 +172,7 @@ int launch(const LaunchSpec& spec) {
     w.pid = pid;
     w.fd = fds[0];
   }
+  if (store.fd >= 0) ::close(store.fd);  // rank 0 has it now
 
   const size_t keep = static_cast<size_t>(spec.last_lines);
   bool forwarded_interrupt = false, killed = false;

@@ -31,8 +31,17 @@ struct LaunchSpec {
 
 int launch(const LaunchSpec& spec);
 
-// A TCP port on 127.0.0.1 that was free a moment ago.
+// A TCP port on 127.0.0.1 that was free a moment ago (another process may take it since).
 int64_t free_loopback_port();
+
+// A socket already listening on 127.0.0.1, on a port the kernel chose. launch() makes one when
+// it picks the port itself and hands it to rank 0 (DESYNC_STORE_FD), whose store serves on it:
+// no other process can take the port between the choice and the store's start.
+struct LoopbackListener {
+  int fd = -1;  // close-on-exec
+  int64_t port = 0;
+};
+LoopbackListener listen_on_free_loopback_port();
 
 // 128 random bits as hex, from /dev/urandom.
 std::string random_token();

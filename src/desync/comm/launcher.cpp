@@ -198,16 +198,23 @@ int launch(const LaunchSpec& spec) {
     } else {
       ::usleep(50 * 1000);
     }
-    // Exits.
+    // Exits. When several workers are found failed at once, one killed by a signal is named
+    // before those that exited with an error: theirs is usually the collective it broke.
     int status = 0;
     pid_t pid;
+    bool failed_by_signal = false;
     while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
       for (Worker& w : workers) {
         if (w.pid != pid) continue;
         w.exited = true;
         w.status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
         bool interrupted_exit = forwarded_interrupt && (w.status == 130 || w.status == 0);
-        if (w.status != 0 && !interrupted_exit && failed < 0 && !killed) failed = w.rank;
+        if (w.status == 0 || interrupted_exit || killed) continue;
+        const bool by_signal = WIFSIGNALED(status);
+        if (failed < 0 || (by_signal && !failed_by_signal)) {
+          failed = w.rank;
+          failed_by_signal = by_signal;
+        }
       }
     }
     // Reactions.

@@ -6,7 +6,8 @@
 //   - every worker exited 0: 0;
 //   - a worker failed (non-zero exit or killed by a signal): the launcher prints which rank,
 //     its status and its last lines, kills the other workers at once and returns 1 — within a
-//     fraction of a second of the failure;
+//     fraction of a second of the failure. Of several failures found at once, one by a signal is
+//     named before exits with an error (a peer's broken collective);
 //   - SIGINT/SIGTERM to the launcher: forwarded once to the workers, which finish their step,
 //     checkpoint and exit 130; a second signal kills them. Returns 130.
 // Workers die with the launcher (PR_SET_PDEATHSIG), so none is left behind.

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fmt/format.h>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "desync/core/error.h"
+#include "desync/core/fs.h"
 #include "desync/data/batch_source.h"
 #include "desync/data/tokenizer.h"
 #include "test_util.h"
@@ -226,6 +228,29 @@ TEST(TokenCacheTest, ManifestCountsOutOfRangeAreRebuilt) {
     EXPECT_EQ(again.train_tokens, first.train_tokens);
     EXPECT_EQ(load_token_dataset(c.cfg).train.text_tokens, first.train_tokens);
   }
+}
+
+// A token file whose CRC-32 was made to match but which holds an id the tokenizer cannot
+// produce (the model's embedding would be indexed out of range) is rebuilt.
+TEST(TokenCacheTest, TokenIdOutsideTheVocabularyIsRebuilt) {
+  Corpus c("bytes");
+  const TokenCacheInfo first = prepare(c.cfg);
+  std::string tokens = testing::read_file(first.tokens_path);
+  const std::string clean = tokens;
+  tokens[tokens.size() - 4] = static_cast<char>(first.vocab_size & 0xff);  // little-endian
+  tokens[tokens.size() - 3] = static_cast<char>(first.vocab_size >> 8);
+  write_file(first.tokens_path, tokens);
+  nlohmann::json m = manifest(first);
+  m["tokens"]["crc32"] = fmt::format("{:08x}", crc32_of(tokens));
+  write_file(first.manifest_path, m.dump());
+  std::string said;
+  const TokenCacheInfo again = prepare(c.cfg, &said);
+  EXPECT_TRUE(again.built);
+  EXPECT_NE(said.find(fmt::format("holds token id {}, outside the vocabulary of {}",
+                                  first.vocab_size, first.vocab_size)),
+            std::string::npos)
+      << said;
+  EXPECT_EQ(testing::read_file(first.tokens_path), clean);
 }
 
 TEST(TokenCacheTest, SettingsGetTheirOwnEntries) {

@@ -280,7 +280,8 @@ std::string check_entry(const TokenCacheInfo& paths, const Expected& want, Token
       return fmt::format("{} has {} bytes, the manifest says {}", kTokensFile, ec ? 0 : size,
                          expect);
     }
-    if (hex8(crc32_of(read_file(paths.tokens_path))) != tf.at("crc32").get<std::string>()) {
+    const std::string token_bytes = read_file(paths.tokens_path);
+    if (hex8(crc32_of(token_bytes)) != tf.at("crc32").get<std::string>()) {
       return fmt::format("{} does not match its CRC-32 in the manifest", kTokensFile);
     }
     const nlohmann::json& tr = m.at("train");
@@ -302,6 +303,15 @@ std::string check_entry(const TokenCacheInfo& paths, const Expected& want, Token
     if (!in_range || info.train_tokens + info.test_tokens != file_tokens || expect % 2 != 0 ||
         info.vocab_size < 1 || info.vocab_size > 65536) {
       return "the manifest's counts do not add up";
+    }
+    // Every id inside the vocabulary: the model's embedding is indexed with them unchecked.
+    for (size_t i = 0; i + 1 < token_bytes.size(); i += 2) {
+      const int64_t id = static_cast<uint8_t>(token_bytes[i]) |
+                         (static_cast<int64_t>(static_cast<uint8_t>(token_bytes[i + 1])) << 8);
+      if (id >= info.vocab_size) {
+        return fmt::format("{} holds token id {}, outside the vocabulary of {}", kTokensFile, id,
+                           info.vocab_size);
+      }
     }
   } catch (const nlohmann::json::exception& e) {
     return fmt::format("{} is unreadable ({})", kManifestFile, e.what());

@@ -96,7 +96,7 @@ class CountingAllocator final : public c10::Allocator {
 
 CountingAllocator* CountingAllocator::instance = nullptr;
 
-// Installs the counting allocator on first use; true if it is LibTorch's CPU allocator.
+// Installs the counting allocator once; true if it is LibTorch's CPU allocator.
 bool install() {
   static const bool installed = [] {
     // Never destroyed: tensors it allocated may be freed during static destruction.
@@ -107,6 +107,11 @@ bool install() {
   }();
   return installed;
 }
+
+// Installed before main(), while the process has one thread: a thread that allocates reads
+// LibTorch's allocator pointer without synchronisation, so it must not change once threads run.
+// (LibTorch registers its own CPU allocator in its libraries' initialisers, which run first.)
+[[maybe_unused]] const bool installed_at_start = install();
 
 }  // namespace
 

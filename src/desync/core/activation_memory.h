@@ -1,9 +1,10 @@
 // Activation memory: the bytes of CPU tensors a training forward pass allocates and backward
 // frees, counted as they are allocated and freed, and sampled over time.
 //
-// A counting wrapper around LibTorch's CPU allocator is installed process-wide, once (the first
-// ActivationScope, sampler or query installs it; c10::SetCPUAllocator at a priority above the
-// default allocator's). While a thread is inside an ActivationScope, every CPU allocation that
+// A counting wrapper around LibTorch's CPU allocator is installed process-wide, once, while the
+// program starts and no second thread exists yet (c10::SetCPUAllocator at a priority above the
+// default allocator's; LibTorch hands its allocator to every thread through a plain global, so
+// installing it later, while other threads allocate, would be a data race). While a thread is inside an ActivationScope, every CPU allocation that
 // thread makes is counted until it is freed, by whichever thread frees it. A training forward
 // pass runs inside a scope (algorithms/common.cpp, the pipelines' stages): the tensors autograd
 // saves for backward are allocated there and freed during backward, so the live count is the

@@ -82,8 +82,8 @@ fuzz: deps
 
 # The tests under sanitizers, each in a build directory of its own (tests/sanitizers/run): ASan and
 # UBSan over every unit and integration test (build-asan/), ThreadSanitizer over the threaded
-# parts' tests (build-tsan/). Built at the lowest priority; a cold build of either takes hours on
-# 2 cores, so neither is part of `test` (docs/testing.md, Sanitizers).
+# parts' tests (build-tsan/). Built at the lowest priority; a cold tree takes 15 to 25 minutes of
+# two idle cores, so neither is part of `test` (docs/testing.md, Sanitizers).
 test-asan: deps
 	@tests/sanitizers/run address
 

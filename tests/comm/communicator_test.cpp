@@ -185,7 +185,7 @@ TEST(Communicator, WaitTimeIsCounted) {
 
 TEST(GlooCommunicator, CollectivesAreCorrectOverLoopback) {
   for (int64_t n : {2, 3}) {
-    int64_t port = free_loopback_port();
+    const LoopbackListener store = listen_on_free_loopback_port();
     std::vector<std::thread> threads;
     std::vector<std::string> errors(n);
     for (int64_t r = 0; r < n; ++r)
@@ -194,7 +194,8 @@ TEST(GlooCommunicator, CollectivesAreCorrectOverLoopback) {
           WorldInfo info;
           info.rank = r;
           info.world_size = n;
-          info.master_port = port;
+          info.master_port = store.port;
+          if (r == 0) info.store_fd = store.fd;
           info.job_token = "test";
           info.timeout_seconds = 30;
           auto c = connect_gloo(info);
@@ -242,12 +243,13 @@ TEST(GlooCommunicator, RankZeroServesOnTheSocketItIsHanded) {
 }
 
 TEST(GlooCommunicator, WrongJobTokenIsRejected) {
-  int64_t port = free_loopback_port();
+  const LoopbackListener store = listen_on_free_loopback_port();
   std::string error;
   std::thread server([&] {
     WorldInfo info;
     info.world_size = 2;
-    info.master_port = port;
+    info.master_port = store.port;
+    info.store_fd = store.fd;
     info.job_token = "job-a";
     info.timeout_seconds = 3;
     try {
@@ -259,7 +261,7 @@ TEST(GlooCommunicator, WrongJobTokenIsRejected) {
   WorldInfo info;
   info.rank = 1;
   info.world_size = 2;
-  info.master_port = port;
+  info.master_port = store.port;
   info.job_token = "job-b";
   info.timeout_seconds = 3;
   try {

@@ -74,10 +74,6 @@ bool pump(Worker& w, size_t keep) {
   return true;
 }
 
-}  // namespace
-
-namespace {
-
 // A TCP socket bound to 127.0.0.1 at a port the kernel chose; returns it and the port.
 LoopbackListener bind_free_loopback_port() {
   int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);

@@ -96,29 +96,23 @@ class CountingAllocator final : public c10::Allocator {
 
 CountingAllocator* CountingAllocator::instance = nullptr;
 
-// Installs the counting allocator once; true if it is LibTorch's CPU allocator.
+// Installs the counting allocator; true if it is now LibTorch's CPU allocator.
 bool install() {
-  static const bool installed = [] {
-    // Never destroyed: tensors it allocated may be freed during static destruction.
-    auto* counting = new CountingAllocator(c10::GetCPUAllocator());
-    CountingAllocator::instance = counting;
-    c10::SetCPUAllocator(counting, kPriority);
-    return c10::GetCPUAllocator() == counting;
-  }();
-  return installed;
+  // Never destroyed: tensors it allocated may be freed during static destruction.
+  auto* counting = new CountingAllocator(c10::GetCPUAllocator());
+  CountingAllocator::instance = counting;
+  c10::SetCPUAllocator(counting, kPriority);
+  return c10::GetCPUAllocator() == counting;
 }
 
 // Installed before main(), while the process has one thread: a thread that allocates reads
 // LibTorch's allocator pointer without synchronisation, so it must not change once threads run.
 // (LibTorch registers its own CPU allocator in its libraries' initialisers, which run first.)
-[[maybe_unused]] const bool installed_at_start = install();
+const bool installed = install();
 
 }  // namespace
 
-ActivationScope::ActivationScope() {
-  install();
-  ++scope_depth;
-}
+ActivationScope::ActivationScope() { ++scope_depth; }
 
 ActivationScope::~ActivationScope() { --scope_depth; }
 
@@ -130,7 +124,7 @@ void reset_peak_activation_bytes() {
   peak_bytes.store(live_bytes.load(std::memory_order_relaxed), std::memory_order_relaxed);
 }
 
-bool activation_counting_installed() { return install(); }
+bool activation_counting_installed() { return installed; }
 
 ActivationSampler::ActivationSampler(std::chrono::microseconds period, size_t max_samples)
     : period_(period), max_samples_(std::max<size_t>(2, max_samples)) {
@@ -141,7 +135,6 @@ ActivationSampler::~ActivationSampler() { stop(); }
 
 void ActivationSampler::start() {
   if (thread_.joinable()) return;
-  install();
   stop_.store(false);
   thread_ = std::thread([this] { loop(); });
 }

@@ -4,8 +4,9 @@
 // A counting wrapper around LibTorch's CPU allocator is installed process-wide, once, while the
 // program starts and no second thread exists yet (c10::SetCPUAllocator at a priority above the
 // default allocator's; LibTorch hands its allocator to every thread through a plain global, so
-// installing it later, while other threads allocate, would be a data race). While a thread is inside an ActivationScope, every CPU allocation that
-// thread makes is counted until it is freed, by whichever thread frees it. A training forward
+// installing it later, while other threads allocate, would be a data race). While a thread is
+// inside an ActivationScope, every CPU allocation that thread makes is counted until it is
+// freed, by whichever thread frees it. A training forward
 // pass runs inside a scope (algorithms/common.cpp, the pipelines' stages): the tensors autograd
 // saves for backward are allocated there and freed during backward, so the live count is the
 // bytes of live activations plus the forward's transient temporaries. Allocations made outside
@@ -53,8 +54,8 @@ int64_t live_activation_bytes();
 int64_t peak_activation_bytes();
 // Sets the peak to the current live count.
 void reset_peak_activation_bytes();
-// True if the counting allocator is LibTorch's CPU allocator (installing it if it was not yet);
-// false if another allocator of a higher priority holds the slot, and nothing is counted.
+// True if the counting allocator became LibTorch's CPU allocator when the program started;
+// false if another allocator of a higher priority held the slot, and nothing is counted.
 bool activation_counting_installed();
 
 struct ActivationSample {

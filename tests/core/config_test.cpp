@@ -504,6 +504,24 @@ name = "a'''b# \n\"\"\" \\ é"
   EXPECT_EQ(parse_config(resolved, "resolved.toml").run.name, c.run.name) << resolved;
 }
 
+TEST(ConfigFuzzRegressions, AlgorithmNamesAreBareKeys) {
+  // An algorithm's name names its table, [algorithm.<name>], and toml++ 3.3.0 wrote the header
+  // [algorithm.f''''] unquoted: the resolved config did not parse back.
+  for (const std::string text : {"[algorithm]\nname = \"f''''\"\nx = 55\n",
+                                 "[algorithm]\nname = \"\"\n", "[algorithm.\"a b\"]\nx = 1\n"}) {
+    try {
+      parse_config(text, "a.toml");
+      FAIL() << "parsed: " << text;
+    } catch (const ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("letters, digits, '_' and '-'"), std::string::npos)
+          << e.what();
+    }
+  }
+  const Config c = parse_config("[algorithm]\nname = \"my_algo-2\"\nx = 55\n", "a.toml");
+  const std::string resolved = c.resolved_toml();
+  EXPECT_EQ(parse_config(resolved, "resolved.toml").resolved_toml(), resolved);
+}
+
 TEST(ConfigFuzzRegressions, TomlSeesOnlyAsciiAndStringsKeepTheirValues) {
   // toml++ 3.3.0 also tests the character after a backslash in a multi-line string, and looks
   // ahead past a malformed value, with the same unreachable code: it now sees \u escapes.

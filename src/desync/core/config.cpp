@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <sstream>
 
@@ -563,17 +564,33 @@ void read_schedule(Config& c, const toml::table& doc, const std::string& f) {
   r.finish();
 }
 
+// Algorithm names become table names ([algorithm.<name>]), so they are TOML bare keys: the
+// resolved config must parse again (toml++ writes some other keys unquoted).
+bool is_bare_key(const std::string& k) {
+  return !k.empty() && std::all_of(k.begin(), k.end(), [](char ch) {
+    return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-';
+  });
+}
+
 void read_algorithm(Config& c, const toml::table& doc, const std::string& f) {
   const toml::table* t = section_table(doc, "algorithm", f);
   SectionReader r(t, "algorithm", f);
   AlgorithmConfig& v = c.algorithm;
   v.name = r.get("name", v.name);
+  if (!is_bare_key(v.name))
+    throw ConfigError(fmt::format("{}: algorithm.name = \"{}\": a name is letters, digits, '_' "
+                                  "and '-' (`desync list` shows them)",
+                                  r.where("name"), v.name));
   const int64_t common = r.get("accumulation", v.accumulation, 1, 1 << 20);
   v.doc = c.doc;
   v.file = f;
   for (const std::string& other : v.table_names()) {
     const toml::table* own = sub_table(t, other);
     SectionReader tr(own, "algorithm." + other, f);
+    if (!is_bare_key(other))
+      throw ConfigError(fmt::format("{}: [algorithm.\"{}\"]: an algorithm's table is named by "
+                                    "letters, digits, '_' and '-'",
+                                    f, other));
     tr.get("accumulation", common, 1, 1 << 20);
     if (own->get("name"))
       throw ConfigError(fmt::format(
